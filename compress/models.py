@@ -1,0 +1,269 @@
+"""VGG16 models described by a small spec, so every model we save can be rebuilt and loaded.
+
+A `ModelSpec` names the layer widths; `build` turns it into torchvision's `VGG` class.
+With the default widths it is exactly `torchvision.models.vgg16(num_classes=C)`, i.e. the
+seeds' "replace classifier[6]" model. Slimmed heads and (later) pruned widths are the
+same class with other numbers, so a saved checkpoint needs no pickled code to load.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models.vgg import VGG, make_layers
+
+from compress.errors import CompressError
+
+VGG16_WIDTHS: tuple[int, ...] = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
+POOL_AFTER = (1, 3, 6, 9, 12)  # conv indices followed by a 2x2 max-pool (VGG16 cfg "D")
+ARCHS = ("vgg16", "vgg16_bn")
+CHECKPOINT_FORMAT = "compress-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model's skeleton before loading its weights."""
+
+    arch: str = "vgg16"
+    num_classes: int = 10
+    conv_widths: tuple[int, ...] = VGG16_WIDTHS
+    head: str = "mlp"  # "mlp": flatten 7x7 -> hidden layers -> C;  "gap": global average pool -> C
+    hidden: tuple[int, ...] = (4096, 4096)
+    dropout: float = 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        d = dict(d)
+        for key in ("conv_widths", "hidden"):
+            if key in d:
+                d[key] = tuple(int(v) for v in d[key])
+        return cls(**d)
+
+
+def _cfg(widths: tuple[int, ...]) -> list[int | str]:
+    cfg: list[int | str] = []
+    for i, w in enumerate(widths):
+        cfg.append(w)
+        if i in POOL_AFTER:
+            cfg.append("M")
+    return cfg
+
+
+def make_head(in_features: int, hidden: tuple[int, ...], num_classes: int, dropout: float) -> nn.Sequential:
+    """Linear-ReLU-Dropout per hidden layer, then the class layer (torchvision's layout)."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_features, width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        in_features = width
+    layers.append(nn.Linear(in_features, num_classes))
+    head = nn.Sequential(*layers)
+    for m in head.modules():  # torchvision's VGG init for linear layers
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.constant_(m.bias, 0)
+    return head
+
+
+def set_head(model: VGG, spec: ModelSpec) -> None:
+    """Replace avgpool+classifier of `model` in place according to `spec`."""
+    last = spec.conv_widths[-1]
+    if spec.head == "gap":
+        model.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        model.classifier = make_head(last, spec.hidden, spec.num_classes, spec.dropout)
+    elif spec.head == "mlp":
+        model.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        model.classifier = make_head(last * 7 * 7, spec.hidden, spec.num_classes, spec.dropout)
+    else:
+        raise CompressError(f"unknown head {spec.head!r}: expected 'mlp' or 'gap'")
+
+
+def build(spec: ModelSpec) -> VGG:
+    """A freshly initialised model with the shapes in `spec`."""
+    if spec.arch not in ARCHS:
+        raise CompressError(f"unknown --arch {spec.arch!r}: expected one of {', '.join(ARCHS)}")
+    if len(spec.conv_widths) != len(VGG16_WIDTHS):
+        raise CompressError(f"a VGG16 has 13 convolutions, the spec lists {len(spec.conv_widths)}")
+    features = make_layers(_cfg(spec.conv_widths), batch_norm=spec.arch == "vgg16_bn")
+    model = VGG(features, num_classes=spec.num_classes, init_weights=True)
+    set_head(model, spec)
+    return model
+
+
+def save_checkpoint(model: nn.Module, spec: ModelSpec, path: Path, extra: dict[str, Any] | None = None) -> None:
+    """One file holding spec + state dict; loadable with `torch.load(weights_only=True)`."""
+    from compress.atomic import atomic_open
+
+    payload = {"format": CHECKPOINT_FORMAT, "spec": spec.to_dict(), "extra": extra or {},
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    with atomic_open(Path(path), "wb") as fh:
+        torch.save(payload, fh)
+
+
+# ---------------------------------------------------------------------------------------
+# Importing checkpoints we did not write: torchvision layout, seed 004's hand-built layout.
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class Imported:
+    model: VGG
+    spec: ModelSpec
+    layout: str  # "compress" | "torchvision" | "seed-004"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def read_checkpoint(path: Path, trust_pickle: bool = False) -> Any:
+    """torch.load with weights_only=True; a full pickled model only with trust_pickle."""
+    path = Path(path)
+    if not path.exists():
+        raise CompressError(f"checkpoint {path} does not exist: pass the path of a .pth/.pt file")
+    if not path.is_file():
+        raise CompressError(f"checkpoint {path} is not a file: pass the path of a .pth/.pt file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... by case
+        msg = str(exc)
+        if "Unsupported global" in msg:  # a pickled class (e.g. a whole nn.Module), not just tensors
+            if not trust_pickle:
+                raise CompressError(
+                    f"{path} holds pickled Python objects (a whole model, not a state dict); "
+                    "unpickling runs arbitrary code, so it is refused. Save model.state_dict() "
+                    "instead, or pass --trust-pickle if you trust this file") from None
+            try:
+                return torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as exc2:
+                raise CompressError(f"cannot load {path} even as a trusted pickle: {exc2}") from None
+        detail = next((ln.strip() for ln in msg.splitlines()[1:] if ln.strip() and "error" not in ln.lower()),
+                      msg.splitlines()[0] if msg else "no detail")
+        raise CompressError(f"{path} is not a PyTorch checkpoint torch.load can read ({type(exc).__name__}: "
+                            f"{detail}); expected a file written by torch.save") from None
+
+
+def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):  # common training-script wrappers
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CompressError(f"{path} does not hold a state dict (a mapping of names to tensors); "
+                            f"found {type(obj).__name__}")
+    return {re.sub(r"^module\.", "", k): v for k, v in obj.items()}
+
+
+_SEED_KEY = re.compile(r"^block(\d+)\.(\d+)\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+
+
+def _layer_order(keys: list[str], pattern: re.Pattern[str]) -> list[tuple[int, int]]:
+    seen = sorted({(int(m.group(1)), int(m.group(2))) for k in keys if (m := pattern.match(k))})
+    return seen
+
+
+def _seed004_to_torchvision(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map seed 004's block1..block5 / classifier.{0,2,4} names onto torchvision's by order."""
+    layers = _layer_order(list(sd), _SEED_KEY)
+    bn = any(k.endswith("running_mean") for k in sd)
+    # torchvision index of each conv (and its BN) in `features`
+    tv_index: list[int] = []
+    i = 0
+    for c in range(13):
+        tv_index.append(i)
+        i += 3 if bn else 2
+        if c in POOL_AFTER:
+            i += 1
+    convs = [(b, j) for (b, j) in layers if sd.get(f"block{b}.{j}.weight") is not None
+             and sd[f"block{b}.{j}.weight"].dim() == 4]
+    out: dict[str, torch.Tensor] = {}
+    for n, (b, j) in enumerate(convs):
+        if n >= 13:
+            break
+        for p in ("weight", "bias"):
+            if f"block{b}.{j}.{p}" in sd:
+                out[f"features.{tv_index[n]}.{p}"] = sd[f"block{b}.{j}.{p}"]
+        if bn:
+            for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+                if f"block{b}.{j + 1}.{p}" in sd:
+                    out[f"features.{tv_index[n] + 1}.{p}"] = sd[f"block{b}.{j + 1}.{p}"]
+    linears = sorted({int(k.split(".")[1]) for k in sd if k.startswith("classifier.") and k.endswith("weight")})
+    for n, j in enumerate(linears):
+        for p in ("weight", "bias"):
+            if f"classifier.{j}.{p}" in sd:
+                out[f"classifier.{3 * n}.{p}"] = sd[f"classifier.{j}.{p}"]
+    return out
+
+
+def infer_spec(sd: dict[str, torch.Tensor], path: Path) -> ModelSpec:
+    """Read widths, head and class count off the tensor shapes of a torchvision-layout dict."""
+    conv_keys = sorted((k for k in sd if k.startswith("features.") and k.endswith(".weight") and sd[k].dim() == 4),
+                       key=lambda k: int(k.split(".")[1]))
+    lin_keys = sorted((k for k in sd if k.startswith("classifier.") and k.endswith(".weight") and sd[k].dim() == 2),
+                      key=lambda k: int(k.split(".")[1]))
+    if not conv_keys or not lin_keys:
+        sample = ", ".join(list(sd)[:4])
+        raise CompressError(
+            f"{path} is not a VGG16 state dict: expected keys like features.0.weight (torchvision) or "
+            f"block1.0.weight (seed 004 layout), found {sample}, ...")
+    if len(conv_keys) != 13:
+        raise CompressError(f"{path} has {len(conv_keys)} convolutions; VGG16 has 13 (is it another VGG depth?)")
+    widths = tuple(int(sd[k].shape[0]) for k in conv_keys)
+    bn = any(k.endswith("running_mean") for k in sd)
+    first_in = int(sd[lin_keys[0]].shape[1])
+    head = "gap" if first_in == widths[-1] else "mlp"
+    hidden = tuple(int(sd[k].shape[0]) for k in lin_keys[:-1])
+    return ModelSpec(arch="vgg16_bn" if bn else "vgg16", num_classes=int(sd[lin_keys[-1]].shape[0]),
+                     conv_widths=widths, head=head, hidden=hidden)
+
+
+def load_model(path: Path, arch: str | None = None, num_classes: int | None = None,
+               trust_pickle: bool = False) -> Imported:
+    """Load any checkpoint we understand; explain precisely when it does not fit."""
+    path = Path(path)
+    obj = read_checkpoint(path, trust_pickle)
+    extra: dict[str, Any] = {}
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        spec, sd, layout, extra = ModelSpec.from_dict(obj["spec"]), obj["state_dict"], "compress", obj.get("extra", {})
+    else:
+        sd = _as_state_dict(obj, path)
+        layout = "torchvision"
+        if any(_SEED_KEY.match(k) for k in sd):
+            sd, layout = _seed004_to_torchvision(sd), "seed-004"
+        spec = infer_spec(sd, path)
+    if num_classes is not None and num_classes != spec.num_classes:
+        raise CompressError(f"{path} was trained for {spec.num_classes} classes, but --num-classes is "
+                            f"{num_classes}: drop --num-classes or pass {spec.num_classes}")
+    if arch is not None and arch != spec.arch:
+        raise CompressError(f"{path} is a {spec.arch} checkpoint ({'with' if spec.arch == 'vgg16_bn' else 'without'} "
+                            f"BatchNorm), but --arch is {arch}: pass --arch {spec.arch}")
+    model = build(spec)
+    missing, unexpected = _diff_keys(model.state_dict(), sd)
+    mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
+                  for k, v in model.state_dict().items() if k in sd and sd[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}")
+        if mismatched:
+            parts.append(f"shape mismatches {mismatched[:3]}")
+        raise CompressError(f"{path} does not fit {spec.arch} ({layout} layout, {spec.num_classes} classes): "
+                            + "; ".join(parts))
+    model.load_state_dict(sd)
+    return Imported(model=model, spec=spec, layout=layout, extra=extra)
+
+
+def _diff_keys(expected: dict[str, Any], found: dict[str, Any]) -> tuple[list[str], list[str]]:
+    return sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+
+
+def with_head(spec: ModelSpec, head: str, hidden: tuple[int, ...], dropout: float) -> ModelSpec:
+    return replace(spec, head=head, hidden=hidden, dropout=dropout)

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compress.measure import LatencyConfig
+
+# Two cores on CI: keep torch from oversubscribing them while tests run.
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def quick_latency() -> LatencyConfig:
+    """Enough calls to exercise the statistics, not enough to cost time."""
+    return LatencyConfig(warmup=1, min_calls=3, max_calls=3, budget_s=0.0, batches=(1, 2), gpu=False)
+
+
+QUICK_CLI = ["--max-samples", "80", "--latency-warmup", "1", "--latency-min-calls", "2",
+             "--latency-max-calls", "2", "--latency-budget-s", "0", "--latency-batches", "1,32",
+             "--no-latency-gpu", "--batch-size", "16"]
