@@ -1,0 +1,154 @@
+"""The one harness every model goes through: theory (params, MACs) and measurement (size, latency).
+
+MACs and nonzero parameters are theory: they say what the arithmetic could cost. Latency is
+measured: it says what the arithmetic did cost on this machine. The two are kept in separate
+columns because compressors that change the first need not change the second.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.errors import CompressError
+
+IQR_WARN = 0.10  # as torch.utils.benchmark: IQR/median above this means the figure is noisy
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Statistics of individual timed calls (not of blocks), in milliseconds."""
+
+    batch: int
+    median_ms: float
+    p90_ms: float
+    iqr_ms: float
+    calls: int
+    warning: str | None = None
+
+    @property
+    def per_image_ms(self) -> float:
+        return self.median_ms / self.batch
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """How long to time each (device, batch) pair; enough calls that the median is stable."""
+
+    warmup: int = 5
+    min_calls: int = 20
+    max_calls: int = 200
+    budget_s: float = 3.0  # stop adding calls past this, once min_calls are in
+    batches: tuple[int, ...] = (1, 32)
+    threads: int | None = field(default=None, metadata={"flag": "--threads"})  # None: all cores; always recorded
+    gpu: bool = True
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.min_calls < 1 or self.max_calls < self.min_calls:
+            raise CompressError("latency settings need warmup >= 0 and 1 <= min_calls <= max_calls")
+        if self.threads is not None and self.threads < 1:
+            raise CompressError(f"--threads must be >= 1, got {self.threads}")
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def time_calls(fn: Callable[[], object], cfg: LatencyConfig, batch: int,
+               sync: Callable[[], None] | None = None) -> Latency:
+    """Untimed warm-up, then individually timed calls until min_calls and the budget are met."""
+    for _ in range(cfg.warmup):
+        fn()
+    if sync:
+        sync()
+    times: list[float] = []
+    deadline = time.perf_counter() + cfg.budget_s
+    while len(times) < cfg.max_calls and (len(times) < cfg.min_calls or time.perf_counter() < deadline):
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    arr = np.asarray(times)
+    q1, med, q3, p90 = np.percentile(arr, [25, 50, 75, 90])
+    warning = None
+    if med > 0 and (q3 - q1) / med > IQR_WARN:
+        warning = f"noisy: IQR/median = {(q3 - q1) / med:.2f} > {IQR_WARN}"
+    return Latency(batch, float(med), float(p90), float(q3 - q1), len(times), warning)
+
+
+def torch_latency(model: nn.Module, input_shape: tuple[int, int, int], batch: int, device: torch.device,
+                  cfg: LatencyConfig) -> Latency:
+    """Latency of model(x) in eval + inference mode; x allocated on the device before timing."""
+    model = model.to(device).eval()
+    x = torch.randn(batch, *input_shape, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    with torch.inference_mode():
+        return time_calls(lambda: model(x), cfg, batch, sync)
+
+
+def cpu_latencies(model: nn.Module, input_shape: tuple[int, int, int], cfg: LatencyConfig) -> dict[int, Latency]:
+    threads = cfg.threads or default_threads()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return {b: torch_latency(model, input_shape, b, torch.device("cpu"), cfg) for b in cfg.batches}
+    finally:
+        torch.set_num_threads(before)
+
+
+def gpu_latencies(model: nn.Module, input_shape: tuple[int, int, int],
+                  cfg: LatencyConfig) -> tuple[dict[int, Latency], str]:
+    """GPU figures, or none with the reason; never a made-up number."""
+    if not cfg.gpu:
+        return {}, "n/a (GPU timing turned off)"
+    if not torch.cuda.is_available():
+        return {}, "n/a (no CUDA device on this machine)"
+    torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
+    gpu_model = copy.deepcopy(model)
+    try:
+        out = {b: torch_latency(gpu_model, input_shape, b, torch.device("cuda"), cfg) for b in cfg.batches}
+    except torch.cuda.OutOfMemoryError:
+        return {}, "n/a (CUDA out of memory)"
+    finally:
+        del gpu_model
+        torch.cuda.empty_cache()
+    return out, torch.cuda.get_device_name(0)
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """Total and nonzero parameters (nonzero differs only after unstructured pruning)."""
+    total = sum(p.numel() for p in model.parameters())
+    nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    return total, nonzero
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """Multiply-accumulates of one image (thop; the unit torchvision calls "GFLOPS")."""
+    from thop import profile
+
+    probe = copy.deepcopy(model).cpu().eval()  # thop attaches buffers and hooks; keep them off the real model
+    with torch.no_grad():
+        macs, _ = profile(probe, inputs=(torch.zeros(1, *input_shape),), verbose=False)
+    return int(macs)
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """FLOPs (2 per MAC for conv/linear) from torch's own counter, used to cross-check thop."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(torch.zeros(1, *input_shape))
+    return int(counter.get_total_flops())
+
+
+def file_size(path: Path) -> int:
+    return Path(path).stat().st_size

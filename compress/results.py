@@ -1,0 +1,209 @@
+"""The result row, the environment it was measured in, and the durable store.
+
+Every renderer (terminal table, markdown report, JSON) reads the same frozen rows. The store
+is SQLite: each row is one transaction, so a crash or Ctrl-C mid-run leaves the rows already
+written intact, and two runs writing at once both land (SQLite serialises the writers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import platform
+import sqlite3
+import subprocess
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from compress.errors import CompressError
+from compress.measure import Latency
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One measured model. Theory (params, MACs) and measurement (size, latency) side by side."""
+
+    row_id: str
+    created: str
+    dataset: str
+    compressor: str  # "baseline" for the uncompressed model
+    config: dict[str, Any]
+    config_hash: str
+    baseline_row_id: str | None  # the baseline measured in the same invocation, for fair ratios
+    model_path: str
+    num_classes: int
+    image_size: int
+    params: int
+    nonzero_params: int
+    macs: int
+    size_bytes: int
+    cpu_b1: Latency | None
+    cpu_b32: Latency | None
+    gpu_b1: Latency | None
+    gpu_b32: Latency | None
+    gpu_note: str
+    accuracy: float | None  # top-1 on the stored test split; None when measured without data
+    accuracy_before_finetune: float | None
+    test_images: int
+    finetune_epochs: int
+    best_epoch: int | None
+    train_seconds: float
+    seed: int
+    env: dict[str, Any]
+    command: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ResultRow":
+        """Tolerant of rows written by older versions: unknown keys dropped, new ones defaulted."""
+        known = {f.name: f for f in fields(cls)}
+        kw: dict[str, Any] = {}
+        for name in known:
+            value = d.get(name)
+            if name.startswith(("cpu_b", "gpu_b")) and isinstance(value, dict):
+                value = Latency(**{k: v for k, v in value.items() if k in {f.name for f in fields(Latency)}})
+            kw[name] = value
+        return cls(**kw)
+
+
+ROW_COLUMNS = tuple(f.name for f in fields(ResultRow))
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def new_row_id(compressor: str, config: dict[str, Any]) -> str:
+    """Time plus a short hash of the configuration: sortable and unique per run."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    return f"{stamp}-{compressor}-{config_hash(config)[:6]}"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------------------
+# Environment fingerprint
+# ---------------------------------------------------------------------------------------
+
+def _cpu_info() -> tuple[str, list[str]]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), []
+    model, flags = platform.processor() or platform.machine(), []
+    for line in text.splitlines():
+        if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
+            model = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and not flags:
+            flags = line.split(":", 1)[1].split()
+    return model, flags
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _static_env() -> dict[str, Any]:
+    import torch
+    import torchvision
+
+    try:
+        import onnxruntime
+
+        ort = onnxruntime.__version__
+    except ImportError:
+        ort = None
+    cpu, flags = _cpu_info()
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "onnxruntime": ort,
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_vnni": any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8")),
+        "cpu_avx512": "avx512f" in flags,
+        "cores": __import__("compress.measure", fromlist=["default_threads"]).default_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "git_commit": _git_commit(),
+    }
+
+
+def environment(threads: int, dtype: str = "float32") -> dict[str, Any]:
+    return {**_static_env(), "threads": threads, "dtype": dtype}
+
+
+# ---------------------------------------------------------------------------------------
+# Store
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class Store:
+    """Append-only SQLite store of result rows."""
+
+    path: Path
+    timeout_s: float = 60.0
+    _schema: str = field(default="""CREATE TABLE IF NOT EXISTS rows (
+        row_id TEXT PRIMARY KEY, dataset TEXT NOT NULL, compressor TEXT NOT NULL,
+        created TEXT NOT NULL, payload TEXT NOT NULL)""", repr=False)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = sqlite3.connect(self.path, timeout=self.timeout_s)
+            con.execute(self._schema)
+        except sqlite3.DatabaseError as exc:
+            raise CompressError(f"results store {self.path} cannot be opened ({exc}): move it aside; "
+                                "every row is also kept as row.json in its run folder") from None
+        return con
+
+    def add(self, row: ResultRow) -> None:
+        con = self._connect()
+        try:
+            with con:  # one transaction: the row is in or it is not
+                con.execute("INSERT INTO rows VALUES (?, ?, ?, ?, ?)",
+                            (row.row_id, row.dataset, row.compressor, row.created,
+                             json.dumps(row.to_dict(), default=str)))
+        finally:
+            con.close()
+
+    def rows(self, dataset: str | None = None) -> list[ResultRow]:
+        if not self.path.exists():
+            return []
+        con = self._connect()
+        try:
+            q = "SELECT payload FROM rows" + (" WHERE dataset = ?" if dataset else "") + " ORDER BY created, row_id"
+            return [ResultRow.from_dict(json.loads(p)) for (p,) in con.execute(q, (dataset,) if dataset else ())]
+        finally:
+            con.close()
+
+    def datasets(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        con = self._connect()
+        try:
+            return [d for (d,) in con.execute("SELECT DISTINCT dataset FROM rows ORDER BY dataset")]
+        finally:
+            con.close()
+
+
+def replace_row(row: ResultRow, **changes: Any) -> ResultRow:
+    return dataclasses.replace(row, **changes)

@@ -1,0 +1,105 @@
+"""One training loop for baseline training and fine-tuning after compression.
+
+The best epoch is chosen on the validation split, never on the test split: the seeds pick
+their best model by test accuracy, which inflates the accuracy they then report.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from compress.errors import CompressError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser settings; defaults follow the seeds (Adam, lr 1e-4, batch 32)."""
+
+    epochs: int = 8
+    lr: float = 1e-4
+    batch_size: int = 32
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise CompressError(f"--epochs must be >= 0, got {self.epochs}")
+        if self.batch_size <= 0:
+            raise CompressError(f"--batch-size must be positive, got {self.batch_size}")
+        if not self.lr > 0:
+            raise CompressError(f"--lr must be positive, got {self.lr}")
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int  # 0 = the weights we started from were never beaten
+    best_val_accuracy: float
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true labels over a loader, in loader order."""
+    model.eval()
+    preds, labels = [], []
+    for x, y in loader:
+        preds.append(model(x.to(device)).argmax(1).cpu())
+        labels.append(y)
+    return torch.cat(preds).numpy(), torch.cat(labels).numpy()
+
+
+def accuracy(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
+    pred, true = predict(model, loader, device)
+    return float((pred == true).mean()) if len(true) else float("nan")
+
+
+def make_adam(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Fused Adam where supported: on CPU the unfused step costs ~0.7 s per batch for VGG16's
+    134M parameters (allocator churn), the fused one ~0.1 s (measured on the 2-core dev box)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def fit(model: nn.Module, train: DataLoader, val: DataLoader, cfg: TrainConfig, device: torch.device,
+        desc: str = "train") -> TrainResult:
+    """Train with Adam and cross-entropy; load back the weights of the best validation epoch."""
+    model.to(device)
+    start = time.perf_counter()
+    best_acc = accuracy(model, val, device) if cfg.epochs else float("nan")  # epoch 0: the starting weights
+    best_state, best_epoch = copy.deepcopy(model.state_dict()), 0
+    opt = make_adam(model, cfg)
+    loss_fn = nn.CrossEntropyLoss()
+    history: list[dict[str, float]] = []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        total, n = 0.0, 0
+        bar = tqdm(train, desc=f"{desc} epoch {epoch}/{cfg.epochs}", leave=False, unit="batch")
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            total, n = total + loss.item() * len(y), n + len(y)
+            bar.set_postfix(loss=f"{total / n:.3f}")
+        val_acc = accuracy(model, val, device)
+        history.append({"epoch": epoch, "train_loss": total / max(n, 1), "val_accuracy": val_acc})
+        mark = ""
+        if val_acc > best_acc:
+            best_acc, best_state, best_epoch, mark = val_acc, copy.deepcopy(model.state_dict()), epoch, " (best)"
+        tqdm.write(f"{desc} epoch {epoch}/{cfg.epochs}: train loss {total / max(n, 1):.4f}, "
+                   f"val acc {100 * val_acc:.2f}%{mark}", file=sys.stderr)
+    model.load_state_dict(best_state)
+    return TrainResult(best_epoch, best_acc, time.perf_counter() - start, history)
