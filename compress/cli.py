@@ -1,0 +1,308 @@
+"""`python -m compress ...`: list, baseline, run, measure, report.
+
+Flags come from the typed config dataclasses (data, training, latency, and each
+compressor's own config), so a new compressor gets its CLI by declaring its config.
+Logs go to stderr; `--json` prints result rows as JSON on stdout for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import types
+from dataclasses import MISSING, asdict, fields
+from pathlib import Path
+from typing import Any, Literal, Sequence, Union, get_args, get_origin, get_type_hints
+
+from compress import compressors, data, measure, models, pipeline, report
+from compress.errors import CompressError
+from compress.train import TrainConfig
+
+HELP = {
+    "dataset": "built-in or torchvision dataset: digits (default, offline), cifar10, fashion-mnist",
+    "data": "ImageFolder root (one sub-folder of images per class); overrides --dataset",
+    "data_root": "where torchvision datasets live",
+    "download": "let torchvision download --dataset into --data-root (needs internet)",
+    "image_size": "input side in pixels (>= 32; default 32, or 224 for --data folders)",
+    "seed": "seed of the split, the initialisation and the data order",
+    "test_fraction": "share of the images held out for test when the dataset has no official split",
+    "val_fraction": "share of the training images used to pick the best epoch",
+    "max_samples": "use a seeded subset of this many images (smoke tests)",
+    "epochs": "training epochs",
+    "lr": "Adam learning rate",
+    "batch_size": "training batch size",
+    "weight_decay": "Adam weight decay",
+    "warmup": "untimed calls before timing",
+    "min_calls": "timed calls at least, per batch size",
+    "max_calls": "timed calls at most, per batch size",
+    "budget_s": "seconds of timing per batch size once --latency-min-calls are in",
+    "batches": "batch sizes to time, comma-separated",
+    "threads": "CPU threads for timing (default: all cores; recorded in every row)",
+    "gpu": "also time on the GPU when CUDA is available",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line, not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _unwrap_optional(t: Any) -> Any:
+    if get_origin(t) in (Union, types.UnionType):
+        args = [a for a in get_args(t) if a is not type(None)]
+        return args[0] if len(args) == 1 else t
+    return t
+
+
+def _list_of(kind: type) -> Any:
+    def parse(text: str) -> tuple[Any, ...]:
+        try:
+            return tuple(kind(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+    parse.__name__ = f"list of {kind.__name__}"
+    return parse
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "", dest_prefix: str = "",
+                     skip: Sequence[str] = (), defaults: dict[str, Any] | None = None) -> None:
+    """One flag per dataclass field; the type annotation decides how it is parsed."""
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        t = _unwrap_optional(hints[f.name])
+        flag = f.metadata.get("flag") or "--" + prefix + f.name.replace("_", "-")
+        default = (defaults or {}).get(f.name, f.default if f.default is not MISSING else None)
+        kw: dict[str, Any] = {"dest": dest_prefix + f.name, "default": default, "metavar": f.name.upper(),
+                              "help": f.metadata.get("help") or HELP.get(f.name, "")}
+        if t is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+            del kw["metavar"]
+        elif get_origin(t) is Literal:
+            kw["choices"] = list(get_args(t))
+            del kw["metavar"]
+        elif get_origin(t) is tuple:
+            kw["type"] = _list_of(get_args(t)[0])
+        else:
+            kw["type"] = t
+        if kw["help"] and default not in (None, False, ()):
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            kw["help"] += f" (default {shown})"
+        parser.add_argument(flag, **kw)
+
+
+def config_from(cls: type, ns: argparse.Namespace, dest_prefix: str = "", **fixed: Any) -> Any:
+    values = {f.name: getattr(ns, dest_prefix + f.name) for f in fields(cls)
+              if hasattr(ns, dest_prefix + f.name) and f.name not in fixed}
+    return cls(**values, **fixed)
+
+
+# ---------------------------------------------------------------------------------------
+# Parser
+# ---------------------------------------------------------------------------------------
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print result rows as JSON on stdout")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="where runs, baselines and the results store live (default ./runs or $COMPRESS_HOME)")
+    p.add_argument("--reports-dir", type=Path, default=Path("reports"), help="where reports are written")
+
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    add_config_flags(g, data.DataConfig, skip=("test_fraction", "val_fraction"))
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", choices=list(models.ARCHS), default="vgg16", help="baseline architecture")
+    p.add_argument("--device", default="auto", help="training device: auto, cpu or cuda (default auto)")
+
+
+def _latency_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("latency measurement")
+    add_config_flags(g, measure.LatencyConfig, prefix="latency-", dest_prefix="lat_")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="compress", description="Compress a VGG16 classifier and measure what it buys you.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("list", help="the registered compressors")
+    _common(p)
+
+    p = sub.add_parser("baseline", help="train (or load the cached) VGG16 baseline and measure it")
+    _common(p), _data_flags(p), _model_flags(p), _latency_flags(p)
+    add_config_flags(p.add_argument_group("training"), TrainConfig)
+    p.add_argument("--retrain", action="store_true", help="train again even if a cached baseline exists")
+
+    p = sub.add_parser("run", help="compress the baseline with one compressor, fine-tune, measure both")
+    runs = p.add_subparsers(dest="compressor", required=True, parser_class=Parser, metavar="COMPRESSOR")
+    for name in compressors.names():
+        comp = compressors.get(name)
+        q = runs.add_parser(name, help=comp.description, description=comp.description)
+        _common(q), _data_flags(q), _model_flags(q), _latency_flags(q)
+        add_config_flags(q.add_argument_group(f"{name} options"), comp.config, dest_prefix="c_")
+        if comp.finetune:
+            add_config_flags(q.add_argument_group("fine-tuning"), pipeline.FinetuneConfig)
+        q.add_argument("--baseline-epochs", type=int, default=TrainConfig.epochs,
+                       help=f"epochs for the baseline if none is cached (default {TrainConfig.epochs})")
+
+    p = sub.add_parser("measure", help="measure a checkpoint you already have")
+    _common(p), _latency_flags(p)
+    p.add_argument("--weights", type=Path, required=True, help="a state dict (.pth) or a compress checkpoint")
+    p.add_argument("--arch", choices=list(models.ARCHS), default=None, help="expected architecture (checked)")
+    p.add_argument("--num-classes", type=int, default=None, help="expected number of classes (checked)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a fully pickled model (unpickling runs code: only for files you trust)")
+    p.add_argument("--device", default="auto", help="device for the accuracy pass: auto, cpu or cuda")
+    g = p.add_argument_group("data (optional: adds accuracy)")
+    add_config_flags(g, data.DataConfig, skip=("test_fraction", "val_fraction"), defaults={"dataset": None})
+
+    p = sub.add_parser("report", help="regenerate reports/<dataset>.md from the stored rows")
+    _common(p)
+    p.add_argument("--dataset", default=None, help="only this dataset (default: every dataset in the store)")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------
+
+def _emit(rows: list[Any], as_json: bool, baselines: dict[str, Any] | None = None) -> None:
+    if as_json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2, default=str))
+    else:
+        print(report.to_markdown(rows, baselines or {}))
+
+
+def _workspace(ns: argparse.Namespace) -> pipeline.Workspace:
+    return pipeline.Workspace(ns.workdir) if ns.workdir else pipeline.Workspace.default()
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value <= 0:
+        raise CompressError(f"--{name} must be positive, got {value}")
+
+
+def _data_cfg(ns: argparse.Namespace) -> data.DataConfig:
+    _positive("max-samples", ns.max_samples)
+    return config_from(data.DataConfig, ns, dataset=ns.dataset or "digits")
+
+
+def _refresh_report(ws: pipeline.Workspace, dataset: str, reports_dir: Path) -> None:
+    path = report.write_report(dataset, ws.store.rows(dataset), reports_dir)
+    pipeline.log(f"report: {path}")
+
+
+def cmd_list(ns: argparse.Namespace) -> None:
+    items = [{"name": n, "description": compressors.get(n).description,
+              "options": [f.name for f in fields(compressors.get(n).config)]} for n in compressors.names()]
+    if ns.json:
+        print(json.dumps(items, indent=2))
+    else:
+        width = max(len(i["name"]) for i in items)
+        for i in items:
+            print(f"{i['name']:<{width}}  {i['description']}")
+
+
+def cmd_baseline(ns: argparse.Namespace, command: str) -> None:
+    ws, dcfg = _workspace(ns), _data_cfg(ns)
+    tcfg, lcfg = config_from(TrainConfig, ns), config_from(measure.LatencyConfig, ns, "lat_")
+    device = pipeline.pick_device(ns.device)
+    base = pipeline.ensure_baseline(ws, dcfg, ns.arch, tcfg, device, retrain=ns.retrain)
+    row = pipeline.measure_baseline(ws, base, lcfg, device, command)
+    pipeline.log(f"baseline test accuracy {100 * (row.accuracy or 0):.2f}% ({row.test_images} images); "
+                 f"checkpoint {base.path}")
+    _emit([row], ns.json)
+    _refresh_report(ws, row.dataset, ns.reports_dir)
+
+
+def cmd_run(ns: argparse.Namespace, command: str) -> None:
+    comp = compressors.get(ns.compressor)
+    comp_cfg = config_from(comp.config, ns, "c_")
+    ft = config_from(pipeline.FinetuneConfig, ns) if comp.finetune else pipeline.FinetuneConfig(epochs=0)
+    if ns.baseline_epochs <= 0:
+        raise CompressError(f"--baseline-epochs must be positive, got {ns.baseline_epochs}")
+    bcfg = TrainConfig(epochs=ns.baseline_epochs, batch_size=ft.batch_size)
+    lcfg = config_from(measure.LatencyConfig, ns, "lat_")
+    ws, dcfg = _workspace(ns), _data_cfg(ns)
+    device = pipeline.pick_device(ns.device)
+    base_row, row = pipeline.run_compressor(ws, ns.compressor, comp_cfg, dcfg, ns.arch, bcfg, ft, lcfg, device,
+                                            command)
+    _emit([base_row, row], ns.json, {base_row.row_id: base_row})
+    _refresh_report(ws, row.dataset, ns.reports_dir)
+
+
+def cmd_measure(ns: argparse.Namespace, command: str) -> None:
+    _positive("num-classes", ns.num_classes)
+    lcfg = config_from(measure.LatencyConfig, ns, "lat_")
+    imported = models.load_model(ns.weights, ns.arch, ns.num_classes, ns.trust_pickle)
+    has_data = bool(ns.data or ns.dataset)
+    dcfg = _data_cfg(ns)
+    extra_size = imported.extra.get("image_size") if isinstance(imported.extra, dict) else None
+    size = ns.image_size or (dcfg.size if has_data else extra_size or 224)
+    if size < data.MIN_IMAGE_SIZE:
+        raise CompressError(f"--image-size {size} is too small: VGG16 needs at least {data.MIN_IMAGE_SIZE}")
+    ws, device = _workspace(ns), pipeline.pick_device(ns.device)
+    test_loader, name = None, "no-data"
+    if has_data:
+        dcfg = config_from(data.DataConfig, ns, dataset=ns.dataset or "digits", image_size=size)
+        bundle = data.load(dcfg)
+        if bundle.num_classes != imported.spec.num_classes:
+            raise CompressError(f"{ns.weights} predicts {imported.spec.num_classes} classes but {dcfg.name} has "
+                                f"{bundle.num_classes} ({', '.join(bundle.classes[:5])}...): pick the matching data")
+        split = pipeline.stored_split(ws, dcfg, bundle)
+        test_loader = data.loaders(bundle, split, 64, dcfg.seed).test
+        name = dcfg.name
+    config = {"weights": str(Path(ns.weights).resolve()), "layout": imported.layout, "arch": imported.spec.arch,
+              "spec": imported.spec.to_dict()}
+    info = pipeline.RowInfo(dataset=name, compressor=f"import:{Path(ns.weights).name}", config=config,
+                            seed=ns.seed, command=command)
+    row, _ = pipeline.measure_row(imported.model, imported.spec, ns.weights, size, info, lcfg, test_loader, device)
+    ws.store.add(row)
+    pipeline.log(f"{ns.weights}: {imported.layout} layout, {imported.spec.arch}, {imported.spec.num_classes} classes")
+    _emit([row], ns.json)
+
+
+def cmd_report(ns: argparse.Namespace) -> None:
+    ws = _workspace(ns)
+    names = [ns.dataset] if ns.dataset else ws.store.datasets()
+    if not names:
+        raise CompressError(f"the results store {ws.store.path} is empty: run `python -m compress run slim-head` first")
+    written = []
+    for name in names:
+        path = report.write_report(name, ws.store.rows(name), ns.reports_dir)
+        written.append({"dataset": name, "path": str(path)})
+        pipeline.log(f"wrote {path}")
+    if ns.json:
+        print(json.dumps(written, indent=2))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = "python -m compress " + shlex.join(argv)
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        if ns.command == "list":
+            cmd_list(ns)
+        elif ns.command == "baseline":
+            cmd_baseline(ns, command)
+        elif ns.command == "run":
+            cmd_run(ns, command)
+        elif ns.command == "measure":
+            cmd_measure(ns, command)
+        elif ns.command == "report":
+            cmd_report(ns)
+    except CompressError as exc:
+        print(f"compress: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("compress: interrupted; stored results are intact", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,139 @@
+"""End to end through the CLI on a tiny digits subset: the commands a user types."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compress.cli import main
+from compress.results import ROW_COLUMNS, Store
+from tests.conftest import QUICK_CLI
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ws")
+
+
+@pytest.fixture(scope="module")
+def slim_run(workspace: Path) -> tuple[int, list[dict]]:
+    """One real `run slim-head --json` (baseline trained on the fly), shared by the tests below."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["run", "slim-head", "--json", "--workdir", str(workspace / "runs"),
+                     "--reports-dir", str(workspace / "reports"), "--epochs", "1", "--baseline-epochs", "1",
+                     *QUICK_CLI])
+    return code, json.loads(out.getvalue())
+
+
+def test_run_prints_every_column_as_json(slim_run: tuple[int, list[dict]]) -> None:
+    code, rows = slim_run
+    assert code == 0
+    assert [r["compressor"] for r in rows] == ["baseline", "slim-head"]
+    for r in rows:
+        assert set(ROW_COLUMNS) <= set(r)
+        assert r["params"] > 0 and r["macs"] > 0 and r["size_bytes"] > 0
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["test_images"] == 16
+        assert r["cpu_b1"]["median_ms"] > 0 and r["cpu_b32"]["batch"] == 32
+        assert r["env"]["torch"] and r["env"]["threads"] >= 1 and "cpu_vnni" in r["env"]
+        assert r["gpu_note"].startswith("n/a")
+    base, slim = rows
+    assert slim["baseline_row_id"] == base["row_id"]
+    assert slim["params"] < 0.31 * base["params"]
+    assert slim["size_bytes"] < 0.31 * base["size_bytes"]
+    assert slim["finetune_epochs"] == 1 and slim["config"]["compressor"]["hidden"] == [1024, 256]
+
+
+def test_rows_are_stored_and_the_report_is_written(slim_run: tuple[int, list[dict]], workspace: Path) -> None:
+    stored = Store(workspace / "runs" / "results.sqlite").rows("digits")
+    assert {r.row_id for r in stored} == {r["row_id"] for r in slim_run[1]}
+    text = (workspace / "reports" / "digits.md").read_text()
+    lines = [ln for ln in text.splitlines() if ln.startswith("| baseline") or ln.startswith("| slim-head")]
+    assert lines[0].startswith("| baseline") and len(lines) == 2
+    assert "## Environment" in text and "python -m compress run slim-head" in text
+
+
+def test_saved_model_measures_again_with_the_same_accuracy(slim_run: tuple[int, list[dict]], workspace: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    slim = slim_run[1][1]
+    code = main(["measure", "--weights", slim["model_path"], "--json", "--workdir", str(workspace / "runs"),
+                 "--dataset", "digits", *QUICK_CLI[:2], *QUICK_CLI[2:12]])
+    assert code == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["accuracy"] == slim["accuracy"] and row["params"] == slim["params"]
+
+
+def test_second_run_reuses_the_cached_baseline(slim_run: tuple[int, list[dict]], workspace: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "slim-head", "--head", "gap", "--json", "--workdir", str(workspace / "runs"),
+                 "--reports-dir", str(workspace / "reports"), "--epochs", "1", *QUICK_CLI])
+    captured = capsys.readouterr()
+    assert code == 0 and "using cached baseline" in captured.err
+    base, gap = json.loads(captured.out)
+    assert base["accuracy"] == slim_run[1][0]["accuracy"]  # same weights, same test split
+    assert gap["params"] < 0.15 * base["params"]
+
+
+def test_measure_without_data_reports_what_needs_no_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    import torchvision
+
+    path = tmp_path / "best_model.pth"
+    torch.save(torchvision.models.vgg16(weights=None, num_classes=3).state_dict(), path)
+    code = main(["measure", "--weights", str(path), "--image-size", "32", "--json", "--workdir", str(tmp_path),
+                 *QUICK_CLI[2:12]])
+    row = json.loads(capsys.readouterr().out)[0]
+    assert code == 0 and row["accuracy"] is None and row["params"] == 134_272_835 and row["macs"] > 0
+
+
+def test_list_names_each_compressor(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("slim-head") and "classifier" in out
+
+
+BAD = [
+    (["run", "nope"], "invalid choice: 'nope'"),
+    (["run", "slim-head", "--data", "/no/such/folder"], "/no/such/folder does not exist"),
+    (["run", "slim-head", "--image-size", "16"], "--image-size 16 is too small"),
+    (["run", "slim-head", "--epochs", "-1"], "--epochs must be >= 0"),
+    (["run", "slim-head", "--batch-size", "0"], "--batch-size must be positive"),
+    (["run", "slim-head", "--baseline-epochs", "0"], "--baseline-epochs must be positive"),
+    (["run", "slim-head", "--epochs", "two"], "invalid int value: 'two'"),
+    (["run", "slim-head", "--hidden", "1024,x"], "comma-separated ints"),
+    (["baseline", "--dataset", "imagenet"], "unknown --dataset 'imagenet'"),
+    (["baseline", "--dataset", "cifar10", "--data-root", "/no/such/root"], "pass --download"),
+    (["measure", "--weights", "/no/such.pth"], "/no/such.pth does not exist"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_and_nothing_is_stored(tmp_path: Path, argv: list[str], message: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "compress", *argv, "--workdir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "results.sqlite").exists()
+
+
+def test_data_folder_without_images_is_named(tmp_path: Path) -> None:
+    (tmp_path / "imgs" / "Early_blight").mkdir(parents=True)
+    (tmp_path / "imgs" / "Healthy").mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (40, 40)).save(tmp_path / "imgs" / "Healthy" / "1.JPG")
+    proc = subprocess.run([sys.executable, "-m", "compress", "baseline", "--data", str(tmp_path / "imgs"),
+                           "--workdir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Early_blight hold no images" in proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "compress", "baseline", "--data", str(tmp_path / "empty")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "has no class folders" in proc.stderr

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from compress import compressors, measure, models
+from compress.compressors import Context
+from compress.compressors.slim_head import SlimHeadConfig
+from compress.errors import CompressError
+
+
+def _ctx() -> Context:
+    return Context(loaders=None, device=torch.device("cpu"), num_classes=10, image_size=32)
+
+
+@pytest.mark.parametrize("name", compressors.names())
+def test_every_compressor_keeps_the_output_shape_and_shrinks_something(name: str) -> None:
+    """The registry contract: defaults work, logits keep their shape, the model gets smaller."""
+    comp = compressors.get(name)
+    spec = models.ModelSpec(num_classes=10)
+    base = models.build(spec)
+    model, new_spec = comp.fn(copy.deepcopy(base), spec, comp.config(), _ctx())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert model.eval()(x).shape == (2, 10)
+    assert measure.count_params(model)[0] < measure.count_params(base)[0]
+    rebuilt = models.build(new_spec)  # the spec it returns must describe the model it returns
+    rebuilt.load_state_dict(model.state_dict())
+    assert comp.description
+
+
+def test_unknown_compressor_lists_the_valid_ones() -> None:
+    with pytest.raises(CompressError, match="unknown compressor 'nope': choose one of .*slim-head"):
+        compressors.get("nope")
+
+
+def test_duplicate_registration_is_refused() -> None:
+    with pytest.raises(ValueError, match="registered twice"):
+        compressors.register("slim-head", SlimHeadConfig)(lambda *a: a)  # type: ignore[arg-type,return-value]
+
+
+@pytest.mark.parametrize("classes", [3, 10])
+def test_slim_head_cuts(classes: int) -> None:
+    spec = models.ModelSpec(num_classes=classes)
+    base = measure.count_params(models.build(spec))[0]
+    comp = compressors.get("slim-head")
+    mlp, _ = comp.fn(models.build(spec), spec, SlimHeadConfig(), _ctx())
+    gap, _ = comp.fn(models.build(spec), spec, SlimHeadConfig(head="gap"), _ctx())
+    convs = 14_714_688  # VGG16's 13 convolutions
+    assert measure.count_params(mlp)[0] == convs + 25088 * 1024 + 1024 + 1024 * 256 + 256 + 256 * classes + classes
+    # Seed 004's 1024-256 head removes 69.7% (3 classes): 25088x1024 stays the biggest layer.
+    assert 1 - measure.count_params(mlp)[0] / base > 0.69
+    assert 1 - measure.count_params(gap)[0] / base > 0.85
+    assert measure.count_macs(mlp, (3, 32, 32)) < measure.count_macs(models.build(spec), (3, 32, 32))
+
+
+def test_slim_head_keeps_the_convolution_weights() -> None:
+    spec = models.ModelSpec(num_classes=10)
+    base = models.build(spec)
+    out, _ = compressors.get("slim-head").fn(copy.deepcopy(base), spec, SlimHeadConfig(), _ctx())
+    for k, v in base.features.state_dict().items():
+        assert torch.equal(v, out.features.state_dict()[k])
+
+
+@pytest.mark.parametrize("kw,match", [({"hidden": (0, 5)}, "positive"), ({"dropout": 1.0}, "dropout")])
+def test_slim_head_config_validation(kw: dict, match: str) -> None:
+    with pytest.raises(CompressError, match=match):
+        SlimHeadConfig(**kw)
