@@ -34,6 +34,8 @@ HELP = {
     "lr": "Adam learning rate",
     "batch_size": "training batch size",
     "weight_decay": "Adam weight decay",
+    "augment": "random shifts of up to 1/8 of the side on training images (no flips)",
+    "schedule": "learning-rate schedule over the epochs",
     "warmup": "untimed calls before timing",
     "min_calls": "timed calls at least, per batch size",
     "max_calls": "timed calls at most, per batch size",
@@ -228,7 +230,7 @@ def cmd_run(ns: argparse.Namespace, command: str) -> None:
     ft = config_from(pipeline.FinetuneConfig, ns) if comp.finetune else pipeline.FinetuneConfig(epochs=0)
     if ns.baseline_epochs <= 0:
         raise CompressError(f"--baseline-epochs must be positive, got {ns.baseline_epochs}")
-    bcfg = TrainConfig(epochs=ns.baseline_epochs, batch_size=ft.batch_size)
+    bcfg = TrainConfig(epochs=ns.baseline_epochs)  # the baseline's own recipe; --epochs etc. are the fine-tune's
     lcfg = config_from(measure.LatencyConfig, ns, "lat_")
     ws, dcfg = _workspace(ns), _data_cfg(ns)
     device = pipeline.pick_device(ns.device)

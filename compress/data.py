@@ -215,6 +215,26 @@ def make_split(bundle: DataBundle, cfg: DataConfig) -> Split:
     return Split(tuple(int(i) for i in train), tuple(int(i) for i in val), tuple(int(i) for i in test))
 
 
+class Shifted(Dataset):
+    """Random shifts of up to 1/8 of the side (edge-padded random crop), applied to training images only.
+
+    No flips: digits, text and many leaf/face photos are not mirror-symmetric in a way labels survive.
+    """
+
+    def __init__(self, base: Dataset, size: int) -> None:
+        from torchvision.transforms import v2
+
+        self.base = base
+        self.crop = v2.RandomCrop(size, padding=max(1, size // 8), padding_mode="edge")
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x, y = self.base[i]
+        return self.crop(x), y
+
+
 @dataclass
 class Loaders:
     train: DataLoader
@@ -222,11 +242,15 @@ class Loaders:
     test: DataLoader
 
 
-def loaders(bundle: DataBundle, split: Split, batch_size: int, seed: int = 0, workers: int = 0) -> Loaders:
+def loaders(bundle: DataBundle, split: Split, batch_size: int, seed: int = 0, workers: int = 0,
+            augment: bool = False) -> Loaders:
     gen = torch.Generator().manual_seed(seed)
     kw: dict[str, Any] = {"batch_size": batch_size, "num_workers": workers}
+    train: Dataset = Subset(bundle.train_pool, split.train)
+    if augment:
+        train = Shifted(train, bundle.image_size)
     return Loaders(
-        train=DataLoader(Subset(bundle.train_pool, split.train), shuffle=True, generator=gen, **kw),
+        train=DataLoader(train, shuffle=True, generator=gen, **kw),
         val=DataLoader(Subset(bundle.train_pool, split.val), shuffle=False, **kw),
         test=DataLoader(Subset(bundle.test_pool, split.test), shuffle=False, **kw),
     )

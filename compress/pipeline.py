@@ -124,6 +124,9 @@ def ensure_baseline(ws: Workspace, data_cfg: DataConfig, arch: str, train_cfg: T
         imported = models.load_model(ckpt)
         log(f"using cached baseline {ckpt} (trained {meta['train']['epochs']} epochs, best epoch "
             f"{meta['best_epoch']}, test accuracy {100 * meta['test_accuracy']:.2f}%)")
+        if meta["train"] != asdict(train_cfg):
+            log(f"note: the cached baseline was trained with {meta['train']}, not {asdict(train_cfg)}; "
+                "pass --retrain to `compress baseline` to train it with your settings")
         return Baseline(imported.model, imported.spec, ckpt, meta, bundle, split, data_cfg)
 
     log(f"training the {arch} baseline on {data_cfg.name} ({len(split.train)} train / {len(split.val)} val / "
@@ -131,7 +134,7 @@ def ensure_baseline(ws: Workspace, data_cfg: DataConfig, arch: str, train_cfg: T
     torch.manual_seed(data_cfg.seed)
     spec = ModelSpec(arch=arch, num_classes=bundle.num_classes)
     model = models.build(spec)
-    ld = data_mod.loaders(bundle, split, train_cfg.batch_size, data_cfg.seed)
+    ld = data_mod.loaders(bundle, split, train_cfg.batch_size, data_cfg.seed, augment=train_cfg.augment)
     result = fit(model, ld.train, ld.val, train_cfg, device, desc="baseline")
     test_acc = accuracy(model, ld.test, device)
     models.save_checkpoint(model, spec, ckpt, extra={"classes": bundle.classes, "image_size": data_cfg.size})
@@ -222,7 +225,8 @@ def run_compressor(ws: Workspace, name: str, comp_cfg: Any, data_cfg: DataConfig
     """Compress the cached baseline, fine-tune, and measure both with the same harness."""
     comp = get(name)
     base = ensure_baseline(ws, data_cfg, arch, baseline_cfg, device)
-    ld: Loaders = data_mod.loaders(base.bundle, base.split, finetune_cfg.batch_size, data_cfg.seed)
+    ld: Loaders = data_mod.loaders(base.bundle, base.split, finetune_cfg.batch_size, data_cfg.seed,
+                                   augment=finetune_cfg.augment)
     ctx = Context(loaders=ld, device=device, num_classes=base.bundle.num_classes, image_size=data_cfg.size)
     torch.manual_seed(data_cfg.seed)
     model, spec = comp.fn(copy.deepcopy(base.model), base.spec, comp_cfg, ctx)

@@ -25,6 +25,8 @@ class SlimHeadConfig:
     dropout: float = field(default=0.5, metadata={"help": "dropout after each hidden layer"})
 
     def __post_init__(self) -> None:
+        if self.head == "gap":  # the gap head has no hidden layers; keep the stored config honest
+            object.__setattr__(self, "hidden", ())
         if any(w <= 0 for w in self.hidden):
             raise CompressError(f"--hidden widths must be positive, got {','.join(map(str, self.hidden))}")
         if not 0.0 <= self.dropout < 1.0:
@@ -34,7 +36,6 @@ class SlimHeadConfig:
 @register("slim-head", SlimHeadConfig)
 def slim_head(model: nn.Module, spec: ModelSpec, config: SlimHeadConfig, ctx: Context) -> tuple[nn.Module, ModelSpec]:
     """Replace the 4096-4096 classifier with a small MLP (1024-256) or a global-average-pool head."""
-    hidden = () if config.head == "gap" else config.hidden
-    new_spec = replace(spec, head=config.head, hidden=hidden, dropout=config.dropout)
+    new_spec = replace(spec, head=config.head, hidden=config.hidden, dropout=config.dropout)
     set_head(model, new_spec)  # convolution weights stay those of the baseline
     return model, new_spec
