@@ -8,6 +8,7 @@ Logs go to stderr; `--json` prints result rows as JSON on stdout for scripts.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shlex
 import sys
@@ -70,9 +71,22 @@ def _list_of(kind: type) -> Any:
     return parse
 
 
+def _choice_list(choices: tuple[str, ...]) -> Any:
+    def parse(text: str) -> tuple[str, ...]:
+        values = tuple(v.strip() for v in text.split(",") if v.strip())
+        bad = [v for v in values if v not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"invalid choice {','.join(bad) or text!r}: choose from {', '.join(choices)}")
+        return values
+    return parse
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "", dest_prefix: str = "",
-                     skip: Sequence[str] = (), defaults: dict[str, Any] | None = None) -> None:
-    """One flag per dataclass field; the type annotation decides how it is parsed."""
+                     skip: Sequence[str] = (), defaults: dict[str, Any] | None = None, as_lists: bool = False) -> None:
+    """One flag per dataclass field; the type annotation decides how it is parsed.
+
+    With as_lists (for `sweep`), every non-boolean flag takes comma-separated values.
+    """
     hints = get_type_hints(cls)
     for f in fields(cls):
         if f.name in skip:
@@ -85,6 +99,10 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
         if t is bool:
             kw["action"] = argparse.BooleanOptionalAction
             del kw["metavar"]
+        elif as_lists and get_origin(t) is not tuple:  # tuple-valued fields (e.g. --hidden) stay fixed
+            kw["default"] = default if isinstance(default, tuple) else (default,)
+            kw["type"] = _choice_list(get_args(t)) if get_origin(t) is Literal else _list_of(t)
+            kw["help"] += " [comma-separated values are swept]"
         elif get_origin(t) is Literal:
             kw["choices"] = list(get_args(t))
             del kw["metavar"]
@@ -92,6 +110,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
             kw["type"] = _list_of(get_args(t)[0])
         else:
             kw["type"] = t
+        kw["help"] = kw["help"].replace("%", "%%")  # argparse %-formats help strings
+        default = kw.get("default")
         if kw["help"] and default not in (None, False, ()):
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
             kw["help"] += f" (default {shown})"
@@ -130,6 +150,23 @@ def _latency_flags(p: argparse.ArgumentParser) -> None:
     add_config_flags(g, measure.LatencyConfig, prefix="latency-", dest_prefix="lat_")
 
 
+def _compressor_parsers(parent: argparse.ArgumentParser, sweep: bool) -> None:
+    """One sub-command per registered compressor, its flags taken from its config dataclass."""
+    subs = parent.add_subparsers(dest="compressor", required=True, parser_class=Parser, metavar="COMPRESSOR")
+    for name in compressors.names():
+        comp = compressors.get(name)
+        q = subs.add_parser(name, help=comp.description, description=comp.description)
+        _common(q), _data_flags(q), _model_flags(q), _latency_flags(q)
+        add_config_flags(q.add_argument_group(f"{name} options"), comp.config, dest_prefix="c_", as_lists=sweep,
+                         defaults=comp.sweep_defaults if sweep else None)
+        if comp.finetune:
+            add_config_flags(q.add_argument_group("fine-tuning (the same budget for every point)" if sweep
+                                                  else "fine-tuning"), pipeline.FinetuneConfig,
+                             defaults={"epochs": comp.finetune_epochs})
+        q.add_argument("--baseline-epochs", type=int, default=TrainConfig.epochs,
+                       help=f"epochs for the baseline if none is cached (default {TrainConfig.epochs})")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="compress", description="Compress a VGG16 classifier and measure what it buys you.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -143,16 +180,9 @@ def build_parser() -> Parser:
     p.add_argument("--retrain", action="store_true", help="train again even if a cached baseline exists")
 
     p = sub.add_parser("run", help="compress the baseline with one compressor, fine-tune, measure both")
-    runs = p.add_subparsers(dest="compressor", required=True, parser_class=Parser, metavar="COMPRESSOR")
-    for name in compressors.names():
-        comp = compressors.get(name)
-        q = runs.add_parser(name, help=comp.description, description=comp.description)
-        _common(q), _data_flags(q), _model_flags(q), _latency_flags(q)
-        add_config_flags(q.add_argument_group(f"{name} options"), comp.config, dest_prefix="c_")
-        if comp.finetune:
-            add_config_flags(q.add_argument_group("fine-tuning"), pipeline.FinetuneConfig)
-        q.add_argument("--baseline-epochs", type=int, default=TrainConfig.epochs,
-                       help=f"epochs for the baseline if none is cached (default {TrainConfig.epochs})")
+    _compressor_parsers(p, sweep=False)
+    p = sub.add_parser("sweep", help="run one compressor over a grid of settings (comma-separated values)")
+    _compressor_parsers(p, sweep=True)
 
     p = sub.add_parser("measure", help="measure a checkpoint you already have")
     _common(p), _latency_flags(p)
@@ -215,6 +245,8 @@ def cmd_list(ns: argparse.Namespace) -> None:
 def cmd_baseline(ns: argparse.Namespace, command: str) -> None:
     ws, dcfg = _workspace(ns), _data_cfg(ns)
     tcfg, lcfg = config_from(TrainConfig, ns), config_from(measure.LatencyConfig, ns, "lat_")
+    if tcfg.epochs <= 0:
+        raise CompressError(f"--epochs must be positive for the baseline, got {tcfg.epochs}")
     device = pipeline.pick_device(ns.device)
     base = pipeline.ensure_baseline(ws, dcfg, ns.arch, tcfg, device, retrain=ns.retrain)
     row = pipeline.measure_baseline(ws, base, lcfg, device, command)
@@ -224,20 +256,47 @@ def cmd_baseline(ns: argparse.Namespace, command: str) -> None:
     _refresh_report(ws, row.dataset, ns.reports_dir)
 
 
-def cmd_run(ns: argparse.Namespace, command: str) -> None:
+def _run_settings(ns: argparse.Namespace) -> tuple[Any, TrainConfig, TrainConfig, measure.LatencyConfig]:
+    """Everything `run` and `sweep` share, validated before any work starts."""
     comp = compressors.get(ns.compressor)
-    comp_cfg = config_from(comp.config, ns, "c_")
     ft = config_from(pipeline.FinetuneConfig, ns) if comp.finetune else pipeline.FinetuneConfig(epochs=0)
     if ns.baseline_epochs <= 0:
         raise CompressError(f"--baseline-epochs must be positive, got {ns.baseline_epochs}")
     bcfg = TrainConfig(epochs=ns.baseline_epochs)  # the baseline's own recipe; --epochs etc. are the fine-tune's
-    lcfg = config_from(measure.LatencyConfig, ns, "lat_")
+    return comp, bcfg, ft, config_from(measure.LatencyConfig, ns, "lat_")
+
+
+def cmd_run(ns: argparse.Namespace, command: str) -> None:
+    comp, bcfg, ft, lcfg = _run_settings(ns)
+    comp_cfg = config_from(comp.config, ns, "c_")
     ws, dcfg = _workspace(ns), _data_cfg(ns)
     device = pipeline.pick_device(ns.device)
     base_row, row = pipeline.run_compressor(ws, ns.compressor, comp_cfg, dcfg, ns.arch, bcfg, ft, lcfg, device,
                                             command)
     _emit([base_row, row], ns.json, {base_row.row_id: base_row})
     _refresh_report(ws, row.dataset, ns.reports_dir)
+
+
+def cmd_sweep(ns: argparse.Namespace, command: str) -> None:
+    comp, bcfg, ft, lcfg = _run_settings(ns)
+    hints = get_type_hints(comp.config)
+    grid_fields = [f.name for f in fields(comp.config)
+                   if hints[f.name] is not bool and get_origin(_unwrap_optional(hints[f.name])) is not tuple]
+    fixed = {f.name: getattr(ns, "c_" + f.name) for f in fields(comp.config) if f.name not in grid_fields}
+    points = [comp.config(**fixed, **dict(zip(grid_fields, values)))  # validates every point up front
+              for values in itertools.product(*(getattr(ns, "c_" + n) for n in grid_fields))]
+    ws, dcfg = _workspace(ns), _data_cfg(ns)
+    device = pipeline.pick_device(ns.device)
+    base = pipeline.ensure_baseline(ws, dcfg, ns.arch, bcfg, device)
+    base_row = pipeline.measure_baseline(ws, base, lcfg, device, command)
+    rows = [base_row]
+    for i, cfg in enumerate(points, 1):
+        label = ", ".join(f"{n}={getattr(cfg, n)}" for n in grid_fields)
+        pipeline.log(f"[{i}/{len(points)}] {ns.compressor}: {label}")
+        rows.append(pipeline.run_compressor(ws, ns.compressor, cfg, dcfg, ns.arch, bcfg, ft, lcfg, device, command,
+                                            base=base, base_row=base_row)[1])
+    _emit(rows, ns.json, {base_row.row_id: base_row})
+    _refresh_report(ws, base_row.dataset, ns.reports_dir)
 
 
 def cmd_measure(ns: argparse.Namespace, command: str) -> None:
@@ -297,6 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd_baseline(ns, command)
         elif ns.command == "run":
             cmd_run(ns, command)
+        elif ns.command == "sweep":
+            cmd_sweep(ns, command)
         elif ns.command == "measure":
             cmd_measure(ns, command)
         elif ns.command == "report":

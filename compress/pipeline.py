@@ -221,10 +221,14 @@ def measure_baseline(ws: Workspace, base: Baseline, lat_cfg: measure.LatencyConf
 
 def run_compressor(ws: Workspace, name: str, comp_cfg: Any, data_cfg: DataConfig, arch: str,
                    baseline_cfg: TrainConfig, finetune_cfg: TrainConfig, lat_cfg: measure.LatencyConfig,
-                   device: torch.device, command: str) -> tuple[ResultRow, ResultRow]:
-    """Compress the cached baseline, fine-tune, and measure both with the same harness."""
+                   device: torch.device, command: str, base: Baseline | None = None,
+                   base_row: ResultRow | None = None) -> tuple[ResultRow, ResultRow]:
+    """Compress the cached baseline, fine-tune, and measure both with the same harness.
+
+    A sweep passes `base` and `base_row` so the baseline is loaded and timed once for all points.
+    """
     comp = get(name)
-    base = ensure_baseline(ws, data_cfg, arch, baseline_cfg, device)
+    base = base or ensure_baseline(ws, data_cfg, arch, baseline_cfg, device)
     ld: Loaders = data_mod.loaders(base.bundle, base.split, finetune_cfg.batch_size, data_cfg.seed,
                                    augment=finetune_cfg.augment)
     ctx = Context(loaders=ld, device=device, num_classes=base.bundle.num_classes, image_size=data_cfg.size)
@@ -236,16 +240,19 @@ def run_compressor(ws: Workspace, name: str, comp_cfg: Any, data_cfg: DataConfig
     if epochs:
         log(f"{name}: test accuracy before fine-tuning {100 * before:.2f}%; fine-tuning {epochs} epochs")
         result = fit(model, ld.train, ld.val, finetune_cfg, device, desc=f"{name} fine-tune")
+    if comp.finalize is not None:
+        model = comp.finalize(model)
     config = {"compressor": asdict(comp_cfg), "finetune": asdict(finetune_cfg) if comp.finetune else None,
               "arch": arch, "data": asdict(data_cfg)}
     row_id = new_row_id(name, config)
     run_dir = ws.run_dir(data_cfg.name, name, row_id)
     model_path = run_dir / "model.pt"
     models.save_checkpoint(model, spec, model_path, extra={"compressor": name, "config": config,
-                                                           "classes": base.bundle.classes})
+                                                           "classes": base.bundle.classes,
+                                                           "image_size": data_cfg.size})
     write_json(run_dir / "config.json", {"command": command, **config})
 
-    base_row = measure_baseline(ws, base, lat_cfg, device, command)
+    base_row = base_row or measure_baseline(ws, base, lat_cfg, device, command)
     info = RowInfo(dataset=data_cfg.name, compressor=name, config=config, seed=data_cfg.seed, command=command,
                    baseline_row_id=base_row.row_id, finetune_epochs=epochs,
                    best_epoch=result.best_epoch if epochs else None, train_seconds=result.seconds,

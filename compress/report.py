@@ -64,10 +64,11 @@ def table(rows: list[ResultRow], baselines: dict[str, ResultRow]) -> pd.DataFram
             "size (MB)": _mb(r.size_bytes),
             "CPU b1 ms": _lat(r.cpu_b1),
             "CPU b32 ms": _lat(r.cpu_b32),
-            "GPU b1 ms": _lat(r.gpu_b1, r.gpu_note),
-            "GPU b32 ms": _lat(r.gpu_b32, r.gpu_note),
+            "GPU b1 ms": _lat(r.gpu_b1),
+            "GPU b32 ms": _lat(r.gpu_b32),
             "top-1 %": acc,
             "Δ top-1 (pts)": delta,
+            "top-1 before FT %": "" if r.accuracy_before_finetune is None else f"{100 * r.accuracy_before_finetune:.2f}",
             "params ÷": _ratio(b.params if b else None, r.params),
             "MACs ÷": _ratio(b.macs if b else None, r.macs),
             "size ÷": _ratio(b.size_bytes if b else None, r.size_bytes),
@@ -104,6 +105,28 @@ def _env_block(rows: list[ResultRow]) -> str:
     return "| | |\n|---|---|\n" + "\n".join(lines)
 
 
+SPEEDUP_SHORTFALL = 0.7  # measured speed-up below this share of the MACs reduction gets called out
+
+
+def _speedup_vs_theory(rows: list[ResultRow], baselines: dict[str, ResultRow]) -> list[str]:
+    """Where the clock disagrees with the MAC count, say so next to the figures."""
+    lines = []
+    for r in rows:
+        b = baselines.get(r.baseline_row_id or "")
+        if b is None or not (r.cpu_b32 and b.cpu_b32) or not r.macs:
+            continue
+        theory = b.macs / r.macs
+        measured = b.cpu_b32.median_ms / r.cpu_b32.median_ms
+        share = measured / theory
+        verdict = "" if share >= SPEEDUP_SHORTFALL else \
+            f" — **below {SPEEDUP_SHORTFALL:.0%} of the theoretical speed-up**"
+        if theory < 1.05:
+            verdict = " — no MACs removed, so no speed-up is expected" if measured < 1.1 else ""
+        lines.append(f"- {r.compressor} ({_summary(r)}): MACs ÷ {theory:.2f}, CPU b32 speed-up {measured:.2f}x "
+                     f"({share:.0%} of theory){verdict}")
+    return lines
+
+
 def _warnings(rows: list[ResultRow]) -> list[str]:
     notes = []
     for r in rows:
@@ -114,12 +137,13 @@ def _warnings(rows: list[ResultRow]) -> list[str]:
     return notes
 
 
-def render(dataset: str, all_rows: list[ResultRow]) -> str:
+def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]] | None = None) -> str:
     if not all_rows:
         raise CompressError(f"no stored results for dataset {dataset!r}: run `python -m compress run slim-head` first")
     rows = latest(all_rows)
     baselines = {r.row_id: r for r in all_rows if r.compressor == "baseline"}
     first = rows[0]
+    plots = plots or []
     parts = [
         f"# compress report: {dataset}",
         "",
@@ -141,8 +165,26 @@ def render(dataset: str, all_rows: list[ResultRow]) -> str:
         "- Ratios (÷, speed-up) and Δ top-1 compare each row with the baseline measured in the same invocation, "
         "so both were timed on the same machine state. Top-1 is on the same stored test split for every row.",
         "- Accuracy differences of a few tenths of a point on a few hundred test images are within noise.",
+        "- *top-1 before FT* is the accuracy right after compression, before any fine-tuning; *fine-tune "
+        "epochs* is the training budget each row got afterwards, so methods are compared at equal budgets.",
+        "- Unstructured pruning zeroes single weights but keeps every tensor dense, so its nonzero count "
+        "falls while MACs, file size and latency stay those of the dense model; structured pruning "
+        "removes whole channels, which shrinks all of them.",
         "",
     ]
+    gaps = _speedup_vs_theory(rows[1:], baselines)
+    if gaps:
+        parts += ["## Measured speed-up against the MACs reduction", "",
+                  "MACs are theory; the clock is what the model costs. On CPU at batch 32:", "", *gaps, ""]
+    if plots:
+        parts += ["## Trade-offs", "",
+                  "Every stored configuration (newest row of each), the baseline as a star; the grey band is "
+                  "the Pareto front (no other model is both cheaper and more accurate).", ""]
+        parts += [f"![{title}]({path.name})" for title, path in plots]
+        parts.append("")
+    no_gpu = sorted({r.gpu_note for r in rows if r.gpu_b1 is None and r.gpu_b32 is None})
+    if no_gpu:
+        parts += [f"GPU columns read n/a: {'; '.join(no_gpu)}. No GPU figure is ever estimated.", ""]
     warns = _warnings(rows)
     if warns:
         parts += ["Noisy measurements:", "", *warns, ""]
@@ -155,6 +197,12 @@ def render(dataset: str, all_rows: list[ResultRow]) -> str:
 
 
 def write_report(dataset: str, rows: list[ResultRow], out_dir: Path) -> Path:
+    """reports/<dataset>.md plus its PNG plots, each written atomically."""
+    from compress.plots import tradeoff_plots
+
+    if not rows:
+        raise CompressError(f"no stored results for dataset {dataset!r}: run `python -m compress run slim-head` first")
+    plots = tradeoff_plots(latest(rows), Path(out_dir), dataset)
     path = Path(out_dir) / f"{dataset}.md"
-    write_text(path, render(dataset, rows))
+    write_text(path, render(dataset, rows, plots))
     return path

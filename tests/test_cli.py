@@ -81,6 +81,27 @@ def test_second_run_reuses_the_cached_baseline(slim_run: tuple[int, list[dict]],
     assert gap["params"] < 0.15 * base["params"]
 
 
+def test_sweep_stores_every_point_and_draws_the_tradeoff_plots(slim_run: tuple[int, list[dict]], workspace: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["sweep", "pruning", "--amount", "0.3,0.6", "--json", "--workdir", str(workspace / "runs"),
+                 "--reports-dir", str(workspace / "reports"), "--epochs", "1", *QUICK_CLI])
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["compressor"] for r in rows] == ["baseline"] + ["pruning"] * 4
+    points = {(r["config"]["compressor"]["amount"], r["config"]["compressor"]["importance"]) for r in rows[1:]}
+    assert points == {(0.3, "l1"), (0.6, "l1"), (0.3, "random"), (0.6, "random")}  # the control comes along
+    assert all(r["baseline_row_id"] == rows[0]["row_id"] for r in rows[1:])  # one baseline timing for the sweep
+    l1 = [r for r in rows[1:] if r["config"]["compressor"]["importance"] == "l1"]
+    by_amount = sorted(l1, key=lambda r: r["config"]["compressor"]["amount"])
+    assert by_amount[0]["macs"] > by_amount[1]["macs"] and all(r["accuracy_before_finetune"] is not None
+                                                               for r in rows[1:])
+    report = (workspace / "reports" / "digits.md").read_text()
+    for key in ("macs", "cpu_b32", "size"):
+        png = workspace / "reports" / f"digits_acc_vs_{key}.png"
+        assert png.stat().st_size > 5000 and f"]({png.name})" in report
+    assert "Measured speed-up against the MACs reduction" in report
+
+
 def test_measure_without_data_reports_what_needs_no_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
     import torchvision
@@ -93,10 +114,25 @@ def test_measure_without_data_reports_what_needs_no_data(tmp_path: Path, capsys:
     assert code == 0 and row["accuracy"] is None and row["params"] == 134_272_835 and row["macs"] > 0
 
 
+@pytest.mark.parametrize("argv", [[], ["baseline"], ["measure"], ["report"], ["list"],
+                                  *[[cmd, name] for cmd in ("run", "sweep") for name in ("pruning", "slim-head")]])
+def test_every_help_page_renders(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0 and "usage: compress" in capsys.readouterr().out
+
+
+def test_run_help_shows_each_compressors_own_finetune_budget(capsys: pytest.CaptureFixture[str]) -> None:
+    for name, epochs in (("pruning", 6), ("slim-head", 3)):
+        with pytest.raises(SystemExit):
+            main(["run", name, "--help"])
+        assert f"training epochs (default {epochs})" in capsys.readouterr().out
+
+
 def test_list_names_each_compressor(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("slim-head") and "classifier" in out
+    assert out.splitlines()[0].startswith("pruning") and "slim-head" in out and "classifier" in out
 
 
 BAD = [
@@ -106,11 +142,17 @@ BAD = [
     (["run", "slim-head", "--epochs", "-1"], "--epochs must be >= 0"),
     (["run", "slim-head", "--batch-size", "0"], "--batch-size must be positive"),
     (["run", "slim-head", "--baseline-epochs", "0"], "--baseline-epochs must be positive"),
+    (["baseline", "--epochs", "0"], "--epochs must be positive for the baseline, got 0"),
     (["run", "slim-head", "--epochs", "two"], "invalid int value: 'two'"),
     (["run", "slim-head", "--hidden", "1024,x"], "comma-separated ints"),
     (["baseline", "--dataset", "imagenet"], "unknown --dataset 'imagenet'"),
     (["baseline", "--dataset", "cifar10", "--data-root", "/no/such/root"], "pass --download"),
     (["measure", "--weights", "/no/such.pth"], "/no/such.pth does not exist"),
+    (["run", "pruning", "--amount", "1.5"], "--amount must be between 0 and 1 (exclusive), got 1.5"),
+    (["run", "pruning", "--amount", "0"], "--amount must be between 0 and 1 (exclusive), got 0.0"),
+    (["run", "pruning", "--importance", "taylor"], "invalid choice: 'taylor'"),
+    (["sweep", "pruning", "--amount", "0.3,2"], "--amount must be between 0 and 1 (exclusive), got 2.0"),
+    (["sweep", "pruning", "--importance", "l1,taylor"], "invalid choice 'taylor': choose from l1, l2, random"),
 ]
 
 

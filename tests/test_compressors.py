@@ -22,6 +22,8 @@ def test_every_compressor_keeps_the_output_shape_and_shrinks_something(name: str
     spec = models.ModelSpec(num_classes=10)
     base = models.build(spec)
     model, new_spec = comp.fn(copy.deepcopy(base), spec, comp.config(), _ctx())
+    if comp.finalize is not None:  # as the pipeline does after fine-tuning
+        model = comp.finalize(model)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert model.eval()(x).shape == (2, 10)

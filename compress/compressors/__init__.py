@@ -7,7 +7,7 @@ store, report) knows which compressor ran; adding one means adding one module he
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from torch import nn
@@ -37,6 +37,9 @@ class Compressor:
     fn: CompressFn
     config: type
     finetune: bool  # whether the harness fine-tunes the result for --epochs
+    sweep_defaults: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # e.g. always sweep the control too
+    finalize: Callable[[nn.Module], nn.Module] | None = None  # after fine-tuning, before saving (e.g. drop masks)
+    finetune_epochs: int = 3  # default --epochs: what this method needs to recover, measured (see README)
 
     @property
     def description(self) -> str:
@@ -46,11 +49,15 @@ class Compressor:
 _REGISTRY: dict[str, Compressor] = {}
 
 
-def register(name: str, config: type, finetune: bool = True) -> Callable[[CompressFn], CompressFn]:
+def register(name: str, config: type, finetune: bool = True,
+             sweep_defaults: dict[str, tuple[Any, ...]] | None = None,
+             finalize: Callable[[nn.Module], nn.Module] | None = None,
+             finetune_epochs: int = 3) -> Callable[[CompressFn], CompressFn]:
     def wrap(fn: CompressFn) -> CompressFn:
         if name in _REGISTRY:
             raise ValueError(f"compressor {name!r} is registered twice")
-        _REGISTRY[name] = Compressor(name, fn, config, finetune)
+        _REGISTRY[name] = Compressor(name, fn, config, finetune, dict(sweep_defaults or {}), finalize,
+                                     finetune_epochs)
         return fn
 
     return wrap
@@ -68,4 +75,4 @@ def names() -> list[str]:
 
 
 # Every compressor module, imported explicitly (no discovery magic).
-from compress.compressors import slim_head  # noqa: E402,F401
+from compress.compressors import pruning, slim_head  # noqa: E402,F401

@@ -1,0 +1,80 @@
+"""Trade-off plots with the Pareto front marked (ShrinkBench asks for curves, not single points)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from compress.results import ResultRow
+
+Metric = Callable[[ResultRow], float | None]
+
+AXES: dict[str, tuple[str, Metric]] = {
+    "macs": ("MACs per image (millions, log scale)", lambda r: r.macs / 1e6),
+    "cpu_b32": ("CPU latency, batch 32, median ms (log scale)", lambda r: r.cpu_b32.median_ms if r.cpu_b32 else None),
+    "size": ("size on disk (MB, log scale)", lambda r: r.size_bytes / 1e6),
+}
+
+
+def series_label(row: ResultRow) -> str:
+    """One line per method: compressor plus the settings that define a family (not the swept amount)."""
+    comp = row.config.get("compressor") or {}
+    parts = [row.compressor]
+    for key in ("method", "scope", "importance", "head"):
+        if key in comp:
+            parts.append(str(comp[key]))
+    return " ".join(parts)
+
+
+def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points no other point beats on both cost (lower) and accuracy (higher), by increasing cost."""
+    front: list[tuple[float, float]] = []
+    for cost, acc in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or acc > front[-1][1]:
+            front.append((cost, acc))
+    return front
+
+
+def tradeoff_plots(rows: list[ResultRow], out_dir: Path, stem: str) -> list[tuple[str, Path]]:
+    """Accuracy against MACs, CPU latency and size; returns (title, path) of each PNG written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r.accuracy is not None]
+    if len(rows) < 2:
+        return []
+    written = []
+    for key, (xlabel, metric) in AXES.items():
+        pts = [(metric(r), 100 * r.accuracy, r) for r in rows if metric(r)]  # type: ignore[operator]
+        if len(pts) < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        families: dict[str, list[tuple[float, float]]] = {}
+        for x, y, r in pts:
+            families.setdefault("baseline" if r.compressor == "baseline" else series_label(r), []).append((x, y))
+        for label, xy in sorted(families.items()):
+            xy.sort()
+            style = dict(marker="*", markersize=14, linestyle="none", color="black") if label == "baseline" else \
+                dict(marker="o", linestyle="-" if len(xy) > 1 else "none")
+            ax.plot([p[0] for p in xy], [p[1] for p in xy], label=label, **style)  # type: ignore[arg-type]
+        front = pareto([(x, y) for x, y, _ in pts])
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="grey", alpha=0.5,
+                linewidth=6, zorder=0, label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("top-1 accuracy on the test split (%)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        title = f"accuracy vs {xlabel.split(' (')[0]}"
+        ax.set_title(title)
+        path = Path(out_dir) / f"{stem}_acc_vs_{key}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.tight_layout()
+        tmp = path.with_suffix(".tmp.png")
+        fig.savefig(tmp, dpi=110)
+        tmp.replace(path)  # atomic: a report never links a half-written image
+        plt.close(fig)
+        written.append((title, path))
+    return written

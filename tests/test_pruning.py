@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from compress import compressors, measure, models
+from compress.compressors import Context
+from compress.compressors.pruning import PruningConfig
+from compress.errors import CompressError
+
+SHAPE = (3, 32, 32)
+
+
+def _ctx() -> Context:
+    return Context(loaders=None, device=torch.device("cpu"), num_classes=10, image_size=32)
+
+
+@pytest.fixture(scope="module")
+def base() -> tuple[nn.Module, models.ModelSpec]:
+    torch.manual_seed(0)
+    spec = models.ModelSpec(num_classes=10)
+    return models.build(spec).eval(), spec
+
+
+def _prune(base: tuple[nn.Module, models.ModelSpec], **kw: object) -> tuple[nn.Module, models.ModelSpec]:
+    model, spec = base
+    return compressors.get("pruning").fn(copy.deepcopy(model), spec, PruningConfig(**kw), _ctx())  # type: ignore[arg-type]
+
+
+def _convs(model: nn.Module) -> list[nn.Conv2d]:
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+def test_uniform_l1_removes_the_lowest_l1_filters_and_their_inputs(base: tuple[nn.Module, models.ModelSpec]) -> None:
+    pruned, spec = _prune(base, amount=0.3)
+    widths = [c.out_channels for c in _convs(pruned)]
+    assert widths == [int(w * (1 - 0.3)) for w in models.VGG16_WIDTHS]  # torch-pruning keeps floor(w (1 - A))
+    assert spec.conv_widths == tuple(widths)
+    convs = _convs(pruned)
+    assert all(c.in_channels == p.out_channels for p, c in zip(convs, convs[1:]))  # dependents shrank too
+    assert spec.hidden == (int(4096 * (1 - 0.3)),) * 2  # classifier hidden units pruned unless --keep-classifier
+    # Li et al.: the filters kept in conv1 are exactly those with the largest L1 norms.
+    w = _convs(base[0])[0].weight.detach()
+    keep = set(torch.topk(w.abs().sum(dim=(1, 2, 3)), widths[0]).indices.tolist())
+    kept_w = _convs(pruned)[0].weight.detach()
+    assert {int(torch.where((w == k).all(dim=(1, 2, 3)))[0]) for k in kept_w} == keep
+
+
+def test_structured_pruning_is_genuinely_smaller(base: tuple[nn.Module, models.ModelSpec], tmp_path: Path) -> None:
+    model, spec = base
+    pruned, new_spec = _prune(base, amount=0.3)
+    x = torch.randn(2, *SHAPE)
+    with torch.no_grad():
+        assert pruned(x).shape == model(x).shape
+    assert measure.count_params(pruned)[0] < measure.count_params(model)[0]
+    macs, base_macs = measure.count_macs(pruned, SHAPE), measure.count_macs(model, SHAPE)
+    assert 1 - macs / base_macs >= 0.45  # inputs and outputs both shrink: ~(0.7)^2 of the conv MACs
+    path = tmp_path / "pruned.pt"
+    models.save_checkpoint(pruned, new_spec, path)
+    back = models.load_model(path)
+    with torch.no_grad():
+        assert torch.equal(back.model.eval()(x), pruned(x))  # the spec rebuilds the pruned shapes exactly
+
+
+def test_keep_classifier_leaves_hidden_units(base: tuple[nn.Module, models.ModelSpec]) -> None:
+    _, spec = _prune(base, amount=0.5, keep_classifier=True)
+    assert spec.hidden == (4096, 4096) and spec.conv_widths[0] == 32
+
+
+def test_random_control_picks_other_filters(base: tuple[nn.Module, models.ModelSpec]) -> None:
+    torch.manual_seed(1)
+    l1, _ = _prune(base, amount=0.5)
+    rnd, _ = _prune(base, amount=0.5, importance="random")
+    assert _convs(l1)[0].weight.shape == _convs(rnd)[0].weight.shape
+    assert not torch.equal(_convs(l1)[0].weight, _convs(rnd)[0].weight)
+
+
+def test_global_scope_never_empties_a_layer(base: tuple[nn.Module, models.ModelSpec]) -> None:
+    pruned, spec = _prune(base, amount=0.8, scope="global")
+    assert min(spec.conv_widths) >= 1
+    total = sum(models.VGG16_WIDTHS)
+    assert sum(spec.conv_widths) < total  # something was pruned
+    assert pruned(torch.randn(1, *SHAPE)).shape == (1, 10)
+
+
+def test_unstructured_zeroes_weights_but_not_dense_cost(base: tuple[nn.Module, models.ModelSpec]) -> None:
+    model, spec = base
+    pruned, new_spec = _prune(base, amount=0.3, method="unstructured")
+    # Fine-tuning happens with the masks on: a training step must not regrow the zeroed weights.
+    opt = torch.optim.SGD(pruned.parameters(), lr=0.1)
+    pruned.train()
+    nn.functional.cross_entropy(pruned(torch.randn(4, *SHAPE)), torch.tensor([0, 1, 2, 3])).backward()
+    opt.step()
+    pruned = compressors.get("pruning").finalize(pruned.eval())  # type: ignore[misc]
+    assert new_spec == spec
+    total, nonzero = measure.count_params(pruned)
+    assert total == measure.count_params(model)[0]
+    assert 0.28 < 1 - nonzero / total < 0.31  # weights only: biases stay
+    assert measure.count_macs(pruned, SHAPE) == measure.count_macs(model, SHAPE)
+    assert not any(hasattr(m, "weight_orig") for m in pruned.modules())  # made permanent, no masks left
+
+
+@pytest.mark.parametrize("amount", [0.0, 1.0, -0.2, 1.5])
+def test_amount_outside_open_interval_is_rejected(amount: float) -> None:
+    with pytest.raises(CompressError, match="--amount must be between 0 and 1"):
+        PruningConfig(amount=amount)
