@@ -13,7 +13,7 @@ import json
 import shlex
 import sys
 import types
-from dataclasses import MISSING, asdict, fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Literal, Sequence, Union, get_args, get_origin, get_type_hints
 
@@ -76,7 +76,8 @@ def _choice_list(choices: tuple[str, ...]) -> Any:
         values = tuple(v.strip() for v in text.split(",") if v.strip())
         bad = [v for v in values if v not in choices]
         if bad or not values:
-            raise argparse.ArgumentTypeError(f"invalid choice {','.join(bad) or text!r}: choose from {', '.join(choices)}")
+            raise argparse.ArgumentTypeError(
+                f"invalid choice {','.join(bad) or text!r}: choose from {', '.join(choices)}")
         return values
     return parse
 
@@ -192,6 +193,8 @@ def build_parser() -> Parser:
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a fully pickled model (unpickling runs code: only for files you trust)")
     p.add_argument("--device", default="auto", help="device for the accuracy pass: auto, cpu or cuda")
+    p.add_argument("--store", action="store_true",
+                   help="also add the row to the results store (and so to `compress report`)")
     g = p.add_argument_group("data (optional: adds accuracy)")
     add_config_flags(g, data.DataConfig, skip=("test_fraction", "val_fraction"), defaults={"dataset": None})
 
@@ -325,7 +328,8 @@ def cmd_measure(ns: argparse.Namespace, command: str) -> None:
     info = pipeline.RowInfo(dataset=name, compressor=f"import:{Path(ns.weights).name}", config=config,
                             seed=ns.seed, command=command)
     row, _ = pipeline.measure_row(imported.model, imported.spec, ns.weights, size, info, lcfg, test_loader, device)
-    ws.store.add(row)
+    if ns.store:
+        ws.store.add(row)
     pipeline.log(f"{ns.weights}: {imported.layout} layout, {imported.spec.arch}, {imported.spec.num_classes} classes")
     _emit([row], ns.json)
 

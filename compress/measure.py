@@ -34,10 +34,6 @@ class Latency:
     calls: int
     warning: str | None = None
 
-    @property
-    def per_image_ms(self) -> float:
-        return self.median_ms / self.batch
-
 
 @dataclass(frozen=True)
 class LatencyConfig:

@@ -9,7 +9,7 @@ same class with other numbers, so a saved checkpoint needs no pickled code to lo
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +264,3 @@ def load_model(path: Path, arch: str | None = None, num_classes: int | None = No
 def _diff_keys(expected: dict[str, Any], found: dict[str, Any]) -> tuple[list[str], list[str]]:
     return sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
 
-
-def with_head(spec: ModelSpec, head: str, hidden: tuple[int, ...], dropout: float) -> ModelSpec:
-    return replace(spec, head=head, hidden=hidden, dropout=dropout)

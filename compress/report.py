@@ -41,6 +41,8 @@ def _summary(row: ResultRow) -> str:
     parts = []
     for k, v in comp.items():
         if isinstance(v, (list, tuple)):
+            if not v:
+                continue
             v = ",".join(map(str, v))
         parts.append(f"{k}={v}")
     return " ".join(parts)
@@ -68,7 +70,8 @@ def table(rows: list[ResultRow], baselines: dict[str, ResultRow]) -> pd.DataFram
             "GPU b32 ms": _lat(r.gpu_b32),
             "top-1 %": acc,
             "Δ top-1 (pts)": delta,
-            "top-1 before FT %": "" if r.accuracy_before_finetune is None else f"{100 * r.accuracy_before_finetune:.2f}",
+            "top-1 before FT %": "" if r.accuracy_before_finetune is None
+            else f"{100 * r.accuracy_before_finetune:.2f}",
             "params ÷": _ratio(b.params if b else None, r.params),
             "MACs ÷": _ratio(b.macs if b else None, r.macs),
             "size ÷": _ratio(b.size_bytes if b else None, r.size_bytes),
@@ -182,7 +185,8 @@ def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]
                   "the Pareto front (no other model is both cheaper and more accurate).", ""]
         parts += [f"![{title}]({path.name})" for title, path in plots]
         parts.append("")
-    no_gpu = sorted({r.gpu_note for r in rows if r.gpu_b1 is None and r.gpu_b32 is None})
+    no_gpu = sorted({r.gpu_note.removeprefix("n/a (").removesuffix(")")
+                     for r in rows if r.gpu_b1 is None and r.gpu_b32 is None})
     if no_gpu:
         parts += [f"GPU columns read n/a: {'; '.join(no_gpu)}. No GPU figure is ever estimated.", ""]
     warns = _warnings(rows)

@@ -7,7 +7,6 @@ written intact, and two runs writing at once both land (SQLite serialises the wr
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
@@ -204,6 +203,3 @@ class Store:
         finally:
             con.close()
 
-
-def replace_row(row: ResultRow, **changes: Any) -> ResultRow:
-    return dataclasses.replace(row, **changes)

@@ -38,7 +38,8 @@ def main() -> None:
             ld = data.loaders(bundle, split, 32, seed, augment=aug == "1")
             model = models.build(models.ModelSpec(num_classes=10)).to(dev)
             opt = make_adam(model, TrainConfig(lr=args.lr))
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(epochs)) if sched_name == "cosine" else None
+            sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(epochs))
+                     if sched_name == "cosine" else None)
             curve = []
             for epoch in range(1, int(epochs) + 1):
                 model.train()

@@ -68,6 +68,7 @@ def test_saved_model_measures_again_with_the_same_accuracy(slim_run: tuple[int, 
     assert code == 0
     row = json.loads(capsys.readouterr().out)[0]
     assert row["accuracy"] == slim["accuracy"] and row["params"] == slim["params"]
+    assert row["row_id"] not in {r.row_id for r in Store(workspace / "runs" / "results.sqlite").rows()}  # no --store
 
 
 def test_second_run_reuses_the_cached_baseline(slim_run: tuple[int, list[dict]], workspace: Path,

@@ -102,7 +102,7 @@ def make_permanent(model: nn.Module) -> nn.Module:
 @register("pruning", PruningConfig, sweep_defaults={"importance": ("l1", "random")}, finalize=make_permanent,
           finetune_epochs=6)
 def pruning(model: nn.Module, spec: ModelSpec, config: PruningConfig, ctx: Context) -> tuple[nn.Module, ModelSpec]:
-    """Remove the lowest-L1 filters (Li et al. 2017) with their dependent channels, or zero weights (--method unstructured)."""
+    """Remove the lowest-L1 filters (Li et al. 2017) and their dependent channels, or zero single weights."""
     if config.method == "unstructured":
         return _unstructured(model, spec, config)
     return _structured(model, spec, config, ctx.image_size)
