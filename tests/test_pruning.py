@@ -66,6 +66,13 @@ def test_structured_pruning_is_genuinely_smaller(base: tuple[nn.Module, models.M
         assert torch.equal(back.model.eval()(x), pruned(x))  # the spec rebuilds the pruned shapes exactly
 
 
+def test_round_to_keeps_channel_counts_aligned(base: tuple[nn.Module, models.ModelSpec]) -> None:
+    pruned, spec = _prune(base, amount=0.3, round_to=8)
+    assert all(w % 8 == 0 for w in spec.conv_widths + spec.hidden)
+    assert spec.conv_widths != models.VGG16_WIDTHS
+    assert pruned(torch.randn(1, *SHAPE)).shape == (1, 10)
+
+
 def test_keep_classifier_leaves_hidden_units(base: tuple[nn.Module, models.ModelSpec]) -> None:
     _, spec = _prune(base, amount=0.5, keep_classifier=True)
     assert spec.hidden == (4096, 4096) and spec.conv_widths[0] == 32
@@ -108,3 +115,5 @@ def test_unstructured_zeroes_weights_but_not_dense_cost(base: tuple[nn.Module, m
 def test_amount_outside_open_interval_is_rejected(amount: float) -> None:
     with pytest.raises(CompressError, match="--amount must be between 0 and 1"):
         PruningConfig(amount=amount)
+    with pytest.raises(CompressError, match="--round-to must be >= 1"):
+        PruningConfig(round_to=0)

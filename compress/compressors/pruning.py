@@ -35,10 +35,14 @@ class PruningConfig:
         "help": "structured removes channels; unstructured zeroes single weights (seed 004's method 3)"})
     keep_classifier: bool = field(default=False, metadata={
         "help": "leave the hidden units of the classifier alone (prune convolutions only)"})
+    round_to: int = field(default=1, metadata={
+        "help": "keep channel counts at multiples of this (8 suits GPU kernels; 1 = exactly --amount)"})
 
     def __post_init__(self) -> None:
         if not 0.0 < self.amount < 1.0:
             raise CompressError(f"--amount must be between 0 and 1 (exclusive), got {self.amount}")
+        if self.round_to < 1:
+            raise CompressError(f"--round-to must be >= 1, got {self.round_to}")
 
 
 def _prunable(model: nn.Module) -> list[nn.Module]:  # noqa: D103
@@ -61,7 +65,8 @@ def _structured(model: nn.Module, spec: ModelSpec, cfg: PruningConfig, image_siz
     pruner = tp.pruner.MetaPruner(
         model, example_inputs=torch.randn(1, 3, image_size, image_size), importance=importance,
         pruning_ratio=cfg.amount, global_pruning=cfg.scope == "global", ignored_layers=ignored,
-        max_pruning_ratio=GLOBAL_MAX_RATIO if cfg.scope == "global" else 1.0)
+        max_pruning_ratio=GLOBAL_MAX_RATIO if cfg.scope == "global" else 1.0,
+        round_to=cfg.round_to if cfg.round_to > 1 else None)
     pruner.step()
     convs = [m for m in model.features.modules() if isinstance(m, nn.Conv2d)]  # type: ignore[union-attr]
     widths = tuple(c.out_channels for c in convs)
