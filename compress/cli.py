@@ -8,6 +8,7 @@ Logs go to stderr; `--json` prints result rows as JSON on stdout for scripts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import shlex
@@ -315,7 +316,7 @@ def cmd_measure(ns: argparse.Namespace, command: str) -> None:
     ws, device = _workspace(ns), pipeline.pick_device(ns.device)
     test_loader, name = None, "no-data"
     if has_data:
-        dcfg = config_from(data.DataConfig, ns, dataset=ns.dataset or "digits", image_size=size)
+        dcfg = dataclasses.replace(dcfg, image_size=size)
         bundle = data.load(dcfg)
         if bundle.num_classes != imported.spec.num_classes:
             raise CompressError(f"{ns.weights} predicts {imported.spec.num_classes} classes but {dcfg.name} has "

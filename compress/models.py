@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torchvision.models.vgg import VGG, make_layers
 
+from compress.atomic import atomic_open
 from compress.errors import CompressError
 
 VGG16_WIDTHS: tuple[int, ...] = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
@@ -99,8 +100,6 @@ def build(spec: ModelSpec) -> VGG:
 
 def save_checkpoint(model: nn.Module, spec: ModelSpec, path: Path, extra: dict[str, Any] | None = None) -> None:
     """One file holding spec + state dict; loadable with `torch.load(weights_only=True)`."""
-    from compress.atomic import atomic_open
-
     payload = {"format": CHECKPOINT_FORMAT, "spec": spec.to_dict(), "extra": extra or {},
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     with atomic_open(Path(path), "wb") as fh:

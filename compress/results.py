@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import CompressError
-from compress.measure import Latency
+from compress.measure import Latency, default_threads
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def _static_env() -> dict[str, Any]:
         "cpu": cpu,
         "cpu_vnni": any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8")),
         "cpu_avx512": "avx512f" in flags,
-        "cores": __import__("compress.measure", fromlist=["default_threads"]).default_threads(),
+        "cores": default_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "git_commit": _git_commit(),
     }
