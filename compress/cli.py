@@ -18,7 +18,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Literal, Sequence, Union, get_args, get_origin, get_type_hints
 
-from compress import compressors, data, measure, models, pipeline, report
+from compress import compressors, data, measure, models, pipeline, report, suite
 from compress.errors import CompressError
 from compress.train import TrainConfig
 
@@ -45,6 +45,7 @@ HELP = {
     "batches": "batch sizes to time, comma-separated",
     "threads": "CPU threads for timing (default: all cores; recorded in every row)",
     "gpu": "also time on the GPU when CUDA is available",
+    "ort": "also export to ONNX (checked against PyTorch) and time it under ONNX Runtime on the CPU",
 }
 
 
@@ -147,12 +148,17 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="training device: auto, cpu or cuda (default auto)")
 
 
+def _export_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--export-onnx", action="store_true",
+                   help="keep each measured model's ONNX export (model.onnx, parity-checked) in its run folder")
+
+
 def _latency_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("latency measurement")
     add_config_flags(g, measure.LatencyConfig, prefix="latency-", dest_prefix="lat_")
 
 
-def _compressor_parsers(parent: argparse.ArgumentParser, sweep: bool) -> None:
+def _compressor_parsers(parent: argparse.ArgumentParser, sweep: bool) -> Any:
     """One sub-command per registered compressor, its flags taken from its config dataclass."""
     subs = parent.add_subparsers(dest="compressor", required=True, parser_class=Parser, metavar="COMPRESSOR")
     for name in compressors.names():
@@ -164,9 +170,30 @@ def _compressor_parsers(parent: argparse.ArgumentParser, sweep: bool) -> None:
         if comp.finetune:
             add_config_flags(q.add_argument_group("fine-tuning (the same budget for every point)" if sweep
                                                   else "fine-tuning"), pipeline.FinetuneConfig,
-                             defaults={"epochs": comp.finetune_epochs})
+                             defaults={"epochs": comp.finetune_epochs,
+                                       **({"lr": comp.finetune_lr} if comp.finetune_lr else {})})
         q.add_argument("--baseline-epochs", type=int, default=TrainConfig.epochs,
                        help=f"epochs for the baseline if none is cached (default {TrainConfig.epochs})")
+        q.add_argument("--from", dest="source", metavar="RUN", default=None,
+                       help="start from a stored run (row id, id prefix or run folder) instead of the baseline, "
+                            "e.g. quantize a pruned model; the source is re-measured beside the new row")
+        _export_flag(q)
+    return subs
+
+
+def _run_all_parser(subs: Any) -> None:
+    q = subs.add_parser("all", help="every compressor at its defaults + the pruning sweep + controls, then the report",
+                        description="Every registered compressor at its defaults, the pruning sweep (L1 and the "
+                                    "random control), prune-then-int8, and each distillation beside its control, "
+                                    "all against one cached baseline; then the report.")
+    _common(q), _data_flags(q), _model_flags(q), _latency_flags(q)
+    q.add_argument("--baseline-epochs", type=int, default=TrainConfig.epochs,
+                   help=f"epochs for the baseline if none is cached (default {TrainConfig.epochs})")
+    q.add_argument("--epochs", type=int, default=None,
+                   help="fine-tuning/training epochs for every step (default: each compressor's own budget)")
+    q.add_argument("--amounts", type=_list_of(float), default=suite.SWEEP_AMOUNTS,
+                   help="pruning amounts to sweep (default " + ",".join(map(str, suite.SWEEP_AMOUNTS)) + ")")
+    _export_flag(q)
 
 
 def build_parser() -> Parser:
@@ -180,9 +207,10 @@ def build_parser() -> Parser:
     _common(p), _data_flags(p), _model_flags(p), _latency_flags(p)
     add_config_flags(p.add_argument_group("training"), TrainConfig)
     p.add_argument("--retrain", action="store_true", help="train again even if a cached baseline exists")
+    _export_flag(p)
 
-    p = sub.add_parser("run", help="compress the baseline with one compressor, fine-tune, measure both")
-    _compressor_parsers(p, sweep=False)
+    p = sub.add_parser("run", help="compress the baseline with one compressor (or `all`), fine-tune, measure")
+    _run_all_parser(_compressor_parsers(p, sweep=False))
     p = sub.add_parser("sweep", help="run one compressor over a grid of settings (comma-separated values)")
     _compressor_parsers(p, sweep=True)
 
@@ -196,6 +224,8 @@ def build_parser() -> Parser:
     p.add_argument("--device", default="auto", help="device for the accuracy pass: auto, cpu or cuda")
     p.add_argument("--store", action="store_true",
                    help="also add the row to the results store (and so to `compress report`)")
+    p.add_argument("--export-onnx", type=Path, default=None, metavar="PATH",
+                   help="keep the parity-checked ONNX export of the checkpoint at PATH")
     g = p.add_argument_group("data (optional: adds accuracy)")
     add_config_flags(g, data.DataConfig, skip=("test_fraction", "val_fraction"), defaults={"dataset": None})
 
@@ -231,7 +261,7 @@ def _data_cfg(ns: argparse.Namespace) -> data.DataConfig:
 
 
 def _refresh_report(ws: pipeline.Workspace, dataset: str, reports_dir: Path) -> None:
-    path = report.write_report(dataset, ws.store.rows(dataset), reports_dir)
+    path = report.write_report(dataset, ws.store.rows(dataset), reports_dir, suite.last_record(ws.root, dataset))
     pipeline.log(f"report: {path}")
 
 
@@ -253,7 +283,7 @@ def cmd_baseline(ns: argparse.Namespace, command: str) -> None:
         raise CompressError(f"--epochs must be positive for the baseline, got {tcfg.epochs}")
     device = pipeline.pick_device(ns.device)
     base = pipeline.ensure_baseline(ws, dcfg, ns.arch, tcfg, device, retrain=ns.retrain)
-    row = pipeline.measure_baseline(ws, base, lcfg, device, command)
+    row = pipeline.measure_baseline(ws, base, lcfg, device, command, ns.export_onnx)
     pipeline.log(f"baseline test accuracy {100 * (row.accuracy or 0):.2f}% ({row.test_images} images); "
                  f"checkpoint {base.path}")
     _emit([row], ns.json)
@@ -270,15 +300,40 @@ def _run_settings(ns: argparse.Namespace) -> tuple[Any, TrainConfig, TrainConfig
     return comp, bcfg, ft, config_from(measure.LatencyConfig, ns, "lat_")
 
 
+def cmd_run_all(ns: argparse.Namespace, command: str) -> None:
+    if ns.baseline_epochs <= 0:
+        raise CompressError(f"--baseline-epochs must be positive, got {ns.baseline_epochs}")
+    if ns.epochs is not None and ns.epochs < 0:
+        raise CompressError(f"--epochs must be >= 0, got {ns.epochs}")
+    for a in ns.amounts:
+        compressors.get("pruning").config(amount=a)  # validates each amount before any work
+    ws, dcfg = _workspace(ns), _data_cfg(ns)
+    lcfg = config_from(measure.LatencyConfig, ns, "lat_")
+    device = pipeline.pick_device(ns.device)
+    bcfg = TrainConfig(epochs=ns.baseline_epochs)
+
+    def refresh(rows: list[Any]) -> None:
+        _refresh_report(ws, rows[0].dataset, ns.reports_dir)
+
+    rows, seconds = suite.run_all(ws, dcfg, ns.arch, bcfg, lcfg, device, command, ns.epochs, tuple(ns.amounts),
+                                  refresh, ns.export_onnx)
+    suite.record(ws, rows[0].dataset, seconds, command, rows, lcfg)
+    refresh(rows)
+    pipeline.log(f"run all: {len(rows)} rows in {seconds / 60:.1f} min")
+    _emit(rows, ns.json, {rows[0].row_id: rows[0]})
+
+
 def cmd_run(ns: argparse.Namespace, command: str) -> None:
+    if ns.compressor == "all":
+        return cmd_run_all(ns, command)
     comp, bcfg, ft, lcfg = _run_settings(ns)
     comp_cfg = config_from(comp.config, ns, "c_")
     ws, dcfg = _workspace(ns), _data_cfg(ns)
     device = pipeline.pick_device(ns.device)
-    base_row, row = pipeline.run_compressor(ws, ns.compressor, comp_cfg, dcfg, ns.arch, bcfg, ft, lcfg, device,
-                                            command)
-    _emit([base_row, row], ns.json, {base_row.row_id: base_row})
-    _refresh_report(ws, row.dataset, ns.reports_dir)
+    rows = pipeline.run_with_control(ws, ns.compressor, comp_cfg, dcfg, ns.arch, bcfg, ft, lcfg, device, command,
+                                     source=ns.source, keep_onnx=ns.export_onnx)
+    _emit(rows, ns.json, {rows[0].row_id: rows[0]})
+    _refresh_report(ws, rows[0].dataset, ns.reports_dir)
 
 
 def cmd_sweep(ns: argparse.Namespace, command: str) -> None:
@@ -292,13 +347,14 @@ def cmd_sweep(ns: argparse.Namespace, command: str) -> None:
     ws, dcfg = _workspace(ns), _data_cfg(ns)
     device = pipeline.pick_device(ns.device)
     base = pipeline.ensure_baseline(ws, dcfg, ns.arch, bcfg, device)
-    base_row = pipeline.measure_baseline(ws, base, lcfg, device, command)
+    base_row = pipeline.measure_baseline(ws, base, lcfg, device, command, ns.export_onnx)
     rows = [base_row]
     for i, cfg in enumerate(points, 1):
         label = ", ".join(f"{n}={getattr(cfg, n)}" for n in grid_fields)
         pipeline.log(f"[{i}/{len(points)}] {ns.compressor}: {label}")
-        rows.append(pipeline.run_compressor(ws, ns.compressor, cfg, dcfg, ns.arch, bcfg, ft, lcfg, device, command,
-                                            base=base, base_row=base_row)[1])
+        rows += pipeline.run_with_control(ws, ns.compressor, cfg, dcfg, ns.arch, bcfg, ft, lcfg, device, command,
+                                          base=base, base_row=base_row, source=ns.source,
+                                          keep_onnx=ns.export_onnx)[1:]
     _emit(rows, ns.json, {base_row.row_id: base_row})
     _refresh_report(ws, base_row.dataset, ns.reports_dir)
 
@@ -328,7 +384,14 @@ def cmd_measure(ns: argparse.Namespace, command: str) -> None:
               "spec": imported.spec.to_dict()}
     info = pipeline.RowInfo(dataset=name, compressor=f"import:{Path(ns.weights).name}", config=config,
                             seed=ns.seed, command=command)
-    row, _ = pipeline.measure_row(imported.model, imported.spec, ns.weights, size, info, lcfg, test_loader, device)
+    if imported.extra.get("quantization") == models.DYNAMIC_INT8:
+        artifact = compressors.Artifact(backend="pytorch dynamic int8 (Linear layers; convolutions fp32)",
+                                        file=Path(ns.weights), module=imported.model)
+        theory = models.build(imported.spec)  # same shapes in fp32: params and MACs are counted on it
+    else:
+        artifact, theory = compressors.Artifact.fp32(imported.model, Path(ns.weights)), imported.model
+    row, _ = pipeline.measure_row(theory, imported.spec, artifact, size, info, lcfg, test_loader, device,
+                                  keep_onnx=ns.export_onnx)
     if ns.store:
         ws.store.add(row)
     pipeline.log(f"{ns.weights}: {imported.layout} layout, {imported.spec.arch}, {imported.spec.num_classes} classes")
@@ -342,7 +405,7 @@ def cmd_report(ns: argparse.Namespace) -> None:
         raise CompressError(f"the results store {ws.store.path} is empty: run `python -m compress run slim-head` first")
     written = []
     for name in names:
-        path = report.write_report(name, ws.store.rows(name), ns.reports_dir)
+        path = report.write_report(name, ws.store.rows(name), ns.reports_dir, suite.last_record(ws.root, name))
         written.append({"dataset": name, "path": str(path)})
         pipeline.log(f"wrote {path}")
     if ns.json:

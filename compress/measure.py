@@ -46,6 +46,7 @@ class LatencyConfig:
     batches: tuple[int, ...] = (1, 32)
     threads: int | None = field(default=None, metadata={"flag": "--threads"})  # None: all cores; always recorded
     gpu: bool = True
+    ort: bool = True  # also time the model under ONNX Runtime (CPU), after an export checked for parity
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.min_calls < 1 or self.max_calls < self.min_calls:
@@ -135,6 +136,12 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     with torch.no_grad():
         macs, _ = profile(probe, inputs=(torch.zeros(1, *input_shape),), verbose=False)
     return int(macs)
+
+
+def count_conv_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int | None:
+    """MACs of `model.features` alone (the convolutions), where the model has that part."""
+    features = getattr(model, "features", None)
+    return count_macs(features, input_shape) if isinstance(features, nn.Module) else None
 
 
 def count_flops(model: nn.Module, input_shape: tuple[int, int, int]) -> int:

@@ -9,6 +9,7 @@ same class with other numbers, so a saved checkpoint needs no pickled code to lo
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,13 @@ from compress.errors import CompressError
 
 VGG16_WIDTHS: tuple[int, ...] = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
 POOL_AFTER = (1, 3, 6, 9, 12)  # conv indices followed by a 2x2 max-pool (VGG16 cfg "D")
-ARCHS = ("vgg16", "vgg16_bn")
+ARCHS = ("vgg16", "vgg16_bn")  # what a baseline can be
+# Students and converted models. Each is fully described by its spec, so it saves and loads the same way.
+VGG11_WIDTHS: tuple[int, ...] = (64, 128, 256, 256, 512, 512, 512, 512)  # VGG cfg "A"
+POOLS = {"vgg16": POOL_AFTER, "vgg16_bn": POOL_AFTER, "vgg16_dw": POOL_AFTER, "vgg11_bn": (0, 1, 3, 5, 7)}
+ALL_ARCHS = (*ARCHS, "vgg16_dw", "vgg11_bn", "seed-student")
 CHECKPOINT_FORMAT = "compress-checkpoint/1"
+DYNAMIC_INT8 = "torch-dynamic-int8-linear"  # extra["quantization"] of a PyTorch dynamic-int8 checkpoint
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,8 @@ class ModelSpec:
     head: str = "mlp"  # "mlp": flatten 7x7 -> hidden layers -> C;  "gap": global average pool -> C
     hidden: tuple[int, ...] = (4096, 4096)
     dropout: float = 0.5
+    keep_first: bool = False  # vgg16_dw: the first convolution stays a full 3x3 convolution
+    input_size: int | None = None  # seed-student only: its first linear layer is sized for the input
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,13 +57,51 @@ class ModelSpec:
         return cls(**d)
 
 
-def _cfg(widths: tuple[int, ...]) -> list[int | str]:
+def _cfg(widths: tuple[int, ...], pools: tuple[int, ...] = POOL_AFTER) -> list[int | str]:
     cfg: list[int | str] = []
     for i, w in enumerate(widths):
         cfg.append(w)
-        if i in POOL_AFTER:
+        if i in pools:
             cfg.append("M")
     return cfg
+
+
+def separable_layers(widths: tuple[int, ...], pools: tuple[int, ...], keep_first: bool) -> nn.Sequential:
+    """MobileNet's block for every 3x3 conv: depthwise 3x3-BN-ReLU, then pointwise 1x1-BN-ReLU."""
+    layers: list[nn.Module] = []
+    c_in = 3
+    for i, w in enumerate(widths):
+        if i == 0 and keep_first:
+            layers += [nn.Conv2d(c_in, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+        else:
+            layers += [nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in, bias=False), nn.BatchNorm2d(c_in),
+                       nn.ReLU(inplace=True), nn.Conv2d(c_in, w, 1, bias=False), nn.BatchNorm2d(w),
+                       nn.ReLU(inplace=True)]
+        if i in pools:
+            layers.append(nn.MaxPool2d(2, 2))
+        c_in = w
+    for m in layers:
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return nn.Sequential(*layers)
+
+
+class SeedStudent(nn.Module):
+    """Seed 004's student: conv(3,32)-pool-conv(32,64)-pool-fc(256)-fc(C), sized for its input."""
+
+    def __init__(self, spec: "ModelSpec") -> None:
+        super().__init__()
+        if len(spec.conv_widths) != 2 or len(spec.hidden) != 1 or not spec.input_size:
+            raise CompressError("seed-student needs 2 conv widths, 1 hidden width and an input size")
+        w0, w1 = spec.conv_widths
+        self.features = nn.Sequential(nn.Conv2d(3, w0, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2),
+                                      nn.Conv2d(w0, w1, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2))
+        side = spec.input_size // 4
+        self.classifier = nn.Sequential(nn.Linear(w1 * side * side, spec.hidden[0]), nn.ReLU(inplace=True),
+                                        nn.Linear(spec.hidden[0], spec.num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
 
 
 def make_head(in_features: int, hidden: tuple[int, ...], num_classes: int, dropout: float) -> nn.Sequential:
@@ -86,13 +132,20 @@ def set_head(model: VGG, spec: ModelSpec) -> None:
         raise CompressError(f"unknown head {spec.head!r}: expected 'mlp' or 'gap'")
 
 
-def build(spec: ModelSpec) -> VGG:
+def build(spec: ModelSpec) -> nn.Module:
     """A freshly initialised model with the shapes in `spec`."""
-    if spec.arch not in ARCHS:
+    if spec.arch not in ALL_ARCHS:
         raise CompressError(f"unknown --arch {spec.arch!r}: expected one of {', '.join(ARCHS)}")
-    if len(spec.conv_widths) != len(VGG16_WIDTHS):
-        raise CompressError(f"a VGG16 has 13 convolutions, the spec lists {len(spec.conv_widths)}")
-    features = make_layers(_cfg(spec.conv_widths), batch_norm=spec.arch == "vgg16_bn")
+    if spec.arch == "seed-student":
+        return SeedStudent(spec)
+    pools = POOLS[spec.arch]
+    if len(spec.conv_widths) != max(pools) + 1:
+        raise CompressError(f"a {spec.arch} has {max(pools) + 1} convolutions, the spec lists "
+                            f"{len(spec.conv_widths)}")
+    if spec.arch == "vgg16_dw":
+        features = separable_layers(spec.conv_widths, pools, spec.keep_first)
+    else:
+        features = make_layers(_cfg(spec.conv_widths, pools), batch_norm=spec.arch.endswith("_bn"))
     model = VGG(features, num_classes=spec.num_classes, init_weights=True)
     set_head(model, spec)
     return model
@@ -100,8 +153,10 @@ def build(spec: ModelSpec) -> VGG:
 
 def save_checkpoint(model: nn.Module, spec: ModelSpec, path: Path, extra: dict[str, Any] | None = None) -> None:
     """One file holding spec + state dict; loadable with `torch.load(weights_only=True)`."""
-    payload = {"format": CHECKPOINT_FORMAT, "spec": spec.to_dict(), "extra": extra or {},
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    state = model.state_dict()
+    cpu_state = OrderedDict((k, v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in state.items())
+    cpu_state._metadata = getattr(state, "_metadata", None)  # type: ignore[attr-defined]  # versions of quantized modules
+    payload = {"format": CHECKPOINT_FORMAT, "spec": spec.to_dict(), "extra": extra or {}, "state_dict": cpu_state}
     with atomic_open(Path(path), "wb") as fh:
         torch.save(payload, fh)
 
@@ -112,7 +167,7 @@ def save_checkpoint(model: nn.Module, spec: ModelSpec, path: Path, extra: dict[s
 
 @dataclass
 class Imported:
-    model: VGG
+    model: nn.Module
     spec: ModelSpec
     layout: str  # "compress" | "torchvision" | "seed-004"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -230,6 +285,10 @@ def load_model(path: Path, arch: str | None = None, num_classes: int | None = No
     extra: dict[str, Any] = {}
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         spec, sd, layout, extra = ModelSpec.from_dict(obj["spec"]), obj["state_dict"], "compress", obj.get("extra", {})
+        if extra.get("quantization") == DYNAMIC_INT8:  # rebuild the quantized skeleton, then load
+            qmodel = torch.ao.quantization.quantize_dynamic(build(spec).eval(), {nn.Linear}, dtype=torch.qint8)
+            qmodel.load_state_dict(sd)
+            return Imported(model=qmodel, spec=spec, layout="compress", extra=extra)
     else:
         sd = _as_state_dict(obj, path)
         layout = "torchvision"

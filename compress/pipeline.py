@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,9 @@ import torch
 from torch import nn
 
 from compress import data as data_mod
-from compress import measure, models
+from compress import distill, export, measure, models, stats
 from compress.atomic import atomic_open, write_json
-from compress.compressors import Context, get
+from compress.compressors import Artifact, Context, get
 from compress.data import DataBundle, DataConfig, Loaders, Split
 from compress.errors import CompressError
 from compress.models import ModelSpec
@@ -166,35 +167,86 @@ class RowInfo:
     best_epoch: int | None = None
     train_seconds: float = 0.0
     accuracy_before_finetune: float | None = None
+    source_row_id: str | None = None
+    control_row_id: str | None = None
 
 
-def measure_row(model: nn.Module, spec: ModelSpec, model_path: Path, image_size: int, info: RowInfo,
-                lat_cfg: measure.LatencyConfig, test_loader: Any | None, device: torch.device,
-                row_id: str | None = None) -> tuple[ResultRow, np.ndarray | None]:
-    """Every model goes through exactly this: theory, file size, latency, accuracy, environment."""
-    model = model.cpu().eval()
-    shape = (3, image_size, image_size)
-    params, nonzero = measure.count_params(model)
-    macs = measure.count_macs(model, shape)
-    log(f"timing {info.compressor} on CPU (batches {', '.join(map(str, lat_cfg.batches))})")
-    cpu = measure.cpu_latencies(model, shape, lat_cfg)
-    gpu, gpu_note = measure.gpu_latencies(model, shape, lat_cfg)
-    preds = None
-    acc = None
+PARITY_IMAGES = 32
+
+
+def _check_inputs(test_loader: Any | None, image_size: int) -> torch.Tensor:
+    """Real test images for the ONNX parity check when there are any, a seeded batch otherwise."""
     if test_loader is not None:
-        preds, true = predict(model.to(device), test_loader, device)
-        acc = float((preds == true).mean())
-        model.cpu()
+        x, _ = next(iter(test_loader))
+        return x[:PARITY_IMAGES]
+    return torch.randn(8, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+
+
+def measure_row(theory: nn.Module, spec: ModelSpec, artifact: Artifact, image_size: int, info: RowInfo,
+                lat_cfg: measure.LatencyConfig, test_loader: Any | None, device: torch.device,
+                row_id: str | None = None, keep_onnx: Path | None = None) -> tuple[ResultRow, np.ndarray | None]:
+    """Every model goes through exactly this: theory, file size, latency, accuracy, environment.
+
+    `theory` (the fp32 structure) gives params and MACs; `artifact` is what is deployed, and
+    latency and accuracy come from it alone: an int8 row is scored by the int8 session.
+    """
+    theory = theory.cpu().eval()
+    shape = (3, image_size, image_size)
+    params, nonzero = measure.count_params(theory)
+    macs = measure.count_macs(theory, shape)
+    conv_macs = measure.count_conv_macs(theory, shape)
+    module = artifact.module
+    cpu: dict[int, measure.Latency] = {}
+    gpu: dict[int, measure.Latency] = {}
+    gpu_note = artifact.gpu_note or ""
+    if module is not None:
+        log(f"timing {info.compressor} with PyTorch on CPU (batches {', '.join(map(str, lat_cfg.batches))})")
+        cpu = measure.cpu_latencies(module, shape, lat_cfg)
+        if artifact.gpu_note is None:
+            gpu, gpu_note = measure.gpu_latencies(module, shape, lat_cfg)
+    ort: dict[int, measure.Latency] = {}
+    ort_note, onnx_size, parity = "", None, None
+    with tempfile.TemporaryDirectory(prefix="compress-onnx-") as tmp:
+        onnx_file = artifact.onnx
+        if onnx_file is not None:
+            onnx_size = measure.file_size(artifact.source_onnx) if artifact.source_onnx else None
+        elif not lat_cfg.ort:
+            ort_note = "n/a (ONNX Runtime timing turned off)"
+        elif artifact.dtype != "float32":
+            ort_note = f"n/a ({artifact.backend} runs in PyTorch only)"
+        else:
+            onnx_file = keep_onnx or Path(tmp) / "model.onnx"
+            log(f"exporting {info.compressor} to ONNX and checking it against PyTorch")
+            parity = export.export_onnx(module, onnx_file, _check_inputs(test_loader, image_size))
+            onnx_size = measure.file_size(onnx_file)
+        if onnx_file is not None and lat_cfg.ort:
+            log(f"timing {info.compressor} with ONNX Runtime on CPU")
+            ort = export.ort_latencies(onnx_file, shape, lat_cfg)
+        elif onnx_file is not None:
+            ort_note = "n/a (ONNX Runtime timing turned off)"
+        preds = acc = true = None
+        if test_loader is not None:
+            if module is None:
+                preds, true = export.predict(onnx_file, test_loader, lat_cfg.threads)
+            else:
+                run_on = device if artifact.gpu_note is None else torch.device("cpu")
+                preds, true = predict(module.to(run_on), test_loader, run_on)
+                module.cpu()
+            acc = float((preds == true).mean())
     row = ResultRow(
         row_id=row_id or new_row_id(info.compressor, info.config), created=now_iso(), dataset=info.dataset,
         compressor=info.compressor, config=info.config, config_hash=config_hash(info.config),
-        baseline_row_id=info.baseline_row_id, model_path=str(model_path), num_classes=spec.num_classes,
+        baseline_row_id=info.baseline_row_id, model_path=str(artifact.file), num_classes=spec.num_classes,
         image_size=image_size, params=params, nonzero_params=nonzero, macs=macs,
-        size_bytes=measure.file_size(model_path), cpu_b1=cpu.get(1), cpu_b32=cpu.get(32), gpu_b1=gpu.get(1),
+        size_bytes=measure.file_size(artifact.file), cpu_b1=cpu.get(1), cpu_b32=cpu.get(32), gpu_b1=gpu.get(1),
         gpu_b32=gpu.get(32), gpu_note=gpu_note, accuracy=acc, accuracy_before_finetune=info.accuracy_before_finetune,
         test_images=len(test_loader.dataset) if test_loader is not None else 0,
         finetune_epochs=info.finetune_epochs, best_epoch=info.best_epoch, train_seconds=info.train_seconds,
-        seed=info.seed, env=environment(lat_cfg.threads or measure.default_threads()), command=info.command)
+        seed=info.seed, env=environment(lat_cfg.threads or measure.default_threads(), artifact.dtype),
+        command=info.command, ort_b1=ort.get(1), ort_b32=ort.get(32), ort_note=ort_note,
+        onnx_size_bytes=onnx_size, onnx_parity=parity, backend=artifact.backend,
+        source_row_id=info.source_row_id, control_row_id=info.control_row_id, conv_macs=conv_macs,
+        correct=None if preds is None else stats.encode(preds == true))
     return row, preds
 
 
@@ -208,55 +260,160 @@ def _save_run(ws: Workspace, row: ResultRow, preds: np.ndarray | None, run_dir: 
 
 
 def measure_baseline(ws: Workspace, base: Baseline, lat_cfg: measure.LatencyConfig, device: torch.device,
-                     command: str) -> ResultRow:
+                     command: str, keep_onnx: bool = False) -> ResultRow:
     ld = data_mod.loaders(base.bundle, base.split, 64, base.data_cfg.seed)
     config = {"arch": base.spec.arch, "train": base.meta["train"], "data": base.meta["data"]}
     info = RowInfo(dataset=base.data_cfg.name, compressor="baseline", config=config, seed=base.data_cfg.seed,
                    command=command, finetune_epochs=0, best_epoch=base.meta["best_epoch"],
                    train_seconds=base.meta["train_seconds"])
-    row, preds = measure_row(base.model, base.spec, base.path, base.data_cfg.size, info, lat_cfg, ld.test, device)
-    _save_run(ws, row, preds, ws.run_dir(row.dataset, "baseline", row.row_id))
+    row_id = new_row_id("baseline", config)
+    run_dir = ws.run_dir(base.data_cfg.name, "baseline", row_id)
+    row, preds = measure_row(base.model, base.spec, Artifact.fp32(base.model, base.path), base.data_cfg.size, info,
+                             lat_cfg, ld.test, device, row_id, run_dir / "model.onnx" if keep_onnx else None)
+    _save_run(ws, row, preds, run_dir)
     return row
+
+
+# ---------------------------------------------------------------------------------------
+# Starting from a stored run instead of the baseline (--from): e.g. prune, then int8
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class Source:
+    row: ResultRow  # the source re-measured in this invocation (same machine state as the new row)
+    model: nn.Module
+    spec: ModelSpec
+
+
+def find_row(ws: Workspace, ref: str, dataset: str) -> ResultRow:
+    """A stored row by id, id prefix, or run folder."""
+    rows = ws.store.rows(dataset)
+    as_dir = Path(ref).resolve()
+    hits = [r for r in rows if r.row_id == ref] or \
+           [r for r in rows if r.row_id.startswith(ref) or Path(r.model_path).resolve().parent == as_dir]
+    if not hits:
+        recent = ", ".join(r.row_id for r in rows[-3:]) or "none yet"
+        raise CompressError(f"--from {ref}: no stored run of dataset {dataset!r} has that row id or folder "
+                            f"(newest: {recent}); run folders under {ws.root / dataset} are named by row id")
+    ids = {r.row_id for r in hits}
+    if len(ids) > 1:
+        raise CompressError(f"--from {ref} matches {len(ids)} runs ({', '.join(sorted(ids)[:3])}...): "
+                            "give more of the row id")
+    return hits[-1]
+
+
+def load_source(ws: Workspace, old: ResultRow, base: Baseline, base_row: ResultRow,
+                lat_cfg: measure.LatencyConfig, device: torch.device, test_loader: Any) -> Source:
+    """Load a stored fp32 run and re-measure it now, so the new row is compared at equal conditions."""
+    if old.backend not in (None, "pytorch fp32") or not str(old.model_path).endswith(".pt"):
+        raise CompressError(f"--from {old.row_id} is a {old.backend} model; only fp32 PyTorch runs can be "
+                            "compressed further (quantize last)")
+    if old.image_size != base.data_cfg.size:
+        raise CompressError(f"--from {old.row_id} was measured at {old.image_size}px, this run is at "
+                            f"{base.data_cfg.size}px: pass --image-size {old.image_size}")
+    imported = models.load_model(Path(old.model_path), num_classes=base.bundle.num_classes)
+    if old.compressor == "baseline":
+        return Source(base_row, imported.model, imported.spec)
+    if old.baseline_row_id == base_row.row_id:  # measured in this invocation already (e.g. by `run all`)
+        return Source(old, imported.model, imported.spec)
+    info = RowInfo(dataset=old.dataset, compressor=old.compressor, config=old.config, seed=old.seed,
+                   command=old.command, baseline_row_id=base_row.row_id, finetune_epochs=old.finetune_epochs,
+                   best_epoch=old.best_epoch, train_seconds=old.train_seconds,
+                   accuracy_before_finetune=old.accuracy_before_finetune, source_row_id=old.source_row_id)
+    log(f"re-measuring --from {old.row_id} ({old.compressor}) beside this run's baseline")
+    row, _ = measure_row(imported.model, imported.spec, Artifact.fp32(imported.model, Path(old.model_path)),
+                         old.image_size, info, lat_cfg, test_loader, device)
+    ws.store.add(row)
+    return Source(row, imported.model, imported.spec)
 
 
 def run_compressor(ws: Workspace, name: str, comp_cfg: Any, data_cfg: DataConfig, arch: str,
                    baseline_cfg: TrainConfig, finetune_cfg: TrainConfig, lat_cfg: measure.LatencyConfig,
                    device: torch.device, command: str, base: Baseline | None = None,
-                   base_row: ResultRow | None = None) -> tuple[ResultRow, ResultRow]:
-    """Compress the cached baseline, fine-tune, and measure both with the same harness.
+                   base_row: ResultRow | None = None, source: str | None = None,
+                   keep_onnx: bool = False, control_row_id: str | None = None) -> tuple[ResultRow, ResultRow]:
+    """Compress the cached baseline (or the stored run `source`), fine-tune, measure both alike.
 
     A sweep passes `base` and `base_row` so the baseline is loaded and timed once for all points.
     """
     comp = get(name)
+    old = find_row(ws, source, data_cfg.name) if source else None  # a typo fails before any work starts
     base = base or ensure_baseline(ws, data_cfg, arch, baseline_cfg, device)
     ld: Loaders = data_mod.loaders(base.bundle, base.split, finetune_cfg.batch_size, data_cfg.seed,
                                    augment=finetune_cfg.augment)
-    ctx = Context(loaders=ld, device=device, num_classes=base.bundle.num_classes, image_size=data_cfg.size)
-    torch.manual_seed(data_cfg.seed)
-    model, spec = comp.fn(copy.deepcopy(base.model), base.spec, comp_cfg, ctx)
-    before = accuracy(model.to(device), ld.test, device)
-    result = TrainResult(best_epoch=0, best_val_accuracy=float("nan"), seconds=0.0)
+    base_row = base_row or measure_baseline(ws, base, lat_cfg, device, command, keep_onnx)
+    start, start_spec, src_row = base.model, base.spec, None
+    if old is not None:
+        src = load_source(ws, old, base, base_row, lat_cfg, device, ld.test)
+        start, start_spec, src_row = src.model, src.spec, src.row
     epochs = finetune_cfg.epochs if comp.finetune else 0
-    if epochs:
-        log(f"{name}: test accuracy before fine-tuning {100 * before:.2f}%; fine-tuning {epochs} epochs")
-        result = fit(model, ld.train, ld.val, finetune_cfg, device, desc=f"{name} fine-tune")
-    if comp.finalize is not None:
-        model = comp.finalize(model)
     config = {"compressor": asdict(comp_cfg), "finetune": asdict(finetune_cfg) if comp.finetune else None,
               "arch": arch, "data": asdict(data_cfg)}
+    if src_row is not None and src_row.compressor != "baseline":
+        config["source"] = {"compressor": src_row.compressor, "config_hash": src_row.config_hash}
     row_id = new_row_id(name, config)
     run_dir = ws.run_dir(data_cfg.name, name, row_id)
-    model_path = run_dir / "model.pt"
-    models.save_checkpoint(model, spec, model_path, extra={"compressor": name, "config": config,
-                                                           "classes": base.bundle.classes,
-                                                           "image_size": data_cfg.size})
+    ctx = Context(loaders=ld, device=device, num_classes=base.bundle.num_classes, image_size=data_cfg.size,
+                  run_dir=run_dir, threads=lat_cfg.threads, keep_onnx=keep_onnx)
+    torch.manual_seed(data_cfg.seed)
+    theory = copy.deepcopy(start)
+    out = comp.fn(theory, start_spec, comp_cfg, ctx)
+    result = TrainResult(best_epoch=0, best_val_accuracy=float("nan"), seconds=0.0)
+    if isinstance(out, Artifact):  # int8 and the like: measured as what it is, nothing to fine-tune
+        artifact, spec, before = out, start_spec, None
+    else:
+        model, spec = out
+        before = accuracy(model.to(device), ld.test, device)
+        kd = getattr(comp_cfg, "distillation", None)
+        if epochs and kd is not None:
+            log(f"{name}: distilling from the baseline for {epochs} epochs (T={kd.temperature}, alpha={kd.alpha})")
+            train = distill.with_teacher(ld.train, base.model, device, finetune_cfg.augment)
+            result = fit(model, train, ld.val, finetune_cfg, device, desc=f"{name} distil",
+                         loss_fn=lambda s, y, t: distill.kd_loss(s, t, y, kd))
+            base.model.cpu()
+        elif epochs:
+            log(f"{name}: test accuracy before fine-tuning {100 * before:.2f}%; fine-tuning {epochs} epochs")
+            result = fit(model, ld.train, ld.val, finetune_cfg, device, desc=f"{name} fine-tune")
+        if comp.finalize is not None:
+            model = comp.finalize(model)
+        theory = model
+        model_path = run_dir / "model.pt"
+        models.save_checkpoint(model, spec, model_path, extra={"compressor": name, "config": config,
+                                                               "classes": base.bundle.classes,
+                                                               "image_size": data_cfg.size})
+        artifact = Artifact.fp32(model, model_path)
     write_json(run_dir / "config.json", {"command": command, **config})
-
-    base_row = base_row or measure_baseline(ws, base, lat_cfg, device, command)
     info = RowInfo(dataset=data_cfg.name, compressor=name, config=config, seed=data_cfg.seed, command=command,
                    baseline_row_id=base_row.row_id, finetune_epochs=epochs,
                    best_epoch=result.best_epoch if epochs else None, train_seconds=result.seconds,
-                   accuracy_before_finetune=before)
-    row, preds = measure_row(model, spec, model_path, data_cfg.size, info, lat_cfg, ld.test, device, row_id)
+                   accuracy_before_finetune=before, source_row_id=src_row.row_id if src_row else None,
+                   control_row_id=control_row_id)
+    row, preds = measure_row(theory, spec, artifact, data_cfg.size, info, lat_cfg, ld.test, device, row_id,
+                             run_dir / "model.onnx" if keep_onnx else None)
     _save_run(ws, row, preds, run_dir)
     return base_row, row
+
+
+def run_with_control(ws: Workspace, name: str, comp_cfg: Any, data_cfg: DataConfig, arch: str,
+                     baseline_cfg: TrainConfig, finetune_cfg: TrainConfig, lat_cfg: measure.LatencyConfig,
+                     device: torch.device, command: str, base: Baseline | None = None,
+                     base_row: ResultRow | None = None, **kw: Any) -> list[ResultRow]:
+    """Run `comp_cfg`, and first its control when it declares one (e.g. the student without KD).
+
+    Returns [baseline row, control row (if any), row]; the row names its control.
+    """
+    control_cfg = getattr(comp_cfg, "control", lambda: None)()
+    args = (data_cfg, arch, baseline_cfg, finetune_cfg, lat_cfg, device, command)
+    rows: list[ResultRow] = []
+    control_id = None
+    if control_cfg is not None:
+        if kw.get("source"):
+            find_row(ws, kw["source"], data_cfg.name)  # fail on a bad --from before training anything
+        base = base or ensure_baseline(ws, data_cfg, arch, baseline_cfg, device)
+        log(f"{name}: the control first (same model, data and epochs, no teacher)")
+        base_row, control = run_compressor(ws, name, control_cfg, *args, base=base, base_row=base_row, **kw)
+        rows.append(control)
+        control_id = control.row_id
+    base_row, row = run_compressor(ws, name, comp_cfg, *args, base=base, base_row=base_row,
+                                   control_row_id=control_id, **kw)
+    return [base_row, *rows, row]

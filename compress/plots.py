@@ -12,6 +12,8 @@ Metric = Callable[[ResultRow], float | None]
 AXES: dict[str, tuple[str, Metric]] = {
     "macs": ("MACs per image (millions, log scale)", lambda r: r.macs / 1e6),
     "cpu_b32": ("CPU latency, batch 32, median ms (log scale)", lambda r: r.cpu_b32.median_ms if r.cpu_b32 else None),
+    "ort_b32": ("ONNX Runtime CPU latency, batch 32, median ms (log scale)",
+                lambda r: r.ort_b32.median_ms if r.ort_b32 else None),
     "size": ("size on disk (MB, log scale)", lambda r: r.size_bytes / 1e6),
 }
 
@@ -20,9 +22,11 @@ def series_label(row: ResultRow) -> str:
     """One line per method: compressor plus the settings that define a family (not the swept amount)."""
     comp = row.config.get("compressor") or {}
     parts = [row.compressor]
-    for key in ("method", "scope", "importance", "head"):
+    for key in ("method", "scope", "importance", "head", "backend", "student"):
         if key in comp:
             parts.append(str(comp[key]))
+    if row.config.get("source"):
+        parts.append(f"from {row.config['source']['compressor']}")
     return " ".join(parts)
 
 

@@ -6,10 +6,14 @@ what a user sees at the prompt is what the report says.
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from compress import stats
 from compress.atomic import write_text
 from compress.errors import CompressError
 from compress.measure import Latency
@@ -38,7 +42,8 @@ def _summary(row: ResultRow) -> str:
     if row.compressor == "baseline":
         return row.config.get("arch", "")
     comp = row.config.get("compressor") or {}
-    parts = []
+    source = row.config.get("source")
+    parts = [f"from {source['compressor']} {source['config_hash'][:6]};"] if source else []
     for k, v in comp.items():
         if isinstance(v, (list, tuple)):
             if not v:
@@ -46,6 +51,19 @@ def _summary(row: ResultRow) -> str:
             v = ",".join(map(str, v))
         parts.append(f"{k}={v}")
     return " ".join(parts)
+
+
+def significance(row: ResultRow, other: ResultRow | None) -> stats.McNemar | None:
+    """McNemar's exact test of `row` against `other` on the same test images, when both kept them."""
+    if other is None or not row.correct or not other.correct or len(row.correct) != len(other.correct):
+        return None
+    return stats.mcnemar(stats.decode(other.correct), stats.decode(row.correct))
+
+
+def _p(test: stats.McNemar | None) -> str:
+    if test is None:
+        return ""
+    return f"{test.p_value:.3f}" + (" *" if test.significant else "")
 
 
 def table(rows: list[ResultRow], baselines: dict[str, ResultRow]) -> pd.DataFrame:
@@ -63,13 +81,17 @@ def table(rows: list[ResultRow], baselines: dict[str, ResultRow]) -> pd.DataFram
             "params": f"{r.params:,}",
             "nonzero": f"{r.nonzero_params:,}",
             "MACs (M)": f"{r.macs / 1e6:,.1f}",
+            "conv MACs (M)": "" if r.conv_macs is None else f"{r.conv_macs / 1e6:,.1f}",
             "size (MB)": _mb(r.size_bytes),
             "CPU b1 ms": _lat(r.cpu_b1),
             "CPU b32 ms": _lat(r.cpu_b32),
+            "ORT b1 ms": _lat(r.ort_b1),
+            "ORT b32 ms": _lat(r.ort_b32),
             "GPU b1 ms": _lat(r.gpu_b1),
             "GPU b32 ms": _lat(r.gpu_b32),
             "top-1 %": acc,
             "Δ top-1 (pts)": delta,
+            "McNemar p": "" if r.compressor == "baseline" else _p(significance(r, b)),
             "top-1 before FT %": "" if r.accuracy_before_finetune is None
             else f"{100 * r.accuracy_before_finetune:.2f}",
             "params ÷": _ratio(b.params if b else None, r.params),
@@ -79,6 +101,8 @@ def table(rows: list[ResultRow], baselines: dict[str, ResultRow]) -> pd.DataFram
                                       r.cpu_b1.median_ms if r.cpu_b1 else None),
             "CPU b32 speed-up": _ratio(b.cpu_b32.median_ms if b and b.cpu_b32 else None,
                                        r.cpu_b32.median_ms if r.cpu_b32 else None),
+            "ORT b32 speed-up": _ratio(b.ort_b32.median_ms if b and b.ort_b32 else None,
+                                       r.ort_b32.median_ms if r.ort_b32 else None),
             "fine-tune epochs": r.finetune_epochs,
         })
     return pd.DataFrame(out)
@@ -116,8 +140,8 @@ def _speedup_vs_theory(rows: list[ResultRow], baselines: dict[str, ResultRow]) -
     lines = []
     for r in rows:
         b = baselines.get(r.baseline_row_id or "")
-        if b is None or not (r.cpu_b32 and b.cpu_b32) or not r.macs:
-            continue
+        if b is None or not (r.cpu_b32 and b.cpu_b32) or not r.macs or r.env.get("dtype", "float32") != "float32":
+            continue  # lower precision changes the cost per MAC: see the section against its fp32 source
         theory = b.macs / r.macs
         measured = b.cpu_b32.median_ms / r.cpu_b32.median_ms
         share = measured / theory
@@ -130,17 +154,125 @@ def _speedup_vs_theory(rows: list[ResultRow], baselines: dict[str, ResultRow]) -
     return lines
 
 
+def _against_source(rows: list[ResultRow], by_id: dict[str, ResultRow]) -> list[str]:
+    """Rows that change the number format (int8) against the fp32 model they were made from."""
+    lines = []
+    for r in rows:
+        if r.env.get("dtype", "float32") == "float32":
+            continue
+        src = by_id.get(r.source_row_id or r.baseline_row_id or "")
+        if src is None:
+            continue
+        parts = [f"- {r.compressor} ({_summary(r)}), {r.backend}, against its fp32 source "
+                 f"({src.compressor}, row `{src.row_id}`):"]
+        if r.onnx_size_bytes:
+            parts.append(f"size ÷ {r.onnx_size_bytes / r.size_bytes:.2f} vs the fp32 ONNX file;")
+        else:
+            parts.append(f"size ÷ {src.size_bytes / r.size_bytes:.2f} vs the fp32 checkpoint;")
+        if r.ort_b32 and src.ort_b32:
+            parts.append(f"ONNX Runtime b32 {src.ort_b32.median_ms:.1f} -> {r.ort_b32.median_ms:.1f} ms "
+                         f"({src.ort_b32.median_ms / r.ort_b32.median_ms:.2f}x),")
+        if r.ort_b1 and src.ort_b1:
+            parts.append(f"b1 {src.ort_b1.median_ms / r.ort_b1.median_ms:.2f}x;")
+        if r.cpu_b32 and src.cpu_b32:
+            parts.append(f"PyTorch CPU b32 {src.cpu_b32.median_ms / r.cpu_b32.median_ms:.2f}x;")
+        if r.accuracy is not None and src.accuracy is not None:
+            parts.append(f"top-1 {100 * src.accuracy:.2f} -> {100 * r.accuracy:.2f}% "
+                         f"({100 * (r.accuracy - src.accuracy):+.2f} pts, McNemar p {_p(significance(r, src))})")
+        lines.append(" ".join(parts))
+    return lines
+
+
+def _against_control(rows: list[ResultRow], by_id: dict[str, ResultRow]) -> list[str]:
+    """Each distilled row against the same model trained without the teacher."""
+    lines = []
+    for r in rows:
+        c = by_id.get(r.control_row_id or "")
+        if c is None or r.accuracy is None or c.accuracy is None:
+            continue
+        gain = 100 * (r.accuracy - c.accuracy)
+        test = significance(r, c)
+        verdict = "KD beat the control" if gain > 0 else "KD did not beat the control"
+        if test is not None:
+            verdict += f" (McNemar p = {test.p_value:.3f}: " + \
+                ("significant)" if test.significant else "within what this test set can tell apart)")
+        lines.append(f"- {r.compressor} ({_summary(r)}): with the teacher {100 * r.accuracy:.2f}%, without "
+                     f"{100 * c.accuracy:.2f}% (control row `{c.row_id}`): KD gain {gain:+.2f} pts, {verdict}; "
+                     f"{r.params:,} params, {r.finetune_epochs} epochs each")
+    return lines
+
+
 def _warnings(rows: list[ResultRow]) -> list[str]:
     notes = []
     for r in rows:
-        for name in ("cpu_b1", "cpu_b32", "gpu_b1", "gpu_b32"):
+        for name in ("cpu_b1", "cpu_b32", "ort_b1", "ort_b32", "gpu_b1", "gpu_b32"):
             lat = getattr(r, name)
             if lat is not None and lat.warning:
                 notes.append(f"- {r.compressor} ({_summary(r)}), {name}: {lat.warning}")
     return notes
 
 
-def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]] | None = None) -> str:
+# Seed 004's closing table (translated), and which of our rows answers each line.
+SEED_004 = (
+    ("Reduce the fully connected layers", "slim-head", "params: large cut; easy; small accuracy impact; may "
+     "slightly lower expressiveness"),
+    ("Depthwise-separable convolution", "depthwise", "params: moderate cut; much less compute; small accuracy "
+     "impact; every conv layer must be replaced"),
+    ("Pruning", "pruning", "params: cut as needed; structure unchanged; small performance impact; the pruning "
+     "rate needs tuning"),
+    ("Quantization", "quantization", "storage: large cut; efficient; large effect on inference speed; training "
+     "may be more complex"),
+    ("Knowledge distillation", "distillation", "flexible; the small model is efficient, suits embedded devices; "
+     "needs a trained teacher"),
+)
+
+
+def _is_default(row: ResultRow) -> bool:
+    """The row made with the compressor's default settings, from the baseline (what seed 004 describes)."""
+    from compress import compressors
+
+    try:
+        default = asdict(compressors.get(row.compressor).config())
+    except CompressError:
+        return False
+    return row.config.get("compressor") == json.loads(json.dumps(default)) and not row.config.get("source")
+
+
+def _seed_table(rows: list[ResultRow], baselines: dict[str, ResultRow]) -> list[str]:
+    out = []
+    for method, name, claim in SEED_004:
+        picked = [r for r in rows if r.compressor == name and _is_default(r)]
+        if not picked:
+            continue
+        r = picked[-1]
+        b = baselines.get(r.baseline_row_id or "")
+        if b is None:
+            continue
+        speed = [f"{label} {getattr(b, col).median_ms / getattr(r, col).median_ms:.2f}x"
+                 for label, col in (("PyTorch", "cpu_b32"), ("ORT", "ort_b32"))
+                 if getattr(r, col) is not None and getattr(b, col) is not None]
+        acc = "" if r.accuracy is None or b.accuracy is None else f"{100 * (r.accuracy - b.accuracy):+.2f}"
+        test = significance(r, b)
+        out.append({"seed 004 method": method, "seed 004 says": claim, "our row": f"{name}: {_summary(r)}",
+                    "params ÷": _ratio(b.params, r.params), "MACs ÷": _ratio(b.macs, r.macs),
+                    "size ÷": _ratio(b.size_bytes, r.size_bytes), "CPU b32 speed-up": ", ".join(speed) or "n/a",
+                    "Δ top-1 (pts)": acc, "McNemar p": _p(test)})
+    if not out:
+        return []
+    return [pd.DataFrame(out).to_markdown(index=False)]
+
+
+def _run_all_block(record: dict[str, Any] | None) -> list[str]:
+    if not record:
+        return []
+    env = record.get("env") or {}
+    return [f"The last complete `run all` took **{record['seconds'] / 60:.1f} minutes** of wall-clock time "
+            f"(baseline training included when it was not cached) on {env.get('cpu', 'this machine')} with "
+            f"{env.get('threads', '?')} threads, finished {record.get('finished')}: `{record['command']}`.", ""]
+
+
+def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]] | None = None,
+           run_all: dict[str, Any] | None = None) -> str:
     if not all_rows:
         raise CompressError(f"no stored results for dataset {dataset!r}: run `python -m compress run slim-head` first")
     rows = latest(all_rows)
@@ -153,6 +285,7 @@ def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]
         f"{len(rows)} model(s), {first.test_images} test images at {first.image_size}x{first.image_size}, "
         f"{first.num_classes} classes. Generated from the results store by `python -m compress report`.",
         "",
+        *_run_all_block(run_all),
         "## Comparison",
         "",
         to_markdown(rows, baselines),
@@ -161,13 +294,18 @@ def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]
         "- **params, nonzero, MACs** are theory: counted from the model, not timed. MACs are "
         "multiply-accumulates for one image (thop; torchvision's \"GFLOPS\" are the same unit; "
         "FLOPs = 2 x MACs).",
-        "- **size** is the bytes of the saved checkpoint on disk.",
+        "- **size** is the bytes of the deployed file on disk: the PyTorch checkpoint, or the int8 ONNX file "
+        "for ONNX Runtime int8 rows.",
         "- **latency** is measured: median [p90] of individually timed forward passes in milliseconds, after "
         "an untimed warm-up, in eval and inference mode, at a fixed thread count. b1 = batch 1 (latency), "
-        "b32 = batch 32 (throughput). ⚠ marks a noisy figure (IQR/median > 0.10).",
+        "b32 = batch 32 (throughput). ⚠ marks a noisy figure (IQR/median > 0.10). **CPU** is PyTorch eager; "
+        "**ORT** is ONNX Runtime's CPU session of the model's ONNX export (checked against PyTorch within 1e-4), "
+        "same threads, same statistics; an int8 ONNX row has ORT figures only.",
         "- Ratios (÷, speed-up) and Δ top-1 compare each row with the baseline measured in the same invocation, "
         "so both were timed on the same machine state. Top-1 is on the same stored test split for every row.",
-        "- Accuracy differences of a few tenths of a point on a few hundred test images are within noise.",
+        "- **McNemar p** is McNemar's exact test of each model against the baseline on the same test images "
+        "(paired predictions): below 0.05 (marked *) the accuracy difference is unlikely to be luck of this "
+        "test set; above it, this test set cannot tell the two models apart, whatever Δ top-1 says.",
         "- *top-1 before FT* is the accuracy right after compression, before any fine-tuning; *fine-tune "
         "epochs* is the training budget each row got afterwards, so methods are compared at equal budgets.",
         "- Unstructured pruning zeroes single weights but keeps every tensor dense, so its nonzero count "
@@ -175,6 +313,23 @@ def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]
         "removes whole channels, which shrinks all of them.",
         "",
     ]
+    by_id = {r.row_id: r for r in all_rows}
+    int8 = _against_source(rows, by_id)
+    if int8:
+        parts += ["## Lower precision against its own fp32 source", "",
+                  "Same thread count, same CPU, same invocation; accuracy from the int8 model itself over the "
+                  "whole test split.", "", *int8, ""]
+    seed = _seed_table(rows, baselines)
+    if seed:
+        parts += ["## Seed 004's comparison, measured", "",
+                  "Seed 004 ends with a table of five ways to make VGG16 lighter, judged in words. Each line here "
+                  "is the default setting of the matching compressor on this data, measured (speed-ups at batch 32 "
+                  "on the CPU, against the baseline's own backend).", "", *seed, ""]
+    kd = _against_control(rows, by_id)
+    if kd:
+        parts += ["## Distillation against its control", "",
+                  "A KD result without its control is not a result: the control is the same student, same data, "
+                  "same epochs, trained on the labels alone.", "", *kd, ""]
     gaps = _speedup_vs_theory(rows[1:], baselines)
     if gaps:
         parts += ["## Measured speed-up against the MACs reduction", "",
@@ -200,7 +355,7 @@ def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]
     return "\n".join(parts)
 
 
-def write_report(dataset: str, rows: list[ResultRow], out_dir: Path) -> Path:
+def write_report(dataset: str, rows: list[ResultRow], out_dir: Path, run_all: dict[str, Any] | None = None) -> Path:
     """reports/<dataset>.md plus its PNG plots, each written atomically."""
     from compress.plots import tradeoff_plots
 
@@ -208,5 +363,5 @@ def write_report(dataset: str, rows: list[ResultRow], out_dir: Path) -> Path:
         raise CompressError(f"no stored results for dataset {dataset!r}: run `python -m compress run slim-head` first")
     plots = tradeoff_plots(latest(rows), Path(out_dir), dataset)
     path = Path(out_dir) / f"{dataset}.md"
-    write_text(path, render(dataset, rows, plots))
+    write_text(path, render(dataset, rows, plots, run_all))
     return path

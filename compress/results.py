@@ -13,7 +13,7 @@ import json
 import platform
 import sqlite3
 import subprocess
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,17 @@ class ResultRow:
     seed: int
     env: dict[str, Any]
     command: str
+    # ONNX Runtime CPU (same threads and statistics as cpu_b*); rows from before these existed read None
+    ort_b1: Latency | None = None
+    ort_b32: Latency | None = None
+    ort_note: str = ""  # why the ONNX Runtime columns are empty, when they are
+    onnx_size_bytes: int | None = None  # the fp32 ONNX export (for an int8 row: the int8 file is size_bytes)
+    onnx_parity: float | None = None  # max |ORT - PyTorch| on test images at export
+    backend: str = "pytorch fp32"  # what ran for latency and accuracy
+    source_row_id: str | None = None  # --from: the stored run this model was made from, re-measured now
+    control_row_id: str | None = None  # the same model trained without the teacher (distillation's control)
+    conv_macs: int | None = None  # MACs of the convolutional part alone (theory)
+    correct: str | None = None  # per test image, in split order: "1" right, "0" wrong (McNemar's test)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,9 +76,10 @@ class ResultRow:
         kw: dict[str, Any] = {}
         for name in known:
             value = d.get(name)
-            if name.startswith(("cpu_b", "gpu_b")) and isinstance(value, dict):
+            if name.startswith(("cpu_b", "gpu_b", "ort_b")) and isinstance(value, dict):
                 value = Latency(**{k: v for k, v in value.items() if k in {f.name for f in fields(Latency)}})
-            kw[name] = value
+            if name in d or known[name].default is MISSING:
+                kw[name] = value
         return cls(**kw)
 
 

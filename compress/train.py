@@ -10,7 +10,7 @@ import copy
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Callable, Iterable, Literal
 
 import numpy as np
 import torch
@@ -89,9 +89,12 @@ def make_adam(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def fit(model: nn.Module, train: DataLoader, val: DataLoader, cfg: TrainConfig, device: torch.device,
-        desc: str = "train") -> TrainResult:
+def fit(model: nn.Module, train: Iterable[Any], val: DataLoader, cfg: TrainConfig, device: torch.device,
+        desc: str = "train", loss_fn: Callable[..., torch.Tensor] | None = None) -> TrainResult:
     """Train with Adam and cross-entropy; load back the weights of the best validation epoch.
+
+    `loss_fn(logits, y, *extra)` replaces cross-entropy when batches carry more than (x, y),
+    e.g. the teacher's logits for distillation.
 
     Best = highest validation accuracy, ties broken by lower validation loss: with a few hundred
     validation images accuracy saturates and ties are common, and loss still separates them
@@ -103,17 +106,17 @@ def fit(model: nn.Module, train: DataLoader, val: DataLoader, cfg: TrainConfig, 
     best_state, best_epoch = copy.deepcopy(model.state_dict()), 0
     opt = make_adam(model, cfg)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.schedule == "cosine" else None
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
     history: list[dict[str, float]] = []
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         total, n = 0.0, 0
         bar = tqdm(train, desc=f"{desc} epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
                    disable=None)  # None: no bar when stderr is not a terminal (CI logs, pipes)
-        for x, y in bar:
-            x, y = x.to(device), y.to(device)
+        for batch in bar:
+            x, y, *extra = (t.to(device) for t in batch)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(model(x), y, *extra)
             loss.backward()
             opt.step()
             total, n = total + loss.item() * len(y), n + len(y)

@@ -11,7 +11,7 @@ import pytest
 
 from compress.cli import main
 from compress.results import ROW_COLUMNS, Store
-from tests.conftest import QUICK_CLI
+from tests.conftest import QUICK_CLI, QUICK_DATA, QUICK_LATENCY
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def slim_run(workspace: Path) -> tuple[int, list[dict]]:
     with contextlib.redirect_stdout(out):
         code = main(["run", "slim-head", "--json", "--workdir", str(workspace / "runs"),
                      "--reports-dir", str(workspace / "reports"), "--epochs", "1", "--baseline-epochs", "1",
-                     *QUICK_CLI])
+                     *QUICK_CLI, "--latency-ort"])  # this run checks the ONNX Runtime columns too
     return code, json.loads(out.getvalue())
 
 
@@ -44,6 +44,8 @@ def test_run_prints_every_column_as_json(slim_run: tuple[int, list[dict]]) -> No
         assert r["cpu_b1"]["median_ms"] > 0 and r["cpu_b32"]["batch"] == 32
         assert r["env"]["torch"] and r["env"]["threads"] >= 1 and "cpu_vnni" in r["env"]
         assert r["gpu_note"].startswith("n/a")
+        assert r["ort_b32"]["batch"] == 32 and 0 <= r["onnx_parity"] <= 1e-4 and r["onnx_size_bytes"] > 0
+        assert r["backend"] == "pytorch fp32" and r["env"]["dtype"] == "float32"
     base, slim = rows
     assert slim["baseline_row_id"] == base["row_id"]
     assert slim["params"] < 0.31 * base["params"]
@@ -64,7 +66,7 @@ def test_saved_model_measures_again_with_the_same_accuracy(slim_run: tuple[int, 
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     slim = slim_run[1][1]
     code = main(["measure", "--weights", slim["model_path"], "--json", "--workdir", str(workspace / "runs"),
-                 "--dataset", "digits", *QUICK_CLI[:2], *QUICK_CLI[2:12]])
+                 "--dataset", "digits", *QUICK_DATA, *QUICK_LATENCY])
     assert code == 0
     row = json.loads(capsys.readouterr().out)[0]
     assert row["accuracy"] == slim["accuracy"] and row["params"] == slim["params"]
@@ -103,6 +105,29 @@ def test_sweep_stores_every_point_and_draws_the_tradeoff_plots(slim_run: tuple[i
     assert "Measured speed-up against the MACs reduction" in report
 
 
+def test_quantize_a_stored_run_with_from(slim_run: tuple[int, list[dict]], workspace: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """`--from RUN`: the slim-head model is int8-quantized; the source is re-measured beside it."""
+    slim = slim_run[1][1]
+    code = main(["run", "quantization", "--from", slim["row_id"], "--calibration-size", "32", "--json",
+                 "--workdir", str(workspace / "runs"), "--reports-dir", str(workspace / "reports"),
+                 *QUICK_DATA, *QUICK_LATENCY, "--latency-ort"])
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)
+    base, int8 = rows
+    stored = {r.row_id: r for r in Store(workspace / "runs" / "results.sqlite").rows("digits")}
+    source = stored[int8["source_row_id"]]
+    assert source.compressor == "slim-head" and source.row_id != slim["row_id"]  # re-measured now
+    assert source.config_hash == slim["config_hash"] and source.baseline_row_id == base["row_id"]
+    assert int8["config"]["source"] == {"compressor": "slim-head", "config_hash": slim["config_hash"]}
+    assert int8["params"] == slim["params"] and int8["env"]["dtype"] == "int8"
+    assert int8["size_bytes"] * 3.5 < int8["onnx_size_bytes"] and int8["model_path"].endswith(".int8.onnx")
+    assert int8["cpu_b32"] is None and int8["ort_b32"]["median_ms"] > 0
+    assert int8["gpu_note"] == "n/a (CPU int8 backend)" and int8["finetune_epochs"] == 0
+    report = (workspace / "reports" / "digits.md").read_text()
+    assert "Lower precision against its own fp32 source" in report and "vs the fp32 ONNX file" in report
+
+
 def test_measure_without_data_reports_what_needs_no_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
     import torchvision
@@ -110,13 +135,13 @@ def test_measure_without_data_reports_what_needs_no_data(tmp_path: Path, capsys:
     path = tmp_path / "best_model.pth"
     torch.save(torchvision.models.vgg16(weights=None, num_classes=3).state_dict(), path)
     code = main(["measure", "--weights", str(path), "--image-size", "32", "--json", "--workdir", str(tmp_path),
-                 *QUICK_CLI[2:12]])
+                 *QUICK_LATENCY])
     row = json.loads(capsys.readouterr().out)[0]
     assert code == 0 and row["accuracy"] is None and row["params"] == 134_272_835 and row["macs"] > 0
 
 
 @pytest.mark.parametrize("argv", [[], ["baseline"], ["measure"], ["report"], ["list"],
-                                  *[[cmd, name] for cmd in ("run", "sweep") for name in ("pruning", "slim-head")]])
+                                  *[[cmd, name] for cmd in ("run", "sweep") for name in ("pruning", "slim-head", "quantization")]])
 def test_every_help_page_renders(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--help"])
@@ -133,7 +158,9 @@ def test_run_help_shows_each_compressors_own_finetune_budget(capsys: pytest.Capt
 def test_list_names_each_compressor(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].startswith("pruning") and "slim-head" in out and "classifier" in out
+    names = [line.split()[0] for line in out.splitlines()]
+    assert names == sorted(names) == ["depthwise", "distillation", "pruning", "quantization", "slim-head"]
+    assert "classifier" in out and "Hinton" in out
 
 
 BAD = [
@@ -154,15 +181,34 @@ BAD = [
     (["run", "pruning", "--importance", "taylor"], "invalid choice: 'taylor'"),
     (["sweep", "pruning", "--amount", "0.3,2"], "--amount must be between 0 and 1 (exclusive), got 2.0"),
     (["sweep", "pruning", "--importance", "l1,taylor"], "invalid choice 'taylor': choose from l1, l2, random"),
+    (["run", "quantization", "--calibration-size", "5"], "--calibration-size must be at least 32 images, got 5"),
+    (["run", "quantization", "--calibration", "kl"], "invalid choice: 'kl'"),
+    (["run", "quantization", "--from", "20990101-nope"], "--from 20990101-nope: no stored run of dataset 'digits'"),
 ]
 
 
 @pytest.mark.parametrize("argv,message", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_input_is_one_line_and_nothing_is_stored(tmp_path: Path, argv: list[str], message: str) -> None:
+def test_bad_input_is_one_line_and_nothing_is_stored(tmp_path: Path, argv: list[str], message: str,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process (fast); the two subprocess tests below show the same holds for a real process."""
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main([*argv, "--workdir", str(tmp_path / "runs")])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "results.sqlite").exists()
+
+
+@pytest.mark.parametrize("argv,message", [BAD[1], BAD[-1]], ids=["missing data", "unknown run"])
+def test_bad_input_in_a_real_process_exits_2_with_one_line(tmp_path: Path, argv: list[str], message: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "compress", *argv, "--workdir", str(tmp_path / "runs")],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert proc.returncode == 2
-    assert message in proc.stderr
+    assert proc.returncode == 2 and message in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs" / "results.sqlite").exists()
 

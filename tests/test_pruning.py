@@ -16,7 +16,7 @@ SHAPE = (3, 32, 32)
 
 
 def _ctx() -> Context:
-    return Context(loaders=None, device=torch.device("cpu"), num_classes=10, image_size=32)
+    return Context(loaders=None, device=torch.device("cpu"), num_classes=10, image_size=32, run_dir=Path("unused"))
 
 
 @pytest.fixture(scope="module")

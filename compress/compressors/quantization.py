@@ -1,0 +1,137 @@
+"""Static post-training int8 (seed 004's method 4, done so that it is really int8).
+
+Seed 004 calls `prepare`/`convert` with no calibration and no quant stubs, which leaves an
+fp32 model. Here ONNX Runtime does it as its quantization guide recommends for CPUs: export
+fp32 (parity-checked), `quant_pre_process`, calibrate activation ranges on training images,
+then `quantize_static` to QDQ with signed int8 weights (per channel) and activations.
+The row is measured from the int8 file itself: its size, its session's latency, its accuracy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress import export
+from compress.compressors import Artifact, Context, register
+from compress.errors import CompressError
+from compress.models import DYNAMIC_INT8, ModelSpec, save_checkpoint
+
+MIN_CALIBRATION = 32  # fewer images than this give activation ranges no one should trust
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    backend: Literal["onnxruntime", "torch"] = field(default="onnxruntime", metadata={
+        "help": "onnxruntime: static int8 ONNX (QDQ); torch: PyTorch dynamic int8 of the Linear layers"})
+    calibration: Literal["minmax", "entropy", "percentile"] = field(default="minmax", metadata={
+        "help": "how activation ranges are chosen from the calibration images (onnxruntime backend)"})
+    calibration_size: int = field(default=320, metadata={
+        "help": f"training images used for calibration (at least {MIN_CALIBRATION})"})
+    per_channel: bool = field(default=True, metadata={"help": "one weight scale per output channel"})
+
+    def __post_init__(self) -> None:
+        if self.calibration_size < MIN_CALIBRATION:
+            raise CompressError(f"--calibration-size must be at least {MIN_CALIBRATION} images, got "
+                                f"{self.calibration_size}: fewer give unreliable activation ranges")
+
+
+def calibration_batches(loader: Any, size: int, batch: int = 32) -> list[np.ndarray]:
+    """The first `size` training images (the loader's order is seeded), in batches."""
+    out: list[np.ndarray] = []
+    have = 0
+    for x, _ in loader:
+        take = x[: size - have].numpy()
+        out += [take[i:i + batch] for i in range(0, len(take), batch)]
+        have += len(take)
+        if have >= size:
+            break
+    if have < size:
+        raise CompressError(f"calibration needs {size} training images but the training split has {have}: "
+                            f"pass --calibration-size {max(have, 0)} or fewer (at least {MIN_CALIBRATION}), "
+                            "or use more data")
+    return out
+
+
+class _Reader:
+    """onnxruntime.quantization.CalibrationDataReader over in-memory batches."""
+
+    def __init__(self, batches: list[np.ndarray]) -> None:
+        self._it: Iterator[np.ndarray] = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        x = next(self._it, None)
+        return None if x is None else {export.INPUT: x}
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """ORT's quantizer prints progress and warnings on stdout; keep stdout for --json."""
+    sink = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _onnxruntime(model: nn.Module, config: QuantizationConfig, ctx: Context) -> Artifact:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    batches = calibration_batches(ctx.loaders.train, config.calibration_size)
+    check, _ = next(iter(ctx.loaders.test))
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    fp32, pre, int8 = (ctx.run_dir / n for n in ("model.fp32.onnx", "model.pre.onnx", "model.int8.onnx"))
+    export.export_onnx(model, fp32, check[:32])
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[config.calibration]
+    try:
+        with _quiet():
+            quant_pre_process(str(fp32), str(pre))
+            quantize_static(str(pre), str(int8), _Reader(batches), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            per_channel=config.per_channel, calibrate_method=method)
+    except Exception as exc:
+        raise CompressError(f"ONNX Runtime quantization failed ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    finally:
+        pre.unlink(missing_ok=True)
+        for tmp in ctx.run_dir.glob("augmented_model*.onnx"):  # the calibrator's scratch copies
+            tmp.unlink(missing_ok=True)
+    channel = "per-channel" if config.per_channel else "per-tensor"
+    return Artifact(backend=f"onnxruntime int8 QDQ S8S8 {channel} ({config.calibration}, "
+                            f"{config.calibration_size} images)", file=int8, onnx=int8, source_onnx=fp32)
+
+
+def _torch(model: nn.Module, spec: ModelSpec, ctx: Context) -> Artifact:
+    """Dynamic int8 of the Linear layers, where ~90% of VGG16's weights live (convolutions stay fp32).
+
+    torch.ao's static flow is deprecated and the PT2E flow lives in torchao, which is not a
+    dependency; dynamic quantization is the PyTorch int8 path that needs neither.
+    """
+    with _quiet():
+        qmodel = torch.ao.quantization.quantize_dynamic(model.cpu().eval(), {nn.Linear}, dtype=torch.qint8)
+    path = ctx.run_dir / "model.pt"
+    save_checkpoint(qmodel, spec, path, extra={"quantization": DYNAMIC_INT8})
+    return Artifact(backend="pytorch dynamic int8 (Linear layers; convolutions fp32)", file=path, module=qmodel)
+
+
+@register("quantization", QuantizationConfig, finetune=False)
+def quantization(model: nn.Module, spec: ModelSpec, config: QuantizationConfig, ctx: Context) -> Artifact:
+    """Static post-training int8 with ONNX Runtime (QDQ, S8S8, per-channel), or PyTorch dynamic int8."""
+    if config.backend == "torch":
+        return _torch(model, spec, ctx)
+    return _onnxruntime(model, config, ctx)

@@ -1,0 +1,104 @@
+"""Depthwise-separable conversion, the KD loss, students, and the control beside every KD row."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from compress import compressors, distill, measure, models
+from compress.compressors import Context
+from compress.compressors.depthwise import DepthwiseConfig
+from compress.compressors.distillation import DistillationConfig
+from compress.distill import KD, kd_loss
+from compress.train import TrainConfig, fit
+
+SPEC = models.ModelSpec(num_classes=10)
+LIGHT = models.ModelSpec(num_classes=10, head="gap", hidden=())  # VGG16's convolutions; a cheap head to build
+
+
+def _ctx() -> Context:
+    return Context(loaders=None, device=torch.device("cpu"), num_classes=10, image_size=32, run_dir=Path("unused"))
+
+
+@pytest.mark.parametrize("keep_first", [False, True])
+def test_depthwise_converts_every_conv_keeps_shapes_and_cuts_conv_macs_8x(keep_first: bool) -> None:
+    base = models.build(LIGHT)
+    model, spec = compressors.get("depthwise").fn(copy.deepcopy(base), LIGHT, DepthwiseConfig(keep_first=keep_first),
+                                                  _ctx())
+    x = torch.randn(2, 3, 32, 32)
+    assert model.eval()(x).shape == (2, 10)
+    convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
+    spatial = [c for c in convs if c.kernel_size == (3, 3)]
+    assert len(spatial) == 13 and all(c.kernel_size == (1, 1) for c in convs if c not in spatial)
+    depthwise = [c for c in spatial if c.groups == c.in_channels > 1 or (c.groups == 3 and c.in_channels == 3)]
+    assert len(depthwise) == (12 if keep_first else 13)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.features) == (25 if keep_first else 26)
+    ratio = measure.count_conv_macs(base, (3, 32, 32)) / measure.count_conv_macs(model, (3, 32, 32))
+    assert ratio > 7  # MobileNet reports 8.6x for the same substitution
+    models.build(spec).load_state_dict(model.state_dict())  # the spec rebuilds it
+
+
+def test_depthwise_head_choices() -> None:
+    small = models.ModelSpec(num_classes=10, hidden=(64, 64))
+    keep, kspec = compressors.get("depthwise").fn(None, small, DepthwiseConfig(head="keep"), _ctx())
+    mlp, spec = compressors.get("depthwise").fn(None, small, DepthwiseConfig(head="mlp", hidden=(32,)), _ctx())
+    assert kspec.hidden == (64, 64) and kspec.head == "mlp" and spec.hidden == (32,)
+    assert measure.count_params(mlp)[0] < measure.count_params(keep)[0]
+    assert DepthwiseConfig(head="gap", hidden=(7,)).hidden == ()
+
+
+def test_kd_loss_is_cross_entropy_when_alpha_selects_it() -> None:
+    g = torch.Generator().manual_seed(0)
+    s, t, y = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g), torch.randint(0, 5, (8,), generator=g)
+    assert torch.allclose(kd_loss(s, t, y, KD(temperature=4, alpha=1.0)), F.cross_entropy(s, y))
+
+
+def test_kd_term_has_zero_gradient_when_student_equals_teacher() -> None:
+    g = torch.Generator().manual_seed(0)
+    t, y = torch.randn(8, 5, generator=g) * 3, torch.randint(0, 5, (8,), generator=g)
+    same = t.clone().requires_grad_()
+    loss = kd_loss(same, t, y, KD(temperature=4, alpha=0.0))
+    loss.backward()
+    assert abs(loss.item()) < 1e-6 and same.grad.abs().max() < 1e-6
+    other = (t + torch.randn(8, 5, generator=g)).requires_grad_()
+    kd_loss(other, t, y, KD(temperature=4, alpha=0.0)).backward()
+    assert other.grad.abs().max() > 1e-4  # the same check does fail when they differ
+
+
+def test_kd_soft_term_is_scaled_by_t_squared() -> None:
+    g = torch.Generator().manual_seed(1)
+    s, t, y = torch.randn(16, 5, generator=g), torch.randn(16, 5, generator=g), torch.zeros(16, dtype=torch.long)
+    kl = F.kl_div(F.log_softmax(s / 3, 1), F.softmax(t / 3, 1), reduction="batchmean")
+    assert torch.allclose(kd_loss(s, t, y, KD(temperature=3, alpha=0.0)), 9 * kl, atol=1e-6)
+
+
+@pytest.mark.parametrize("student", ["seed-student", "vgg11", "depthwise"])
+def test_each_student_trains_one_step_from_cached_teacher_logits(student: str) -> None:
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(12, 3, 32, 32), torch.randint(0, 10, (12,)))
+    loader = DataLoader(data, batch_size=6)
+    teacher = models.build(models.ModelSpec(num_classes=10, conv_widths=(8,) * 13, hidden=(16,))).eval()
+    cached = distill.with_teacher(loader, teacher, torch.device("cpu"), augment=False)
+    x, y, t = next(iter(DataLoader(cached.dataset, batch_size=12)))
+    with torch.no_grad():
+        assert torch.allclose(t, teacher(x), atol=1e-5)  # the cache holds the teacher's logits for those images
+    model, spec = compressors.get("distillation").fn(None, SPEC, DistillationConfig(student=student), _ctx())
+    assert measure.count_params(model)[0] * 10 < 134_301_514  # VGG16 with 10 classes
+    before = copy.deepcopy(model.state_dict())
+    kd = KD()
+    fit(model, cached, DataLoader(data, batch_size=6), TrainConfig(epochs=1, lr=1e-3), torch.device("cpu"),
+        loss_fn=lambda s, y, t: kd_loss(s, t, y, kd))
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    models.build(spec).load_state_dict(model.state_dict())
+
+
+def test_the_control_is_the_same_config_without_the_teacher() -> None:
+    assert DistillationConfig(student="vgg11").control() == DistillationConfig(student="vgg11", kd=False)
+    assert DistillationConfig(kd=False).control() is None and DistillationConfig(kd=False).distillation is None
+    assert DepthwiseConfig(distill=True).control() == DepthwiseConfig(distill=False)
+    assert DepthwiseConfig().control() is None

@@ -1,0 +1,99 @@
+"""The report renders every column from stored rows, and McNemar's test gives the textbook values."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compress import report, stats
+from compress.measure import Latency
+from compress.results import ResultRow, Store
+
+
+def _lat(ms: float, batch: int) -> Latency:
+    return Latency(batch=batch, median_ms=ms, p90_ms=ms * 1.05, iqr_ms=ms * 0.02, calls=20)
+
+
+def _correct(n_right: int, n: int = 40) -> str:
+    return "1" * n_right + "0" * (n - n_right)
+
+
+BASE = ResultRow(
+    row_id="r0-baseline", created="2026-11-23T00:00:00+00:00", dataset="synthetic", compressor="baseline",
+    config={"arch": "vgg16"}, config_hash="aaaa", baseline_row_id=None, model_path="m.pt", num_classes=10,
+    image_size=32, params=134_301_514, nonzero_params=134_301_514, macs=432_800_768, size_bytes=537_215_939,
+    cpu_b1=_lat(30, 1), cpu_b32=_lat(240, 32), gpu_b1=_lat(0.9, 1), gpu_b32=_lat(1.4, 32), gpu_note="NVIDIA H100",
+    accuracy=0.975, accuracy_before_finetune=None, test_images=40, finetune_epochs=0, best_epoch=9,
+    train_seconds=700.0, seed=0, env={"cpu": "test CPU", "cpu_vnni": False, "threads": 2, "torch": "x",
+                                      "dtype": "float32", "git_commit": "abc1234"},
+    command="python -m compress baseline", ort_b1=_lat(20, 1), ort_b32=_lat(180, 32), onnx_size_bytes=537_000_000,
+    onnx_parity=1e-6, conv_macs=313_000_000, correct=_correct(39))
+
+
+def _rows() -> list[ResultRow]:
+    pruned = replace(BASE, row_id="r1-pruning", compressor="pruning", config={"compressor": {"amount": 0.3}},
+                     config_hash="bbbb", baseline_row_id=BASE.row_id, params=65_739_348, nonzero_params=65_739_348,
+                     macs=211_000_000, size_bytes=263_000_000, cpu_b32=_lat(174, 32), accuracy=0.95,
+                     accuracy_before_finetune=0.19, finetune_epochs=6, command="python -m compress run pruning",
+                     correct="0" * 38 + "1" * 2, gpu_b1=None, gpu_b32=None, gpu_note="n/a (no CUDA device)")
+    int8 = replace(BASE, row_id="r2-quantization", compressor="quantization", config={"compressor": {}},
+                   config_hash="cccc", baseline_row_id=BASE.row_id, source_row_id=BASE.row_id, size_bytes=134_500_000,
+                   cpu_b1=None, cpu_b32=None, gpu_b1=None, gpu_b32=None, gpu_note="n/a (CPU int8 backend)",
+                   ort_b32=_lat(90, 32), backend="onnxruntime int8", env={**BASE.env, "dtype": "int8"},
+                   accuracy=0.95, correct=_correct(38))
+    control = replace(BASE, row_id="r3-control", compressor="distillation", config={"compressor": {"kd": False}},
+                      config_hash="dddd", baseline_row_id=BASE.row_id, params=580_000, accuracy=0.90,
+                      finetune_epochs=12, correct=_correct(36))
+    kd = replace(control, row_id="r4-kd", config={"compressor": {"kd": True}}, config_hash="eeee", accuracy=0.95,
+                 control_row_id=control.row_id, correct=_correct(38))
+    return [BASE, pruned, int8, control, kd]
+
+
+def test_mcnemar_matches_hand_computed_values() -> None:
+    # b = 1 image only A gets right, c = 6 only B gets right: p = 2 * P(X <= 1 | n=7, 1/2) = 2 * 8/128
+    a = np.array([1] + [0] * 6 + [1] * 30 + [0] * 3, dtype=bool)
+    b = np.array([0] + [1] * 6 + [1] * 30 + [0] * 3, dtype=bool)
+    t = stats.mcnemar(a, b)
+    assert (t.only_a, t.only_b) == (1, 6) and t.p_value == pytest.approx(0.125) and not t.significant
+    t = stats.mcnemar(np.zeros(10, bool), np.ones(10, bool))  # 0 vs 10: 2 / 1024
+    assert t.p_value == pytest.approx(2 / 1024) and t.significant
+    assert stats.mcnemar(np.ones(5, bool), np.ones(5, bool)).p_value == 1.0  # no disagreement
+    assert stats.mcnemar(np.array([1, 0, 1, 0], bool), np.array([0, 1, 0, 1], bool)).p_value == 1.0  # 2 vs 2
+    assert stats.decode(stats.encode(a)).tolist() == a.tolist()
+    with pytest.raises(ValueError, match="same images"):
+        stats.mcnemar(a, b[:-1])
+
+
+def test_report_renders_every_column_and_section_from_synthetic_rows(tmp_path: Path) -> None:
+    store = Store(tmp_path / "results.sqlite")
+    for r in _rows():
+        store.add(r)
+    rows = store.rows("synthetic")  # through the store, as `compress report` reads them
+    text = report.render("synthetic", rows, run_all={"seconds": 3000, "command": "python -m compress run all",
+                                                     "finished": "now", "env": {"cpu": "test CPU", "threads": 2}})
+    header = next(line for line in text.splitlines() if line.startswith("| model"))
+    for col in ("params", "nonzero", "MACs (M)", "conv MACs (M)", "size (MB)", "CPU b1 ms", "CPU b32 ms", "ORT b1 ms",
+                "ORT b32 ms", "GPU b1 ms", "GPU b32 ms", "top-1 %", "Δ top-1 (pts)", "McNemar p", "params ÷",
+                "MACs ÷", "size ÷", "CPU b32 speed-up", "ORT b32 speed-up", "fine-tune epochs"):
+        assert f" {col} " in header, col
+    lines = text.splitlines()
+    table = [ln for ln in lines if ln.startswith("| ") and not ln.startswith("| model") and "---" not in ln]
+    assert table[0].startswith("| baseline")  # baseline first
+    pruned = next(ln for ln in table if ln.startswith("| pruning"))
+    assert "0.000 *" in pruned and "n/a" in pruned  # 38 vs 1 disagreements: significant; no GPU figure
+    assert "took **50.0 minutes**" in text
+    assert "Lower precision against its own fp32 source" in text and "(2.00x)" in text
+    # 2 images only the KD student gets right, none the other way: p = 2 * (1/2)^2 = 0.5, not significant
+    assert "KD gain +5.00 pts, KD beat the control (McNemar p = 0.500: within what this test set" in text
+    assert "## Environment" in text and "abc1234" in text and "python -m compress run pruning" in text
+    assert "GPU columns read n/a" in text
+
+
+def test_report_refuses_an_empty_store(tmp_path: Path) -> None:
+    from compress.errors import CompressError
+
+    with pytest.raises(CompressError, match="no stored results for dataset 'x'"):
+        report.render("x", [])
