@@ -45,6 +45,7 @@ HELP = {
     "batches": "batch sizes to time, comma-separated",
     "threads": "CPU threads for timing (default: all cores; recorded in every row)",
     "gpu": "also time on the GPU when CUDA is available",
+    "strict": "fail on unreadable images in --data instead of skipping them with a warning",
     "ort": "also export to ONNX (checked against PyTorch) and time it under ONNX Runtime on the CPU",
 }
 
@@ -148,6 +149,11 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="training device: auto, cpu or cuda (default auto)")
 
 
+def _resume_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted training of the same configuration from its last epoch checkpoint")
+
+
 def _export_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-onnx", action="store_true",
                    help="keep each measured model's ONNX export (model.onnx, parity-checked) in its run folder")
@@ -177,7 +183,7 @@ def _compressor_parsers(parent: argparse.ArgumentParser, sweep: bool) -> Any:
         q.add_argument("--from", dest="source", metavar="RUN", default=None,
                        help="start from a stored run (row id, id prefix or run folder) instead of the baseline, "
                             "e.g. quantize a pruned model; the source is re-measured beside the new row")
-        _export_flag(q)
+        _export_flag(q), _resume_flag(q)
     return subs
 
 
@@ -193,7 +199,7 @@ def _run_all_parser(subs: Any) -> None:
                    help="fine-tuning/training epochs for every step (default: each compressor's own budget)")
     q.add_argument("--amounts", type=_list_of(float), default=suite.SWEEP_AMOUNTS,
                    help="pruning amounts to sweep (default " + ",".join(map(str, suite.SWEEP_AMOUNTS)) + ")")
-    _export_flag(q)
+    _export_flag(q), _resume_flag(q)
 
 
 def build_parser() -> Parser:
@@ -207,7 +213,7 @@ def build_parser() -> Parser:
     _common(p), _data_flags(p), _model_flags(p), _latency_flags(p)
     add_config_flags(p.add_argument_group("training"), TrainConfig)
     p.add_argument("--retrain", action="store_true", help="train again even if a cached baseline exists")
-    _export_flag(p)
+    _export_flag(p), _resume_flag(p)
 
     p = sub.add_parser("run", help="compress the baseline with one compressor (or `all`), fine-tune, measure")
     _run_all_parser(_compressor_parsers(p, sweep=False))
@@ -282,7 +288,7 @@ def cmd_baseline(ns: argparse.Namespace, command: str) -> None:
     if tcfg.epochs <= 0:
         raise CompressError(f"--epochs must be positive for the baseline, got {tcfg.epochs}")
     device = pipeline.pick_device(ns.device)
-    base = pipeline.ensure_baseline(ws, dcfg, ns.arch, tcfg, device, retrain=ns.retrain)
+    base = pipeline.ensure_baseline(ws, dcfg, ns.arch, tcfg, device, retrain=ns.retrain, resume=ns.resume)
     row = pipeline.measure_baseline(ws, base, lcfg, device, command, ns.export_onnx)
     pipeline.log(f"baseline test accuracy {100 * (row.accuracy or 0):.2f}% ({row.test_images} images); "
                  f"checkpoint {base.path}")
@@ -316,7 +322,7 @@ def cmd_run_all(ns: argparse.Namespace, command: str) -> None:
         _refresh_report(ws, rows[0].dataset, ns.reports_dir)
 
     rows, seconds = suite.run_all(ws, dcfg, ns.arch, bcfg, lcfg, device, command, ns.epochs, tuple(ns.amounts),
-                                  refresh, ns.export_onnx)
+                                  refresh, ns.export_onnx, ns.resume)
     suite.record(ws, rows[0].dataset, seconds, command, rows, lcfg)
     refresh(rows)
     pipeline.log(f"run all: {len(rows)} rows in {seconds / 60:.1f} min")
@@ -331,7 +337,7 @@ def cmd_run(ns: argparse.Namespace, command: str) -> None:
     ws, dcfg = _workspace(ns), _data_cfg(ns)
     device = pipeline.pick_device(ns.device)
     rows = pipeline.run_with_control(ws, ns.compressor, comp_cfg, dcfg, ns.arch, bcfg, ft, lcfg, device, command,
-                                     source=ns.source, keep_onnx=ns.export_onnx)
+                                     source=ns.source, keep_onnx=ns.export_onnx, resume=ns.resume)
     _emit(rows, ns.json, {rows[0].row_id: rows[0]})
     _refresh_report(ws, rows[0].dataset, ns.reports_dir)
 
@@ -346,7 +352,7 @@ def cmd_sweep(ns: argparse.Namespace, command: str) -> None:
               for values in itertools.product(*(getattr(ns, "c_" + n) for n in grid_fields))]
     ws, dcfg = _workspace(ns), _data_cfg(ns)
     device = pipeline.pick_device(ns.device)
-    base = pipeline.ensure_baseline(ws, dcfg, ns.arch, bcfg, device)
+    base = pipeline.ensure_baseline(ws, dcfg, ns.arch, bcfg, device, resume=ns.resume)
     base_row = pipeline.measure_baseline(ws, base, lcfg, device, command, ns.export_onnx)
     rows = [base_row]
     for i, cfg in enumerate(points, 1):
@@ -354,7 +360,7 @@ def cmd_sweep(ns: argparse.Namespace, command: str) -> None:
         pipeline.log(f"[{i}/{len(points)}] {ns.compressor}: {label}")
         rows += pipeline.run_with_control(ws, ns.compressor, cfg, dcfg, ns.arch, bcfg, ft, lcfg, device, command,
                                           base=base, base_row=base_row, source=ns.source,
-                                          keep_onnx=ns.export_onnx)[1:]
+                                          keep_onnx=ns.export_onnx, resume=ns.resume)[1:]
     _emit(rows, ns.json, {base_row.row_id: base_row})
     _refresh_report(ws, base_row.dataset, ns.reports_dir)
 
@@ -412,11 +418,24 @@ def cmd_report(ns: argparse.Namespace) -> None:
         print(json.dumps(written, indent=2))
 
 
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (kill, a scheduler's timeout) unwinds like Ctrl-C: temporary files are cleaned up."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        def handler(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "python -m compress " + shlex.join(argv)
     parser = build_parser()
     ns = parser.parse_args(argv)
+    _terminate_as_interrupt()
     try:
         if ns.command == "list":
             cmd_list(ns)
@@ -434,6 +453,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"compress: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("compress: interrupted; stored results are intact", file=sys.stderr)
+        print("compress: interrupted; stored results are intact (an interrupted training continues with --resume)",
+              file=sys.stderr)
         return 130
+    except MemoryError:
+        print("compress: error: out of memory: lower --batch-size or --image-size, or use a machine with more "
+              "memory; stored results are intact", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
+        if "out of memory" not in str(exc).lower():
+            raise
+        print(f"compress: error: {getattr(ns, 'device', 'the device')} ran out of memory "
+              f"({str(exc).splitlines()[0][:120]}): lower --batch-size, or pass --device cpu; stored results are "
+              "intact", file=sys.stderr)
+        return 2
     return 0

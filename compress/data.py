@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,14 @@ class DataConfig:
     test_fraction: float = 0.2
     val_fraction: float = 0.1
     max_samples: int | None = None  # a seeded subset, for smoke tests
+    strict: bool = False  # --data: refuse unreadable images instead of skipping them with a warning
+
+    def __post_init__(self) -> None:
+        if self.max_samples is not None and self.max_samples <= 0:
+            raise CompressError(f"--max-samples must be positive, got {self.max_samples}")
+        for name in ("test_fraction", "val_fraction"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise CompressError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
 
     @property
     def name(self) -> str:
@@ -116,30 +126,107 @@ def _transform(size: int, grayscale: bool = False) -> Any:
     return T.Compose(steps)
 
 
-def _folder(cfg: DataConfig) -> DataBundle:
-    """An ImageFolder tree, one sub-folder per class, as the seeds use."""
-    from torchvision.datasets import ImageFolder
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
+MAX_PIXELS = 400_000_000  # Pillow's bomb guard, raised: a 100-megapixel photo is a photo, not an attack
 
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") or part.startswith("__MACOSX") for part in rel.parts)
+
+
+def open_rgb(path: str | Path, size: int | None = None) -> Any:
+    """Any mode Pillow reads (L, LA, P, RGBA, CMYK, I;16...) as RGB; big JPEGs decoded at reduced scale."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    img = Image.open(path)
+    if size and img.format == "JPEG":
+        img.draft("RGB", (size * 2, size * 2))  # DCT scaling: a 6000px photo decodes at a fraction of the cost
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):  # 16-bit / float scans: stretch to 8 bits
+        arr = np.asarray(img, dtype=np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(arr.astype(np.uint8), "L")
+    return img.convert("RGB")
+
+
+class ImageFiles(Dataset):
+    """(image, label) from a list of files; every image converted to RGB before the transform."""
+
+    def __init__(self, samples: list[tuple[str, int]], transform: Any, size: int) -> None:
+        self.samples, self.transform, self.size = samples, transform, size
+        self.targets = [t for _, t in samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, target = self.samples[i]
+        return self.transform(open_rgb(path, self.size)), target
+
+
+def _check_image(path: Path, size: int) -> str | None:
+    """None if the image decodes completely, else why not (truncated, not an image, ...)."""
+    try:
+        img = open_rgb(path, size)
+        img.load()
+        return None
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+
+
+def _folder(cfg: DataConfig) -> DataBundle:
+    """An ImageFolder tree, one sub-folder per class, as the seeds use, tolerant of real-world mess.
+
+    Classes are the sorted (Unicode NFC) folder names. Hidden files and non-image files are
+    skipped; images that do not decode are skipped with a warning naming each (or refused with
+    --strict). Every image is converted to RGB, whatever its mode.
+    """
     root = Path(cfg.data or "")
     if not root.exists():
         raise CompressError(f"--data {root} does not exist: pass a folder with one sub-folder of images per class")
     if not root.is_dir():
         raise CompressError(f"--data {root} is a file: pass a folder with one sub-folder of images per class")
-    class_dirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = sorted((p for p in root.iterdir() if p.is_dir() and not _hidden(Path(p.name))),
+                        key=lambda p: unicodedata.normalize("NFC", p.name))
     if not class_dirs:
         raise CompressError(f"--data {root} has no class folders: expected {root}/<class name>/<image files>")
-    try:
-        ds = ImageFolder(str(root), transform=_transform(cfg.size), allow_empty=True)
-    except (FileNotFoundError, OSError) as exc:
-        raise CompressError(f"--data {root}: {exc}") from None
-    counts = np.bincount(np.array(ds.targets, dtype=np.int64), minlength=len(ds.classes))
-    empty = [c for c, n in zip(ds.classes, counts) if n == 0]
+    classes = [unicodedata.normalize("NFC", p.name) for p in class_dirs]
+    samples: list[tuple[str, int]] = []
+    empty, bad, ignored = [], [], 0
+    for label, cdir in enumerate(class_dirs):
+        files = sorted((p for p in cdir.rglob("*") if p.is_file() and not _hidden(p.relative_to(cdir))),
+                       key=lambda p: unicodedata.normalize("NFC", str(p.relative_to(root))))
+        images = [p for p in files if p.suffix.lower() in IMAGE_EXTS]
+        ignored += len(files) - len(images)
+        good = []
+        for p in images:
+            why = _check_image(p, cfg.size)
+            if why is None:
+                good.append((str(p), label))
+            else:
+                bad.append(f"{p.relative_to(root)} ({why})")
+        if not good:
+            empty.append(classes[label])
+        samples += good
+    if bad and cfg.strict:
+        raise CompressError(f"--data {root}: {len(bad)} image(s) cannot be read: {'; '.join(bad[:5])}"
+                            f"{' ...' if len(bad) > 5 else ''}; fix or remove them, or drop --strict to skip them")
+    if bad:
+        print(f"warning: skipped {len(bad)} unreadable image(s) under {root}: " + "; ".join(bad), file=sys.stderr)
+    if ignored:
+        print(f"note: ignored {ignored} non-image file(s) under {root} (images: {' '.join(IMAGE_EXTS)})",
+              file=sys.stderr)
     if empty:
-        raise CompressError(f"--data {root}: class folder(s) {', '.join(empty)} hold no images "
-                            "(.jpg .jpeg .png .bmp .webp ...): add images or remove the folder")
-    listing = "\n".join(f"{Path(p).relative_to(root)}:{os.path.getsize(p)}" for p, _ in ds.samples)
+        raise CompressError(f"--data {root}: class folder(s) {', '.join(empty)} hold no readable images "
+                            f"({' '.join(IMAGE_EXTS)}): add images or remove the folder")
+    listing = "\n".join(f"{unicodedata.normalize('NFC', str(Path(p).relative_to(root)))}:{os.path.getsize(p)}"
+                         for p, _ in samples)
     fp = hashlib.sha256(listing.encode()).hexdigest()[:16]
-    return DataBundle(cfg.name, list(ds.classes), cfg.size, fp, ds, ds, np.array(ds.targets), official_test=False)
+    ds = ImageFiles(samples, _transform(cfg.size), cfg.size)
+    return DataBundle(cfg.name, classes, cfg.size, fp, ds, ds, np.array(ds.targets), official_test=False)
 
 
 def _torchvision(cfg: DataConfig) -> DataBundle:

@@ -53,6 +53,10 @@ class LatencyConfig:
             raise CompressError("latency settings need warmup >= 0 and 1 <= min_calls <= max_calls")
         if self.threads is not None and self.threads < 1:
             raise CompressError(f"--threads must be >= 1, got {self.threads}")
+        if not self.batches or min(self.batches) < 1:
+            raise CompressError(f"--latency-batches must be positive batch sizes, got {self.batches}")
+        if self.budget_s < 0:
+            raise CompressError(f"--latency-budget-s must be >= 0, got {self.budget_s}")
 
 
 def default_threads() -> int:

@@ -112,12 +112,12 @@ class Baseline:
 
 
 def ensure_baseline(ws: Workspace, data_cfg: DataConfig, arch: str, train_cfg: TrainConfig,
-                    device: torch.device, retrain: bool = False) -> Baseline:
+                    device: torch.device, retrain: bool = False, resume: bool = False) -> Baseline:
     """Load the cached baseline for this data and arch, or train it (best epoch on validation)."""
     bundle = data_mod.load(data_cfg)
     bdir = ws.baseline_dir(data_cfg, arch)
     ckpt, meta_path = bdir / "model.pt", bdir / "meta.json"
-    if retrain:
+    if retrain and not resume:
         ws.split_path(data_cfg).unlink(missing_ok=True)
     split = stored_split(ws, data_cfg, bundle)
     if meta_path.exists() and ckpt.exists() and not retrain:
@@ -136,7 +136,10 @@ def ensure_baseline(ws: Workspace, data_cfg: DataConfig, arch: str, train_cfg: T
     spec = ModelSpec(arch=arch, num_classes=bundle.num_classes)
     model = models.build(spec)
     ld = data_mod.loaders(bundle, split, train_cfg.batch_size, data_cfg.seed, augment=train_cfg.augment)
-    result = fit(model, ld.train, ld.val, train_cfg, device, desc="baseline")
+    checkpoint = bdir / "resume.pt"
+    if checkpoint.exists() and not resume:
+        log(f"note: an interrupted baseline training left {checkpoint}; pass --resume to continue it")
+    result = fit(model, ld.train, ld.val, train_cfg, device, desc="baseline", checkpoint=checkpoint, resume=resume)
     test_acc = accuracy(model, ld.test, device)
     models.save_checkpoint(model, spec, ckpt, extra={"classes": bundle.classes, "image_size": data_cfg.size})
     meta = {"arch": arch, "data": asdict(data_cfg), "train": asdict(train_cfg), "best_epoch": result.best_epoch,
@@ -299,15 +302,18 @@ def find_row(ws: Workspace, ref: str, dataset: str) -> ResultRow:
     if len(ids) > 1:
         raise CompressError(f"--from {ref} matches {len(ids)} runs ({', '.join(sorted(ids)[:3])}...): "
                             "give more of the row id")
-    return hits[-1]
+    old = hits[-1]
+    if old.backend not in (None, "pytorch fp32") or not str(old.model_path).endswith(".pt"):
+        raise CompressError(f"--from {old.row_id} is a {old.compressor} run ({old.backend}); only fp32 PyTorch "
+                            "runs can be compressed further: quantize last")
+    if not Path(old.model_path).exists():
+        raise CompressError(f"--from {old.row_id}: its model file {old.model_path} is gone; run that step again")
+    return old
 
 
 def load_source(ws: Workspace, old: ResultRow, base: Baseline, base_row: ResultRow,
                 lat_cfg: measure.LatencyConfig, device: torch.device, test_loader: Any) -> Source:
     """Load a stored fp32 run and re-measure it now, so the new row is compared at equal conditions."""
-    if old.backend not in (None, "pytorch fp32") or not str(old.model_path).endswith(".pt"):
-        raise CompressError(f"--from {old.row_id} is a {old.backend} model; only fp32 PyTorch runs can be "
-                            "compressed further (quantize last)")
     if old.image_size != base.data_cfg.size:
         raise CompressError(f"--from {old.row_id} was measured at {old.image_size}px, this run is at "
                             f"{base.data_cfg.size}px: pass --image-size {old.image_size}")
@@ -331,14 +337,15 @@ def run_compressor(ws: Workspace, name: str, comp_cfg: Any, data_cfg: DataConfig
                    baseline_cfg: TrainConfig, finetune_cfg: TrainConfig, lat_cfg: measure.LatencyConfig,
                    device: torch.device, command: str, base: Baseline | None = None,
                    base_row: ResultRow | None = None, source: str | None = None,
-                   keep_onnx: bool = False, control_row_id: str | None = None) -> tuple[ResultRow, ResultRow]:
+                   keep_onnx: bool = False, control_row_id: str | None = None,
+                   resume: bool = False) -> tuple[ResultRow, ResultRow]:
     """Compress the cached baseline (or the stored run `source`), fine-tune, measure both alike.
 
     A sweep passes `base` and `base_row` so the baseline is loaded and timed once for all points.
     """
     comp = get(name)
     old = find_row(ws, source, data_cfg.name) if source else None  # a typo fails before any work starts
-    base = base or ensure_baseline(ws, data_cfg, arch, baseline_cfg, device)
+    base = base or ensure_baseline(ws, data_cfg, arch, baseline_cfg, device, resume=resume)
     ld: Loaders = data_mod.loaders(base.bundle, base.split, finetune_cfg.batch_size, data_cfg.seed,
                                    augment=finetune_cfg.augment)
     base_row = base_row or measure_baseline(ws, base, lat_cfg, device, command, keep_onnx)
@@ -353,6 +360,14 @@ def run_compressor(ws: Workspace, name: str, comp_cfg: Any, data_cfg: DataConfig
         config["source"] = {"compressor": src_row.compressor, "config_hash": src_row.config_hash}
     row_id = new_row_id(name, config)
     run_dir = ws.run_dir(data_cfg.name, name, row_id)
+    pending = interrupted_run(ws, data_cfg.name, name, config)
+    if pending is not None and resume:
+        row_id, run_dir = pending.name, pending
+    elif pending is not None:
+        log(f"note: an interrupted run of this configuration is in {pending}; pass --resume to continue it")
+    elif resume:
+        log(f"{name}: no interrupted run of this configuration to resume; starting afresh")
+    write_json(run_dir / "config.json", {"command": command, **config})  # first: an interrupted run is findable
     ctx = Context(loaders=ld, device=device, num_classes=base.bundle.num_classes, image_size=data_cfg.size,
                   run_dir=run_dir, threads=lat_cfg.threads, keep_onnx=keep_onnx)
     torch.manual_seed(data_cfg.seed)
@@ -369,11 +384,13 @@ def run_compressor(ws: Workspace, name: str, comp_cfg: Any, data_cfg: DataConfig
             log(f"{name}: distilling from the baseline for {epochs} epochs (T={kd.temperature}, alpha={kd.alpha})")
             train = distill.with_teacher(ld.train, base.model, device, finetune_cfg.augment)
             result = fit(model, train, ld.val, finetune_cfg, device, desc=f"{name} distil",
-                         loss_fn=lambda s, y, t: distill.kd_loss(s, t, y, kd))
+                         loss_fn=lambda s, y, t: distill.kd_loss(s, t, y, kd), checkpoint=run_dir / "resume.pt",
+                         resume=resume)
             base.model.cpu()
         elif epochs:
             log(f"{name}: test accuracy before fine-tuning {100 * before:.2f}%; fine-tuning {epochs} epochs")
-            result = fit(model, ld.train, ld.val, finetune_cfg, device, desc=f"{name} fine-tune")
+            result = fit(model, ld.train, ld.val, finetune_cfg, device, desc=f"{name} fine-tune",
+                         checkpoint=run_dir / "resume.pt", resume=resume)
         if comp.finalize is not None:
             model = comp.finalize(model)
         theory = model
@@ -382,7 +399,6 @@ def run_compressor(ws: Workspace, name: str, comp_cfg: Any, data_cfg: DataConfig
                                                                "classes": base.bundle.classes,
                                                                "image_size": data_cfg.size})
         artifact = Artifact.fp32(model, model_path)
-    write_json(run_dir / "config.json", {"command": command, **config})
     info = RowInfo(dataset=data_cfg.name, compressor=name, config=config, seed=data_cfg.seed, command=command,
                    baseline_row_id=base_row.row_id, finetune_epochs=epochs,
                    best_epoch=result.best_epoch if epochs else None, train_seconds=result.seconds,
@@ -392,6 +408,20 @@ def run_compressor(ws: Workspace, name: str, comp_cfg: Any, data_cfg: DataConfig
                              run_dir / "model.onnx" if keep_onnx else None)
     _save_run(ws, row, preds, run_dir)
     return base_row, row
+
+
+def interrupted_run(ws: Workspace, dataset: str, name: str, config: dict[str, Any]) -> Path | None:
+    """The newest run folder of this exact configuration that holds an epoch checkpoint."""
+    want = json.loads(json.dumps(config, default=str))
+    for run_dir in sorted((ws.root / dataset / name).glob("*/resume.pt"), reverse=True):
+        try:
+            saved = json.loads((run_dir.parent / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        saved.pop("command", None)
+        if saved == want and not (run_dir.parent / "row.json").exists():
+            return run_dir.parent
+    return None
 
 
 def run_with_control(ws: Workspace, name: str, comp_cfg: Any, data_cfg: DataConfig, arch: str,
@@ -409,7 +439,7 @@ def run_with_control(ws: Workspace, name: str, comp_cfg: Any, data_cfg: DataConf
     if control_cfg is not None:
         if kw.get("source"):
             find_row(ws, kw["source"], data_cfg.name)  # fail on a bad --from before training anything
-        base = base or ensure_baseline(ws, data_cfg, arch, baseline_cfg, device)
+        base = base or ensure_baseline(ws, data_cfg, arch, baseline_cfg, device, resume=kw.get("resume", False))
         log(f"{name}: the control first (same model, data and epochs, no teacher)")
         base_row, control = run_compressor(ws, name, control_cfg, *args, base=base, base_row=base_row, **kw)
         rows.append(control)

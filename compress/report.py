@@ -271,6 +271,10 @@ def _run_all_block(record: dict[str, Any] | None) -> list[str]:
             f"{env.get('threads', '?')} threads, finished {record.get('finished')}: `{record['command']}`.", ""]
 
 
+def _section(title: str, intro: str, lines: list[str]) -> list[str]:
+    return [f"## {title}", "", intro, "", *lines, ""] if lines else []
+
+
 def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]] | None = None,
            run_all: dict[str, Any] | None = None) -> str:
     if not all_rows:
@@ -314,22 +318,16 @@ def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]
         "",
     ]
     by_id = {r.row_id: r for r in all_rows}
-    int8 = _against_source(rows, by_id)
-    if int8:
-        parts += ["## Lower precision against its own fp32 source", "",
-                  "Same thread count, same CPU, same invocation; accuracy from the int8 model itself over the "
-                  "whole test split.", "", *int8, ""]
-    seed = _seed_table(rows, baselines)
-    if seed:
-        parts += ["## Seed 004's comparison, measured", "",
-                  "Seed 004 ends with a table of five ways to make VGG16 lighter, judged in words. Each line here "
-                  "is the default setting of the matching compressor on this data, measured (speed-ups at batch 32 "
-                  "on the CPU, against the baseline's own backend).", "", *seed, ""]
-    kd = _against_control(rows, by_id)
-    if kd:
-        parts += ["## Distillation against its control", "",
-                  "A KD result without its control is not a result: the control is the same student, same data, "
-                  "same epochs, trained on the labels alone.", "", *kd, ""]
+    parts += _section("Lower precision against its own fp32 source",
+                      "Same thread count, same CPU, same invocation; accuracy from the int8 model itself over the "
+                      "whole test split.", _against_source(rows, by_id))
+    parts += _section("Seed 004's comparison, measured",
+                      "Seed 004 ends with a table of five ways to make VGG16 lighter, judged in words. Each line "
+                      "here is the default setting of the matching compressor on this data, measured (speed-ups at "
+                      "batch 32 on the CPU, against the baseline's own backend).", _seed_table(rows, baselines))
+    parts += _section("Distillation against its control",
+                      "A KD result without its control is not a result: the control is the same student, same "
+                      "data, same epochs, trained on the labels alone.", _against_control(rows, by_id))
     gaps = _speedup_vs_theory(rows[1:], baselines)
     if gaps:
         parts += ["## Measured speed-up against the MACs reduction", "",

@@ -64,7 +64,7 @@ def plan(amounts: tuple[float, ...] = SWEEP_AMOUNTS, epochs: int | None = None) 
 def run_all(ws: pipeline.Workspace, data_cfg: DataConfig, arch: str, baseline_cfg: TrainConfig,
             lat_cfg: measure.LatencyConfig, device: Any, command: str, epochs: int | None,
             amounts: tuple[float, ...], on_step: Callable[[list[ResultRow]], None], keep_onnx: bool = False,
-            ) -> tuple[list[ResultRow], float]:
+            resume: bool = False) -> tuple[list[ResultRow], float]:
     """Run the plan; returns every row written and the wall-clock seconds the whole run took."""
     start = time.perf_counter()
     steps = plan(amounts, epochs)
@@ -87,7 +87,7 @@ def run_all(ws: pipeline.Workspace, data_cfg: DataConfig, arch: str, baseline_cf
     with tqdm(total=round(total, 1), desc="run all", unit="epoch-eq", dynamic_ncols=True, disable=None,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, ~{remaining} left") as bar:
         bar.set_description("run all: baseline")
-        base = pipeline.ensure_baseline(ws, data_cfg, arch, baseline_cfg, device)
+        base = pipeline.ensure_baseline(ws, data_cfg, arch, baseline_cfg, device, resume=resume)
         n_train = len(base.split.train)
         steps = [replace(s, config=replace(s.config, calibration_size=n_train))  # small data: calibrate on all
                  if hasattr(s.config, "calibration_size") and s.config.calibration_size > n_train else s
@@ -104,7 +104,7 @@ def run_all(ws: pipeline.Workspace, data_cfg: DataConfig, arch: str, baseline_cf
             source = produced[step.source_of].row_id if step.source_of else None
             new = pipeline.run_with_control(ws, step.compressor, step.config, data_cfg, arch, baseline_cfg, ft,
                                             lat_cfg, device, command, base=base, base_row=base_row,
-                                            source=source, keep_onnx=keep_onnx)[1:]
+                                            source=source, keep_onnx=keep_onnx, resume=resume)[1:]
             rows += new
             produced[step.label] = new[-1]
             on_step(rows)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
 import numpy as np
@@ -39,6 +40,8 @@ class TrainConfig:
             raise CompressError(f"--batch-size must be positive, got {self.batch_size}")
         if not self.lr > 0:
             raise CompressError(f"--lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise CompressError(f"--weight-decay must be >= 0, got {self.weight_decay}")
 
 
 @dataclass
@@ -90,11 +93,13 @@ def make_adam(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def fit(model: nn.Module, train: Iterable[Any], val: DataLoader, cfg: TrainConfig, device: torch.device,
-        desc: str = "train", loss_fn: Callable[..., torch.Tensor] | None = None) -> TrainResult:
+        desc: str = "train", loss_fn: Callable[..., torch.Tensor] | None = None,
+        checkpoint: Path | None = None, resume: bool = False) -> TrainResult:
     """Train with Adam and cross-entropy; load back the weights of the best validation epoch.
 
     `loss_fn(logits, y, *extra)` replaces cross-entropy when batches carry more than (x, y),
-    e.g. the teacher's logits for distillation.
+    e.g. the teacher's logits for distillation. With `checkpoint`, the full training state is
+    saved after every epoch and removed at the end; `resume` continues from it.
 
     Best = highest validation accuracy, ties broken by lower validation loss: with a few hundred
     validation images accuracy saturates and ties are common, and loss still separates them
@@ -102,13 +107,32 @@ def fit(model: nn.Module, train: Iterable[Any], val: DataLoader, cfg: TrainConfi
     """
     model.to(device)
     start = time.perf_counter()
-    best_key = evaluate(model, val, device) if cfg.epochs else (float("nan"), float("nan"))  # epoch 0
-    best_state, best_epoch = copy.deepcopy(model.state_dict()), 0
     opt = make_adam(model, cfg)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.schedule == "cosine" else None
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     history: list[dict[str, float]] = []
-    for epoch in range(1, cfg.epochs + 1):
+    first, done_before = 1, 0.0
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        state = _load_state(Path(checkpoint), cfg)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        gen = getattr(train, "generator", None)
+        if gen is not None and state.get("loader_rng") is not None:
+            gen.set_state(state["loader_rng"])
+        best_state = _read(Path(checkpoint).with_suffix(".best.pt"))
+        best_epoch, history = state["best_epoch"], state["history"]
+        best_key = tuple(state["best_key"])
+        first, done_before = state["epoch"] + 1, state["seconds"]
+        tqdm.write(f"{desc}: resuming after epoch {state['epoch']}/{cfg.epochs} from {checkpoint}", file=sys.stderr)
+    else:
+        best_key = evaluate(model, val, device) if cfg.epochs else (float("nan"), float("nan"))  # epoch 0
+        best_state, best_epoch = copy.deepcopy(model.state_dict()), 0
+        if checkpoint is not None and cfg.epochs:
+            _save_state(Path(checkpoint).with_suffix(".best.pt"), best_state)
+    for epoch in range(first, cfg.epochs + 1):
         model.train()
         total, n = 0.0, 0
         bar = tqdm(train, desc=f"{desc} epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
@@ -130,7 +154,42 @@ def fit(model: nn.Module, train: Iterable[Any], val: DataLoader, cfg: TrainConfi
         if (val_acc, -val_loss) > (best_key[0], -best_key[1]) or np.isnan(best_key[0]):
             best_key, best_state, best_epoch, mark = (val_acc, val_loss), copy.deepcopy(model.state_dict()), epoch, \
                 " (best)"
+            if checkpoint is not None and epoch < cfg.epochs:  # written only when it changes: it is a whole model
+                _save_state(Path(checkpoint).with_suffix(".best.pt"), best_state)
         tqdm.write(f"{desc} epoch {epoch}/{cfg.epochs}: train loss {total / max(n, 1):.4f}, "
                    f"val acc {100 * val_acc:.2f}%, val loss {val_loss:.4f}{mark}", file=sys.stderr)
+        if checkpoint is not None and epoch < cfg.epochs:
+            gen = getattr(train, "generator", None)
+            _save_state(Path(checkpoint), {
+                "config": asdict(cfg), "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict() if sched is not None else None, "rng": torch.get_rng_state(),
+                "loader_rng": gen.get_state() if gen is not None else None, "best_key": list(best_key), "best_epoch": best_epoch, "history": history,
+                "seconds": done_before + time.perf_counter() - start})
     model.load_state_dict(best_state)
-    return TrainResult(best_epoch, best_key[0], time.perf_counter() - start, history)
+    if checkpoint is not None:  # finished: nothing left to resume
+        Path(checkpoint).unlink(missing_ok=True)
+        Path(checkpoint).with_suffix(".best.pt").unlink(missing_ok=True)
+    return TrainResult(best_epoch, best_key[0], done_before + time.perf_counter() - start, history)
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    """The epoch checkpoint behind --resume, replaced atomically each epoch."""
+    from compress.atomic import atomic_open
+
+    with atomic_open(path, "wb") as fh:
+        torch.save(state, fh)
+
+
+def _read(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CompressError(f"cannot resume from {path} ({type(exc).__name__}): delete it to start over") from None
+
+
+def _load_state(path: Path, cfg: TrainConfig) -> dict[str, Any]:
+    state = _read(path)
+    if state.get("config") != asdict(cfg):
+        raise CompressError(f"{path} was written with training settings {state.get('config')}, not "
+                            f"{asdict(cfg)}: resume with the same flags, or delete it to start over")
+    return state

@@ -184,6 +184,23 @@ BAD = [
     (["run", "quantization", "--calibration-size", "5"], "--calibration-size must be at least 32 images, got 5"),
     (["run", "quantization", "--calibration", "kl"], "invalid choice: 'kl'"),
     (["run", "quantization", "--from", "20990101-nope"], "--from 20990101-nope: no stored run of dataset 'digits'"),
+    (["run", "slim-head", "--threads", "0"], "--threads must be >= 1, got 0"),
+    (["run", "slim-head", "--latency-min-calls", "0"], "latency settings need warmup >= 0 and 1 <= min_calls"),
+    (["run", "slim-head", "--latency-batches", "0"], "--latency-batches must be positive batch sizes"),
+    (["run", "slim-head", "--latency-budget-s", "-1"], "--latency-budget-s must be >= 0"),
+    (["run", "slim-head", "--lr", "0"], "--lr must be positive, got 0.0"),
+    (["run", "slim-head", "--weight-decay", "-1"], "--weight-decay must be >= 0, got -1.0"),
+    (["run", "slim-head", "--max-samples", "0"], "--max-samples must be positive, got 0"),
+    (["run", "slim-head", "--dropout", "1"], "--dropout must be in [0, 1), got 1.0"),
+    (["run", "distillation", "--temperature", "0"], "--temperature must be positive, got 0.0"),
+    (["run", "distillation", "--alpha", "2"], "--alpha must be in [0, 1], got 2.0"),
+    (["run", "distillation", "--width", "0"], "--width must be in (0, 1], got 0.0"),
+    (["run", "distillation", "--student", "resnet"], "invalid choice: 'resnet'"),
+    (["run", "depthwise", "--head", "mlp", "--hidden", "0"], "--hidden widths must be positive, got 0"),
+    (["run", "pruning", "--round-to", "0"], "--round-to must be >= 1, got 0"),
+    (["run", "all", "--amounts", "0.3,1.5"], "--amount must be between 0 and 1 (exclusive), got 1.5"),
+    (["run", "all", "--baseline-epochs", "0"], "--baseline-epochs must be positive, got 0"),
+    (["run", "slim-head", "--data", "/etc/hostname"], "/etc/hostname is a file"),
 ]
 
 
@@ -213,6 +230,21 @@ def test_bad_input_in_a_real_process_exits_2_with_one_line(tmp_path: Path, argv:
     assert not (tmp_path / "runs" / "results.sqlite").exists()
 
 
+def test_from_an_int8_run_is_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A checkpoint from the wrong compressor: int8 output cannot be compressed again."""
+    from dataclasses import replace
+
+    from tests.test_report import BASE
+
+    Store(tmp_path / "results.sqlite").add(replace(BASE, row_id="20260101-quantization-abc", dataset="digits",
+                                                   compressor="quantization", backend="onnxruntime int8",
+                                                   model_path=str(tmp_path / "model.int8.onnx")))
+    assert main(["run", "pruning", "--from", "20260101-quant", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a quantization run (onnxruntime int8); only fp32 PyTorch runs can be compressed further" in err
+    assert not (tmp_path / "baselines").exists()  # refused before a baseline was trained
+
+
 def test_data_folder_without_images_is_named(tmp_path: Path) -> None:
     (tmp_path / "imgs" / "Early_blight").mkdir(parents=True)
     (tmp_path / "imgs" / "Healthy").mkdir()
@@ -221,7 +253,7 @@ def test_data_folder_without_images_is_named(tmp_path: Path) -> None:
     Image.new("RGB", (40, 40)).save(tmp_path / "imgs" / "Healthy" / "1.JPG")
     proc = subprocess.run([sys.executable, "-m", "compress", "baseline", "--data", str(tmp_path / "imgs"),
                            "--workdir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "Early_blight hold no images" in proc.stderr
+    assert proc.returncode == 2 and "Early_blight hold no readable images" in proc.stderr
     (tmp_path / "empty").mkdir()
     proc = subprocess.run([sys.executable, "-m", "compress", "baseline", "--data", str(tmp_path / "empty")],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
