@@ -93,7 +93,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
     """
     hints = get_type_hints(cls)
     for f in fields(cls):
-        if f.name in skip:
+        if f.name in skip or not f.init:  # init=False fields are facts about the method, not options
             continue
         t = _unwrap_optional(hints[f.name])
         flag = f.metadata.get("flag") or "--" + prefix + f.name.replace("_", "-")
@@ -124,7 +124,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
 
 def config_from(cls: type, ns: argparse.Namespace, dest_prefix: str = "", **fixed: Any) -> Any:
     values = {f.name: getattr(ns, dest_prefix + f.name) for f in fields(cls)
-              if hasattr(ns, dest_prefix + f.name) and f.name not in fixed}
+              if f.init and hasattr(ns, dest_prefix + f.name) and f.name not in fixed}
     return cls(**values, **fixed)
 
 
@@ -273,7 +273,7 @@ def _refresh_report(ws: pipeline.Workspace, dataset: str, reports_dir: Path) -> 
 
 def cmd_list(ns: argparse.Namespace) -> None:
     items = [{"name": n, "description": compressors.get(n).description,
-              "options": [f.name for f in fields(compressors.get(n).config)]} for n in compressors.names()]
+              "options": [f.name for f in fields(compressors.get(n).config) if f.init]} for n in compressors.names()]
     if ns.json:
         print(json.dumps(items, indent=2))
     else:
@@ -346,8 +346,9 @@ def cmd_sweep(ns: argparse.Namespace, command: str) -> None:
     comp, bcfg, ft, lcfg = _run_settings(ns)
     hints = get_type_hints(comp.config)
     grid_fields = [f.name for f in fields(comp.config)
-                   if hints[f.name] is not bool and get_origin(_unwrap_optional(hints[f.name])) is not tuple]
-    fixed = {f.name: getattr(ns, "c_" + f.name) for f in fields(comp.config) if f.name not in grid_fields}
+                   if f.init and hints[f.name] is not bool and get_origin(_unwrap_optional(hints[f.name])) is not tuple]
+    fixed = {f.name: getattr(ns, "c_" + f.name) for f in fields(comp.config)
+             if f.init and f.name not in grid_fields}
     points = [comp.config(**fixed, **dict(zip(grid_fields, values)))  # validates every point up front
               for values in itertools.product(*(getattr(ns, "c_" + n) for n in grid_fields))]
     ws, dcfg = _workspace(ns), _data_cfg(ns)

@@ -7,7 +7,7 @@ what a user sees at the prompt is what the report says.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -232,10 +232,13 @@ def _is_default(row: ResultRow) -> bool:
     from compress import compressors
 
     try:
-        default = asdict(compressors.get(row.compressor).config())
+        cls = compressors.get(row.compressor).config
     except CompressError:
         return False
-    return row.config.get("compressor") == json.loads(json.dumps(default)) and not row.config.get("source")
+    options = {f.name for f in fields(cls) if f.init}  # init=False fields state facts, not settings
+    default = json.loads(json.dumps({k: v for k, v in asdict(cls()).items() if k in options}))
+    given = {k: v for k, v in (row.config.get("compressor") or {}).items() if k in options}
+    return given == default and not row.config.get("source")
 
 
 def _seed_table(rows: list[ResultRow], baselines: dict[str, ResultRow]) -> list[str]:

@@ -102,3 +102,15 @@ def test_the_control_is_the_same_config_without_the_teacher() -> None:
     assert DistillationConfig(kd=False).control() is None and DistillationConfig(kd=False).distillation is None
     assert DepthwiseConfig(distill=True).control() == DepthwiseConfig(distill=False)
     assert DepthwiseConfig().control() is None
+
+
+def test_the_depthwise_row_states_its_block_but_offers_no_flag_for_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from dataclasses import asdict
+
+    from compress.cli import main
+
+    assert "pw1x1-BN-ReLU" in asdict(DepthwiseConfig(head="mlp"))["block"]
+    with pytest.raises(SystemExit):
+        main(["run", "depthwise", "--help"])
+    out = capsys.readouterr().out
+    assert "--distill" in out and "--keep-first" in out and "--block" not in out

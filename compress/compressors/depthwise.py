@@ -30,6 +30,7 @@ class DepthwiseConfig:
         "help": "train against the baseline's soft outputs (KD loss) instead of the labels alone"})
     temperature: float = field(default=4.0, metadata={"help": "KD softening temperature T (with --distill)"})
     alpha: float = field(default=0.1, metadata={"help": "KD weight of the hard-label cross-entropy (with --distill)"})
+    block: str = field(default="dw3x3-BN-ReLU + pw1x1-BN-ReLU (MobileNet v1)", init=False)  # stated in every row
 
     def __post_init__(self) -> None:
         if self.head != "mlp":
