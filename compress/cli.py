@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import os
 import shlex
 import sys
 import types
@@ -419,6 +420,21 @@ def cmd_report(ns: argparse.Namespace) -> None:
         print(json.dumps(written, indent=2))
 
 
+def _check_writable(ns: argparse.Namespace) -> None:
+    """Output folders are checked before hours of training, not after."""
+    targets = [(getattr(ns, "reports_dir", None), "--reports-dir"), (_workspace(ns).root, "--workdir")]
+    for path, flag in targets:
+        if path is None or ns.command in ("list",):
+            continue
+        try:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            ok = os.access(path, os.W_OK)
+        except OSError as exc:
+            raise CompressError(f"{flag} {path} cannot be created ({exc.strerror}): pass a folder you can write to")
+        if not ok:
+            raise CompressError(f"{flag} {path} is not writable: pass a folder you can write to")
+
+
 def _terminate_as_interrupt() -> None:
     """SIGTERM (kill, a scheduler's timeout) unwinds like Ctrl-C: temporary files are cleaned up."""
     import signal
@@ -438,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     _terminate_as_interrupt()
     try:
+        _check_writable(ns)
         if ns.command == "list":
             cmd_list(ns)
         elif ns.command == "baseline":

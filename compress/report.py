@@ -227,7 +227,7 @@ SEED_004 = (
 )
 
 
-def _is_default(row: ResultRow) -> bool:
+def is_default(row: ResultRow) -> bool:
     """The row made with the compressor's default settings, from the baseline (what seed 004 describes)."""
     from compress import compressors
 
@@ -244,7 +244,7 @@ def _is_default(row: ResultRow) -> bool:
 def _seed_table(rows: list[ResultRow], baselines: dict[str, ResultRow]) -> list[str]:
     out = []
     for method, name, claim in SEED_004:
-        picked = [r for r in rows if r.compressor == name and _is_default(r)]
+        picked = [r for r in rows if r.compressor == name and is_default(r)]
         if not picked:
             continue
         r = picked[-1]

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from compress import compressors, export, models
 from compress.compressors import Artifact, Context
 from compress.data import Loaders
-from compress.report import latest
+from compress.report import is_default, latest
 from compress.results import Store
 
 VARIANTS = ("baseline", "slim-head", "pruning", "depthwise", "distillation", "quantization")
@@ -52,7 +52,8 @@ def _stored(name: str) -> Any:
     rows = Store(root / "results.sqlite").rows(os.environ.get("COMPRESS_BENCH_DATASET", "digits"))
     picked = [r for r in latest(rows) if r.compressor == name and Path(r.model_path).exists()
               and not r.config.get("source")]
-    return picked[-1] if picked else None
+    defaults = [r for r in picked if is_default(r)]  # e.g. pruning 0.3 L1 rather than the last sweep point
+    return (defaults or picked or [None])[-1]
 
 
 def _fake_loaders(size: int) -> Loaders:

@@ -201,6 +201,7 @@ BAD = [
     (["run", "all", "--amounts", "0.3,1.5"], "--amount must be between 0 and 1 (exclusive), got 1.5"),
     (["run", "all", "--baseline-epochs", "0"], "--baseline-epochs must be positive, got 0"),
     (["run", "slim-head", "--data", "/etc/hostname"], "/etc/hostname is a file"),
+    (["run", "slim-head", "--reports-dir", "/etc/hostname/reports"], "--reports-dir /etc/hostname/reports cannot be"),
 ]
 
 
