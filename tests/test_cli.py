@@ -128,6 +128,21 @@ def test_quantize_a_stored_run_with_from(slim_run: tuple[int, list[dict]], works
     assert "Lower precision against its own fp32 source" in report and "vs the fp32 ONNX file" in report
 
 
+def test_every_distilled_row_has_its_control_beside_it(slim_run: tuple[int, list[dict]], workspace: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "distillation", "--student", "seed-student", "--epochs", "1", "--json",
+                 "--workdir", str(workspace / "runs"), "--reports-dir", str(workspace / "reports"), *QUICK_CLI])
+    assert code == 0
+    base, control, kd = json.loads(capsys.readouterr().out)
+    assert base["compressor"] == "baseline" and control["compressor"] == kd["compressor"] == "distillation"
+    assert control["config"]["compressor"]["kd"] is False and kd["config"]["compressor"]["kd"] is True
+    assert kd["control_row_id"] == control["row_id"] and control["control_row_id"] is None
+    assert control["finetune_epochs"] == kd["finetune_epochs"] == 1 and control["params"] == kd["params"]
+    assert kd["params"] * 10 < base["params"] and len(kd["correct"]) == kd["test_images"]
+    report = (workspace / "reports" / "digits.md").read_text()
+    assert "## Distillation against its control" in report and f"control row `{control['row_id']}`" in report
+
+
 def test_measure_without_data_reports_what_needs_no_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
     import torchvision
