@@ -72,6 +72,24 @@ def test_onnxruntime_int8_is_a_smaller_int8_file_that_still_classifies(tiny: tor
     x = torch.randn(6, 3, 32, 32)
     out = export.run(export.session(art.onnx, 1), x.numpy())
     assert out.shape == (6, 4) and np.isfinite(out).all()
+    assert "first conv + last linear fp32" in art.backend
+
+
+def test_keep_fp32_leaves_the_first_and_last_layer_unquantized(tiny: torch.nn.Module, tmp_path: Path) -> None:
+    import onnx
+
+    def quantized_weights(keep: str) -> tuple[int, list[str]]:
+        art = quantization(copy.deepcopy(tiny), TINY, QuantizationConfig(calibration_size=32, keep_fp32=keep),
+                           _ctx(tmp_path / keep))
+        graph = onnx.load(str(art.onnx)).graph
+        deq = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        compute = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+        return len(compute), ["int8" if n.input[1] in deq else "fp32" for n in compute]
+
+    n, none = quantized_weights("none")
+    assert none == ["int8"] * n
+    _, kept = quantized_weights("first-last")
+    assert kept == ["fp32"] + ["int8"] * (n - 2) + ["fp32"]
 
 
 def test_int8_accuracy_comes_from_the_int8_session_not_the_fp32_model(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Literal
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
@@ -37,6 +38,9 @@ class QuantizationConfig:
     calibration_size: int = field(default=320, metadata={
         "help": f"training images used for calibration (at least {MIN_CALIBRATION})"})
     per_channel: bool = field(default=True, metadata={"help": "one weight scale per output channel"})
+    keep_fp32: Literal["first-last", "none"] = field(default="first-last", metadata={
+        "help": "layers left in fp32: the first convolution and the last linear layer (the most sensitive to "
+                "int8, <1% of the MACs), or none"})
 
     def __post_init__(self) -> None:
         if self.calibration_size < MIN_CALIBRATION:
@@ -101,9 +105,11 @@ def _onnxruntime(model: nn.Module, config: QuantizationConfig, ctx: Context) -> 
     try:
         with _quiet():
             quant_pre_process(str(fp32), str(pre))
+            compute = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+            exclude = [compute[0], compute[-1]] if config.keep_fp32 == "first-last" and compute else []
             quantize_static(str(pre), str(int8), _Reader(batches), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            per_channel=config.per_channel, calibrate_method=method)
+                            per_channel=config.per_channel, calibrate_method=method, nodes_to_exclude=exclude)
     except Exception as exc:
         raise CompressError(f"ONNX Runtime quantization failed ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
@@ -112,8 +118,9 @@ def _onnxruntime(model: nn.Module, config: QuantizationConfig, ctx: Context) -> 
         for tmp in ctx.run_dir.glob("augmented_model*.onnx"):  # the calibrator's scratch copies
             tmp.unlink(missing_ok=True)
     channel = "per-channel" if config.per_channel else "per-tensor"
+    kept = "; first conv + last linear fp32" if exclude else ""
     return Artifact(backend=f"onnxruntime int8 QDQ S8S8 {channel} ({config.calibration}, "
-                            f"{config.calibration_size} images)", file=int8, onnx=int8, source_onnx=fp32)
+                            f"{config.calibration_size} images{kept})", file=int8, onnx=int8, source_onnx=fp32)
 
 
 def _torch(model: nn.Module, spec: ModelSpec, ctx: Context) -> Artifact:
