@@ -430,7 +430,8 @@ def _check_writable(ns: argparse.Namespace) -> None:
             Path(path).mkdir(parents=True, exist_ok=True)
             ok = os.access(path, os.W_OK)
         except OSError as exc:
-            raise CompressError(f"{flag} {path} cannot be created ({exc.strerror}): pass a folder you can write to")
+            raise CompressError(f"{flag} {path} cannot be created ({exc.strerror}): pass a folder you can write to"
+                                ) from None
         if not ok:
             raise CompressError(f"{flag} {path} is not writable: pass a folder you can write to")
 
@@ -481,7 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
         if "out of memory" not in str(exc).lower():
             raise
-        print(f"compress: error: {getattr(ns, 'device', 'the device')} ran out of memory "
+        where = "the GPU" if "cuda" in str(exc).lower() else "the device"
+        print(f"compress: error: {where} ran out of memory "
               f"({str(exc).splitlines()[0][:120]}): lower --batch-size, or pass --device cpu; stored results are "
               "intact", file=sys.stderr)
         return 2
