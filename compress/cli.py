@@ -263,7 +263,6 @@ def _positive(name: str, value: int | None) -> None:
 
 
 def _data_cfg(ns: argparse.Namespace) -> data.DataConfig:
-    _positive("max-samples", ns.max_samples)
     return config_from(data.DataConfig, ns, dataset=ns.dataset or "digits")
 
 

@@ -79,6 +79,5 @@ def with_teacher(loader: DataLoader, teacher: nn.Module, device: torch.device, a
             ts.append(teacher(x.to(device)).cpu())
     if not xs:
         raise CompressError("the training split is empty: nothing to distil")
-    gen = torch.Generator().manual_seed(int(torch.initial_seed()) % 2**63)
     return DataLoader(TensorDataset(torch.cat(xs), torch.cat(ys), torch.cat(ts)),
-                      batch_size=loader.batch_size or 32, shuffle=True, generator=gen)
+                      batch_size=loader.batch_size or 32, shuffle=True, generator=loader.generator)

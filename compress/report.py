@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from compress import stats
+from compress import compressors, stats
 from compress.atomic import write_text
 from compress.errors import CompressError
 from compress.measure import Latency
@@ -229,8 +229,6 @@ SEED_004 = (
 
 def is_default(row: ResultRow) -> bool:
     """The row made with the compressor's default settings, from the baseline (what seed 004 describes)."""
-    from compress import compressors
-
     try:
         cls = compressors.get(row.compressor).config
     except CompressError:

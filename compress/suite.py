@@ -48,10 +48,10 @@ def plan(amounts: tuple[float, ...] = SWEEP_AMOUNTS, epochs: int | None = None) 
                               (1 - a) ** 2 * ep("pruning") + 1))
     quant = get("quantization").config
     steps.append(Step("quantization (int8, ONNX Runtime)", "quantization", quant(), 3))
-    default_prune = pruning_cfg()
-    if any(s.config == default_prune for s in steps):
-        steps.append(Step(f"pruning {default_prune.amount} then int8", "quantization", quant(), 2,
-                          source_of=f"pruning {default_prune.amount} l1"))
+    default_prune = next((s for s in steps if s.config == pruning_cfg()), None)
+    if default_prune is not None:
+        steps.append(Step(f"{default_prune.label} then int8", "quantization", quant(), 2,
+                          source_of=default_prune.label))
     steps.append(Step("depthwise + KD (control: from scratch)", "depthwise", get("depthwise").config(distill=True),
                       2 * 0.4 * ep("depthwise") + 2))
     dist = get("distillation").config

@@ -53,7 +53,8 @@ def depthwise_spec(spec: ModelSpec, config: DepthwiseConfig) -> ModelSpec:
     return replace(spec, arch="vgg16_dw", head=head[0], hidden=head[1], keep_first=config.keep_first)
 
 
-# Trained from scratch (BatchNorm, Adam 1e-3): 12 epochs; see README for the budget study.
+# Trained from scratch (BatchNorm, Adam 1e-3, cosine), 12 epochs: in a trial `run depthwise` on digits it
+# passed 98% validation accuracy at epoch 4 and ended at 99.3%; not a tuned budget.
 @register("depthwise", DepthwiseConfig, finetune_epochs=12, finetune_lr=1e-3)
 def depthwise(model: nn.Module, spec: ModelSpec, config: DepthwiseConfig, ctx: Context) -> tuple[nn.Module, ModelSpec]:
     """Replace every 3x3 convolution with depthwise 3x3 + pointwise 1x1 (BN, ReLU), trained anew."""
