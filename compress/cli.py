@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence, Union, get_args, get_origin, get_type_hints
 
 from compress import compressors, data, measure, models, pipeline, report, suite
+from compress.compressors import quantization
 from compress.errors import CompressError
 from compress.train import TrainConfig
 
@@ -150,6 +151,11 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="training device: auto, cpu or cuda (default auto)")
 
 
+def _baseline_epochs_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--baseline-epochs", type=int, default=TrainConfig.epochs,
+                   help=f"epochs for the baseline if none is cached (default {TrainConfig.epochs})")
+
+
 def _resume_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted training of the same configuration from its last epoch checkpoint")
@@ -179,8 +185,7 @@ def _compressor_parsers(parent: argparse.ArgumentParser, sweep: bool) -> Any:
                                                   else "fine-tuning"), pipeline.FinetuneConfig,
                              defaults={"epochs": comp.finetune_epochs,
                                        **({"lr": comp.finetune_lr} if comp.finetune_lr else {})})
-        q.add_argument("--baseline-epochs", type=int, default=TrainConfig.epochs,
-                       help=f"epochs for the baseline if none is cached (default {TrainConfig.epochs})")
+        _baseline_epochs_flag(q)
         q.add_argument("--from", dest="source", metavar="RUN", default=None,
                        help="start from a stored run (row id, id prefix or run folder) instead of the baseline, "
                             "e.g. quantize a pruned model; the source is re-measured beside the new row")
@@ -194,8 +199,7 @@ def _run_all_parser(subs: Any) -> None:
                                     "random control), prune-then-int8, and each distillation beside its control, "
                                     "all against one cached baseline; then the report.")
     _common(q), _data_flags(q), _model_flags(q), _latency_flags(q)
-    q.add_argument("--baseline-epochs", type=int, default=TrainConfig.epochs,
-                   help=f"epochs for the baseline if none is cached (default {TrainConfig.epochs})")
+    _baseline_epochs_flag(q)
     q.add_argument("--epochs", type=int, default=None,
                    help="fine-tuning/training epochs for every step (default: each compressor's own budget)")
     q.add_argument("--amounts", type=_list_of(float), default=suite.SWEEP_AMOUNTS,
@@ -392,8 +396,8 @@ def cmd_measure(ns: argparse.Namespace, command: str) -> None:
     info = pipeline.RowInfo(dataset=name, compressor=f"import:{Path(ns.weights).name}", config=config,
                             seed=ns.seed, command=command)
     if imported.extra.get("quantization") == models.DYNAMIC_INT8:
-        artifact = compressors.Artifact(backend="pytorch dynamic int8 (Linear layers; convolutions fp32)",
-                                        file=Path(ns.weights), module=imported.model)
+        artifact = compressors.Artifact(backend=quantization.TORCH_DYNAMIC_BACKEND, file=Path(ns.weights),
+                                        module=imported.model)
         theory = models.build(imported.spec)  # same shapes in fp32: params and MACs are counted on it
     else:
         artifact, theory = compressors.Artifact.fp32(imported.model, Path(ns.weights)), imported.model

@@ -26,6 +26,7 @@ from compress.compressors import Artifact, Context, register
 from compress.errors import CompressError
 from compress.models import DYNAMIC_INT8, ModelSpec, save_checkpoint
 
+TORCH_DYNAMIC_BACKEND = "pytorch dynamic int8 (Linear layers; convolutions fp32)"
 MIN_CALIBRATION = 32  # fewer images than this give activation ranges no one should trust
 
 
@@ -133,7 +134,7 @@ def _torch(model: nn.Module, spec: ModelSpec, ctx: Context) -> Artifact:
         qmodel = torch.ao.quantization.quantize_dynamic(model.cpu().eval(), {nn.Linear}, dtype=torch.qint8)
     path = ctx.run_dir / "model.pt"
     save_checkpoint(qmodel, spec, path, extra={"quantization": DYNAMIC_INT8})
-    return Artifact(backend="pytorch dynamic int8 (Linear layers; convolutions fp32)", file=path, module=qmodel)
+    return Artifact(backend=TORCH_DYNAMIC_BACKEND, file=path, module=qmodel)
 
 
 @register("quantization", QuantizationConfig, finetune=False)
