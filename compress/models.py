@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ POOLS = {"vgg16": POOL_AFTER, "vgg16_bn": POOL_AFTER, "vgg16_dw": POOL_AFTER, "v
 ALL_ARCHS = (*ARCHS, "vgg16_dw", "vgg11_bn", "seed-student")
 CHECKPOINT_FORMAT = "compress-checkpoint/1"
 DYNAMIC_INT8 = "torch-dynamic-int8-linear"  # extra["quantization"] of a PyTorch dynamic-int8 checkpoint
+DYNAMIC_INT8_BACKEND = "pytorch dynamic int8 (Linear layers; convolutions fp32)"  # what its rows say ran
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,12 @@ class ModelSpec:
             if key in d:
                 d[key] = tuple(int(v) for v in d[key])
         return cls(**d)
+
+
+def separable_spec(spec: ModelSpec, head: str, hidden: tuple[int, ...], keep_first: bool) -> ModelSpec:
+    """The depthwise-separable twin of `spec`: head "keep" keeps the baseline's classifier shape."""
+    head_hidden = {"keep": (spec.head, spec.hidden), "mlp": ("mlp", hidden), "gap": ("gap", ())}[head]
+    return replace(spec, arch="vgg16_dw", head=head_hidden[0], hidden=head_hidden[1], keep_first=keep_first)
 
 
 def _cfg(widths: tuple[int, ...], pools: tuple[int, ...] = POOL_AFTER) -> list[int | str]:

@@ -44,6 +44,13 @@ class TrainConfig:
             raise CompressError(f"--weight-decay must be >= 0, got {self.weight_decay}")
 
 
+@dataclass(frozen=True)
+class FinetuneConfig(TrainConfig):
+    """Training after compression: the seeds' optimiser, fewer epochs (each compressor sets its own)."""
+
+    epochs: int = 3
+
+
 @dataclass
 class TrainResult:
     best_epoch: int  # 0 = the weights we started from were never beaten
@@ -92,6 +99,18 @@ def make_adam(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+@dataclass
+class _Progress:
+    """Where training stands: what --resume restores and each epoch checkpoint saves."""
+
+    first: int = 1
+    done_before: float = 0.0
+    best_key: tuple[float, float] = (float("nan"), float("nan"))  # (val accuracy, val loss) of the best epoch
+    best_state: dict[str, Any] = field(default_factory=dict)
+    best_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
 def fit(model: nn.Module, train: Iterable[Any], val: DataLoader, cfg: TrainConfig, device: torch.device,
         desc: str = "train", loss_fn: Callable[..., torch.Tensor] | None = None,
         checkpoint: Path | None = None, resume: bool = False) -> TrainResult:
@@ -110,66 +129,80 @@ def fit(model: nn.Module, train: Iterable[Any], val: DataLoader, cfg: TrainConfi
     opt = make_adam(model, cfg)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.schedule == "cosine" else None
     loss_fn = loss_fn or nn.CrossEntropyLoss()
-    history: list[dict[str, float]] = []
-    first, done_before = 1, 0.0
     if resume and checkpoint is not None and Path(checkpoint).exists():
-        state = _load_state(Path(checkpoint), cfg)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if sched is not None:
-            sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        gen = getattr(train, "generator", None)
-        if gen is not None and state.get("loader_rng") is not None:
-            gen.set_state(state["loader_rng"])
-        best_state = _read(Path(checkpoint).with_suffix(".best.pt"))
-        best_epoch, history = state["best_epoch"], state["history"]
-        best_key = tuple(state["best_key"])
-        first, done_before = state["epoch"] + 1, state["seconds"]
-        tqdm.write(f"{desc}: resuming after epoch {state['epoch']}/{cfg.epochs} from {checkpoint}", file=sys.stderr)
+        prog = _restore(Path(checkpoint), cfg, model, opt, sched, train)
+        tqdm.write(f"{desc}: resuming after epoch {prog.first - 1}/{cfg.epochs} from {checkpoint}", file=sys.stderr)
     else:
-        best_key = evaluate(model, val, device) if cfg.epochs else (float("nan"), float("nan"))  # epoch 0
-        best_state, best_epoch = copy.deepcopy(model.state_dict()), 0
+        prog = _Progress(best_state=copy.deepcopy(model.state_dict()))
+        if cfg.epochs:  # epoch 0: the weights we start from
+            prog.best_key = evaluate(model, val, device)
         if checkpoint is not None and cfg.epochs:
-            _save_state(Path(checkpoint).with_suffix(".best.pt"), best_state)
-    for epoch in range(first, cfg.epochs + 1):
-        model.train()
-        total, n = 0.0, 0
-        bar = tqdm(train, desc=f"{desc} epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
-                   disable=None)  # None: no bar when stderr is not a terminal (CI logs, pipes)
-        for batch in bar:
-            x, y, *extra = (t.to(device) for t in batch)
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y, *extra)
-            loss.backward()
-            opt.step()
-            total, n = total + loss.item() * len(y), n + len(y)
-            bar.set_postfix(loss=f"{total / n:.3f}")
+            _save_state(Path(checkpoint).with_suffix(".best.pt"), prog.best_state)
+    for epoch in range(prog.first, cfg.epochs + 1):
+        train_loss = _train_epoch(model, train, opt, loss_fn, device, f"{desc} epoch {epoch}/{cfg.epochs}")
         if sched is not None:
             sched.step()
         val_acc, val_loss = evaluate(model, val, device)
-        history.append({"epoch": epoch, "train_loss": total / max(n, 1), "val_accuracy": val_acc,
-                        "val_loss": val_loss})
+        prog.history.append({"epoch": epoch, "train_loss": train_loss, "val_accuracy": val_acc,
+                             "val_loss": val_loss})
         mark = ""
-        if (val_acc, -val_loss) > (best_key[0], -best_key[1]) or np.isnan(best_key[0]):
-            best_key, best_state, best_epoch, mark = (val_acc, val_loss), copy.deepcopy(model.state_dict()), epoch, \
-                " (best)"
+        if (val_acc, -val_loss) > (prog.best_key[0], -prog.best_key[1]) or np.isnan(prog.best_key[0]):
+            prog.best_key, prog.best_state, prog.best_epoch = (val_acc, val_loss), copy.deepcopy(model.state_dict()), \
+                epoch
+            mark = " (best)"
             if checkpoint is not None and epoch < cfg.epochs:  # written only when it changes: it is a whole model
-                _save_state(Path(checkpoint).with_suffix(".best.pt"), best_state)
-        tqdm.write(f"{desc} epoch {epoch}/{cfg.epochs}: train loss {total / max(n, 1):.4f}, "
+                _save_state(Path(checkpoint).with_suffix(".best.pt"), prog.best_state)
+        tqdm.write(f"{desc} epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, "
                    f"val acc {100 * val_acc:.2f}%, val loss {val_loss:.4f}{mark}", file=sys.stderr)
         if checkpoint is not None and epoch < cfg.epochs:
             gen = getattr(train, "generator", None)
             _save_state(Path(checkpoint), {
                 "config": asdict(cfg), "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict() if sched is not None else None, "rng": torch.get_rng_state(),
-                "loader_rng": gen.get_state() if gen is not None else None, "best_key": list(best_key), "best_epoch": best_epoch, "history": history,
-                "seconds": done_before + time.perf_counter() - start})
-    model.load_state_dict(best_state)
+                "loader_rng": gen.get_state() if gen is not None else None, "best_key": list(prog.best_key),
+                "best_epoch": prog.best_epoch, "history": prog.history,
+                "seconds": prog.done_before + time.perf_counter() - start})
+    model.load_state_dict(prog.best_state)
     if checkpoint is not None:  # finished: nothing left to resume
         Path(checkpoint).unlink(missing_ok=True)
         Path(checkpoint).with_suffix(".best.pt").unlink(missing_ok=True)
-    return TrainResult(best_epoch, best_key[0], done_before + time.perf_counter() - start, history)
+    return TrainResult(prog.best_epoch, prog.best_key[0], prog.done_before + time.perf_counter() - start,
+                       prog.history)
+
+
+def _train_epoch(model: nn.Module, train: Iterable[Any], opt: torch.optim.Optimizer,
+                 loss_fn: Callable[..., torch.Tensor], device: torch.device, desc: str) -> float:
+    """One pass over the training batches; returns the mean training loss."""
+    model.train()
+    total, n = 0.0, 0
+    bar = tqdm(train, desc=desc, leave=False, unit="batch",
+               disable=None)  # None: no bar when stderr is not a terminal (CI logs, pipes)
+    for batch in bar:
+        x, y, *extra = (t.to(device) for t in batch)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y, *extra)
+        loss.backward()
+        opt.step()
+        total, n = total + loss.item() * len(y), n + len(y)
+        bar.set_postfix(loss=f"{total / n:.3f}")
+    return total / max(n, 1)
+
+
+def _restore(checkpoint: Path, cfg: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+             train: Iterable[Any]) -> _Progress:
+    """Load an epoch checkpoint back into the model, optimiser, schedule and random generators."""
+    state = _load_state(checkpoint, cfg)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if sched is not None:
+        sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    gen = getattr(train, "generator", None)
+    if gen is not None and state.get("loader_rng") is not None:
+        gen.set_state(state["loader_rng"])
+    return _Progress(first=state["epoch"] + 1, done_before=state["seconds"], best_key=tuple(state["best_key"]),
+                     best_state=_read(checkpoint.with_suffix(".best.pt")), best_epoch=state["best_epoch"],
+                     history=state["history"])
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:

@@ -8,40 +8,30 @@ KD gain is the difference between those two rows, not between the student and th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from torch import nn
 
-from compress.compressors import Context, register
-from compress.compressors.depthwise import DepthwiseConfig, depthwise_spec
-from compress.distill import KD
+from compress.compressors._registry import Context, Planned, PlanOptions, register
 from compress.errors import CompressError
-from compress.models import VGG11_WIDTHS, ModelSpec, build
+from compress.kd import KDOptions
+from compress.models import VGG11_WIDTHS, ModelSpec, build, separable_spec
 
 
 @dataclass(frozen=True)
-class DistillationConfig:
+class DistillationConfig(KDOptions):
+    kd: bool = field(default=True, metadata={
+        "help": "learn from the teacher; --no-kd trains the student on labels alone (the control)"})
     student: Literal["vgg11", "seed-student", "depthwise"] = field(default="vgg11", metadata={
         "help": "vgg11: VGG-11 with BN at --width; seed-student: seed 004's two-conv net; "
                 "depthwise: the depthwise-separable VGG16 (gap head)"})
     width: float = field(default=0.25, metadata={"help": "channel multiplier of the vgg11 student"})
-    kd: bool = field(default=True, metadata={
-        "help": "learn from the teacher; --no-kd trains the student on labels alone (the control)"})
-    temperature: float = field(default=4.0, metadata={"help": "softening temperature T"})
-    alpha: float = field(default=0.1, metadata={"help": "weight of the hard-label cross-entropy (1 - alpha: KD)"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0.0 < self.width <= 1.0:
             raise CompressError(f"--width must be in (0, 1], got {self.width}")
-        KD(self.temperature, self.alpha)
-
-    @property
-    def distillation(self) -> KD | None:
-        return KD(self.temperature, self.alpha) if self.kd else None
-
-    def control(self) -> "DistillationConfig | None":
-        return replace(self, kd=False) if self.kd else None
 
 
 def student_spec(spec: ModelSpec, config: DistillationConfig, image_size: int) -> ModelSpec:
@@ -50,12 +40,18 @@ def student_spec(spec: ModelSpec, config: DistillationConfig, image_size: int) -
         return ModelSpec(arch="seed-student", num_classes=c, conv_widths=(32, 64), head="mlp", hidden=(256,),
                          dropout=0.0, input_size=image_size)
     if config.student == "depthwise":
-        return depthwise_spec(spec, DepthwiseConfig(head="gap"))
+        return separable_spec(spec, "gap", (), keep_first=False)
     widths = tuple(max(1, round(w * config.width)) for w in VGG11_WIDTHS)
     return ModelSpec(arch="vgg11_bn", num_classes=c, conv_widths=widths, head="gap", hidden=())
 
 
-@register("distillation", DistillationConfig, finetune_epochs=12, finetune_lr=1e-3)
+def _plan(options: PlanOptions) -> list[Planned]:
+    return [Planned("distillation vgg11 (+ control)", DistillationConfig(), model_cost=0.1),
+            Planned("distillation seed-student (+ control)", DistillationConfig(student="seed-student"),
+                    model_cost=0.05)]
+
+
+@register("distillation", DistillationConfig, finetune_epochs=12, finetune_lr=1e-3, plan=_plan, order=50)
 def distillation(model: nn.Module, spec: ModelSpec, config: DistillationConfig,
                  ctx: Context) -> tuple[nn.Module, ModelSpec]:
     """Train a small student on the baseline's soft outputs (Hinton et al. 2015), beside its no-teacher control."""

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from compress.compressors import Context, register
+from compress.compressors._registry import Context, Planned, PlanOptions, register
 from compress.errors import CompressError
 from compress.models import ModelSpec
 
@@ -102,10 +102,17 @@ def make_permanent(model: nn.Module) -> nn.Module:
     return model
 
 
+def _plan(options: PlanOptions) -> list[Planned]:
+    """The sweep over `run all --amounts`, L1 and its random control (a pruned epoch costs about (1-a)^2)."""
+    return [Planned(f"pruning {a} {importance}", PruningConfig(amount=a, importance=importance),
+                    model_cost=(1 - a) ** 2)
+            for importance in ("l1", "random") for a in options.amounts]
+
+
 # A sweep compares L1 against the random-importance control by default (Blalock et al. 2020).
 # Six fine-tuning epochs: at amount 0.3 on digits, 3 epochs left L1 2.5 points short, 6 recovered it (README).
 @register("pruning", PruningConfig, sweep_defaults={"importance": ("l1", "random")}, finalize=make_permanent,
-          finetune_epochs=6)
+          finetune_epochs=6, plan=_plan, order=20)
 def pruning(model: nn.Module, spec: ModelSpec, config: PruningConfig, ctx: Context) -> tuple[nn.Module, ModelSpec]:
     """Remove the lowest-L1 filters (Li et al. 2017) and their dependent channels, or zero single weights."""
     if config.method == "unstructured":

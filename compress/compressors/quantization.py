@@ -13,7 +13,7 @@ import contextlib
 import io
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Literal
 
 import numpy as np
@@ -22,11 +22,10 @@ import torch
 from torch import nn
 
 from compress import export
-from compress.compressors import Artifact, Context, register
+from compress.compressors._registry import Artifact, Context, Planned, register
 from compress.errors import CompressError
-from compress.models import DYNAMIC_INT8, ModelSpec, save_checkpoint
+from compress.models import DYNAMIC_INT8, DYNAMIC_INT8_BACKEND, ModelSpec, save_checkpoint
 
-TORCH_DYNAMIC_BACKEND = "pytorch dynamic int8 (Linear layers; convolutions fp32)"
 MIN_CALIBRATION = 32  # fewer images than this give activation ranges no one should trust
 
 
@@ -121,7 +120,7 @@ def _onnxruntime(model: nn.Module, config: QuantizationConfig, ctx: Context) -> 
     channel = "per-channel" if config.per_channel else "per-tensor"
     kept = "; first conv + last linear fp32" if exclude else ""
     return Artifact(backend=f"onnxruntime int8 QDQ S8S8 {channel} ({config.calibration}, "
-                            f"{config.calibration_size} images{kept})", file=int8, onnx=int8, source_onnx=fp32)
+                            f"{config.calibration_size} images{kept})", file=int8, onnx=int8, fp32_onnx=fp32)
 
 
 def _torch(model: nn.Module, spec: ModelSpec, ctx: Context) -> Artifact:
@@ -134,10 +133,18 @@ def _torch(model: nn.Module, spec: ModelSpec, ctx: Context) -> Artifact:
         qmodel = torch.ao.quantization.quantize_dynamic(model.cpu().eval(), {nn.Linear}, dtype=torch.qint8)
     path = ctx.run_dir / "model.pt"
     save_checkpoint(qmodel, spec, path, extra={"quantization": DYNAMIC_INT8})
-    return Artifact(backend=TORCH_DYNAMIC_BACKEND, file=path, module=qmodel)
+    return Artifact(backend=DYNAMIC_INT8_BACKEND, file=path, module=qmodel)
 
 
-@register("quantization", QuantizationConfig, finetune=False)
+def _fit_to_data(config: QuantizationConfig, train_images: int) -> QuantizationConfig:
+    """Small data (e.g. --max-samples): calibrate on every training image rather than fail."""
+    if config.calibration_size > train_images:
+        return replace(config, calibration_size=train_images)
+    return config
+
+
+@register("quantization", QuantizationConfig, finetune=False, adapt=_fit_to_data, order=30,
+          plan=lambda options: [Planned("quantization (int8, ONNX Runtime)", QuantizationConfig(), fixed=3)])
 def quantization(model: nn.Module, spec: ModelSpec, config: QuantizationConfig, ctx: Context) -> Artifact:
     """Static post-training int8 with ONNX Runtime (QDQ, S8S8, per-channel), or PyTorch dynamic int8."""
     if config.backend == "torch":

@@ -9,8 +9,8 @@ once and kept beside the images: distillation then costs about what training the
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from typing import Any, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,42 @@ class KD:
             raise CompressError(f"--temperature must be positive, got {self.temperature}")
         if not 0.0 <= self.alpha <= 1.0:
             raise CompressError(f"--alpha must be in [0, 1], got {self.alpha}")
+
+
+O = TypeVar("O", bound="KDOptions")
+
+
+@dataclass(frozen=True)
+class KDOptions:
+    """The distillation switch and its settings, shared by every compressor config that can learn
+    from the baseline (inherit from it). `--kd` trains against the teacher; every such run is
+    preceded by its control, the same config with `--no-kd`, so the KD gain is measured, not assumed.
+    """
+
+    kd: bool = field(default=False, metadata={
+        "help": "learn from the baseline's soft outputs (KD loss); --no-kd trains on labels alone (the control)"})
+    temperature: float = field(default=4.0, metadata={"help": "KD softening temperature T"})
+    alpha: float = field(default=0.1, metadata={"help": "weight of the hard-label cross-entropy (1 - alpha: KD)"})
+
+    def __post_init__(self) -> None:
+        KD(self.temperature, self.alpha)  # validates
+
+    @property
+    def teacher(self) -> KD | None:
+        """The KD settings when this run learns from the baseline, else None."""
+        return KD(self.temperature, self.alpha) if self.kd else None
+
+    def control(self: O) -> O | None:
+        """The same run without the teacher: what the KD gain is measured against."""
+        return replace(self, kd=False) if self.kd else None
+
+
+def teacher_of(config: Any) -> KD | None:
+    return config.teacher if isinstance(config, KDOptions) else None
+
+
+def control_of(config: Any) -> Any:
+    return config.control() if isinstance(config, KDOptions) else None
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, kd: KD) -> torch.Tensor:
