@@ -13,7 +13,7 @@ import io
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -84,14 +84,16 @@ def run(sess: Any, x: np.ndarray) -> np.ndarray:
     return sess.run([OUTPUT], {INPUT: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
+def ort_runner(sess: Any, input_shape: tuple[int, int, int], batch: int) -> Callable[[], np.ndarray]:
+    """One ONNX Runtime call on a batch allocated beforehand (timed by the harness and the benchmarks)."""
+    x = np.random.default_rng(0).standard_normal((batch, *input_shape), dtype=np.float32)
+    return lambda: run(sess, x)
+
+
 def ort_latencies(path: Path, input_shape: tuple[int, int, int], cfg: LatencyConfig) -> dict[int, Latency]:
     """ONNX Runtime CPU latency per batch size, timed exactly as `measure.torch_latency`."""
     sess = session(path, cfg.threads)
-    out = {}
-    for b in cfg.batches:
-        x = np.random.default_rng(0).standard_normal((b, *input_shape), dtype=np.float32)
-        out[b] = time_calls(lambda x=x: run(sess, x), cfg, b)
-    return out
+    return {b: time_calls(ort_runner(sess, input_shape, b), cfg, b) for b in cfg.batches}
 
 
 def predict(path: Path, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],

@@ -10,9 +10,10 @@ from __future__ import annotations
 import copy
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -21,6 +22,10 @@ from torch import nn
 from compress.errors import CompressError
 
 IQR_WARN = 0.10  # as torch.utils.benchmark: IQR/median above this means the figure is noisy
+
+# The runtimes a row can be timed on; a row's latency is {runtime: {batch: Latency}}.
+TORCH_CPU, ORT_CPU, TORCH_CUDA = "torch-cpu", "ort-cpu", "torch-cuda"
+RUNTIMES = (TORCH_CPU, ORT_CPU, TORCH_CUDA)  # the order tables show them in
 
 
 @dataclass(frozen=True)
@@ -86,24 +91,44 @@ def time_calls(fn: Callable[[], object], cfg: LatencyConfig, batch: int,
     return Latency(batch, float(med), float(p90), float(q3 - q1), len(times), warning)
 
 
-def torch_latency(model: nn.Module, input_shape: tuple[int, int, int], batch: int, device: torch.device,
-                  cfg: LatencyConfig) -> Latency:
-    """Latency of model(x) in eval + inference mode; x allocated on the device before timing."""
+def torch_runner(model: nn.Module, input_shape: tuple[int, int, int], batch: int,
+                 device: torch.device) -> Callable[[], torch.Tensor]:
+    """One forward pass of model(x) in eval + inference mode; x allocated on the device beforehand.
+
+    The harness times this callable and `pytest --benchmark-only` hands the same one to pytest-benchmark.
+    """
     model = model.to(device).eval()
     x = torch.randn(batch, *input_shape, device=device)
+
+    def run() -> torch.Tensor:
+        with torch.inference_mode():
+            return model(x)
+
+    return run
+
+
+def torch_latency(model: nn.Module, input_shape: tuple[int, int, int], batch: int, device: torch.device,
+                  cfg: LatencyConfig) -> Latency:
+    """Latency of model(x) in eval + inference mode."""
     sync = torch.cuda.synchronize if device.type == "cuda" else None
-    with torch.inference_mode():
-        return time_calls(lambda: model(x), cfg, batch, sync)
+    return time_calls(torch_runner(model, input_shape, batch, device), cfg, batch, sync)
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """PyTorch's intra-op thread count fixed for a measurement (None: all cores), then restored."""
+    chosen = threads or default_threads()
+    before = torch.get_num_threads()
+    torch.set_num_threads(chosen)
+    try:
+        yield chosen
+    finally:
+        torch.set_num_threads(before)
 
 
 def cpu_latencies(model: nn.Module, input_shape: tuple[int, int, int], cfg: LatencyConfig) -> dict[int, Latency]:
-    threads = cfg.threads or default_threads()
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(cfg.threads):
         return {b: torch_latency(model, input_shape, b, torch.device("cpu"), cfg) for b in cfg.batches}
-    finally:
-        torch.set_num_threads(before)
 
 
 def gpu_latencies(model: nn.Module, input_shape: tuple[int, int, int],

@@ -18,6 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from compress.atomic import atomic_open, write_json
 from compress.errors import CompressError
 from compress.measure import Latency, default_threads
 
@@ -40,11 +43,7 @@ class ResultRow:
     nonzero_params: int
     macs: int
     size_bytes: int
-    cpu_b1: Latency | None
-    cpu_b32: Latency | None
-    gpu_b1: Latency | None
-    gpu_b32: Latency | None
-    gpu_note: str
+    latency: dict[str, dict[int, Latency]]  # runtime (measure.RUNTIMES) -> batch size -> statistics
     accuracy: float | None  # top-1 on the stored test split; None when measured without data
     accuracy_before_finetune: float | None
     test_images: int
@@ -54,10 +53,7 @@ class ResultRow:
     seed: int
     env: dict[str, Any]
     command: str
-    # ONNX Runtime CPU (same threads and statistics as cpu_b*); rows from before these existed read None
-    ort_b1: Latency | None = None
-    ort_b32: Latency | None = None
-    ort_note: str = ""  # why the ONNX Runtime columns are empty, when they are
+    latency_notes: dict[str, str] = field(default_factory=dict)  # runtime -> device name, or why it has no figures
     onnx_size_bytes: int | None = None  # the fp32 ONNX export (for an int8 row: the int8 file is size_bytes)
     onnx_parity: float | None = None  # max |ORT - PyTorch| on test images at export
     backend: str = "pytorch fp32"  # what ran for latency and accuracy
@@ -66,21 +62,57 @@ class ResultRow:
     conv_macs: int | None = None  # MACs of the convolutional part alone (theory)
     correct: str | None = None  # per test image, in split order: "1" right, "0" wrong (McNemar's test)
 
+    def lat(self, runtime: str, batch: int) -> Latency | None:
+        """The statistics of one runtime at one batch size, or None when it was not timed."""
+        return self.latency.get(runtime, {}).get(batch)
+
+    def note(self, runtime: str) -> str:
+        return self.latency_notes.get(runtime, "")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ResultRow":
         """Tolerant of rows written by older versions: unknown keys dropped, new ones defaulted."""
+        d = _upgrade(d)
         known = {f.name: f for f in fields(cls)}
         kw: dict[str, Any] = {}
         for name in known:
-            value = d.get(name)
-            if name.startswith(("cpu_b", "gpu_b", "ort_b")) and isinstance(value, dict):
-                value = Latency(**{k: v for k, v in value.items() if k in {f.name for f in fields(Latency)}})
-            if name in d or known[name].default is MISSING:
-                kw[name] = value
+            if name in d or (known[name].default is MISSING and known[name].default_factory is MISSING):
+                kw[name] = d.get(name)
+        kw["latency"] = {runtime: {int(b): _latency(v) for b, v in per_batch.items() if v is not None}
+                         for runtime, per_batch in (kw.get("latency") or {}).items()}
         return cls(**kw)
+
+
+# Rows before latency was keyed by runtime and batch had one field per (runtime, batch 1 or 32).
+_OLD_LATENCY = {"cpu": "torch-cpu", "ort": "ort-cpu", "gpu": "torch-cuda"}
+
+
+def _latency(value: Any) -> Latency:
+    return value if isinstance(value, Latency) else \
+        Latency(**{k: v for k, v in value.items() if k in {f.name for f in fields(Latency)}})
+
+
+def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
+    """Read a row written by an older version as the current schema."""
+    if "latency" not in d:
+        d = dict(d)
+        latency: dict[str, dict[int, Any]] = {}
+        for prefix, runtime in _OLD_LATENCY.items():
+            for batch in (1, 32):
+                value = d.pop(f"{prefix}_b{batch}", None)
+                if value is not None:
+                    latency.setdefault(runtime, {})[batch] = value
+        d["latency"] = latency
+        notes = {_OLD_LATENCY[p]: d.pop(f"{p}_note") for p in ("gpu", "ort") if d.get(f"{p}_note")}
+        d.setdefault("latency_notes", notes)
+    comp = (d.get("config") or {}).get("compressor")
+    if d.get("compressor") == "depthwise" and isinstance(comp, dict) and "distill" in comp:  # renamed to kd
+        d = {**d, "config": {**d["config"], "compressor": {("kd" if k == "distill" else k): v
+                                                            for k, v in comp.items()}}}
+    return d
 
 
 ROW_COLUMNS = tuple(f.name for f in fields(ResultRow))
@@ -215,3 +247,11 @@ class Store:
         finally:
             con.close()
 
+
+def save_run(store: Store, row: ResultRow, preds: np.ndarray | None, run_dir: Path) -> None:
+    """row.json and the predictions beside the model, then the store: the store feeds the reports."""
+    write_json(run_dir / "row.json", row.to_dict())
+    if preds is not None:
+        with atomic_open(run_dir / "predictions.npy", "wb") as fh:
+            np.save(fh, preds)
+    store.add(row)

@@ -1,27 +1,34 @@
-"""`run all`: every compressor at its defaults, the pruning sweep, and the controls, against one baseline.
+"""Plans of many runs: `run all` (built from the registry), `sweep` grids, and `run all --dry-run`.
 
-The plan is a list of steps with a rough cost each (in baseline-epoch units), so the progress
-bar's time-left estimate weighs a 6-epoch fine-tune of VGG16 above a 12-epoch tiny student.
-The report is rewritten after every step: an interrupted run still leaves a usable report.
+Each registered compressor declares its own `run all` steps; this module only orders them,
+adds the compositions, and runs them against one baseline. The report is rewritten after
+every step: an interrupted run still leaves a usable report.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, get_origin, get_type_hints
 
 from tqdm import tqdm
 
-from compress import compressors, measure, pipeline
+from compress import compressors, kd
 from compress.atomic import write_json
-from compress.data import DataConfig
+from compress.baseline import reference
+from compress.compressors import Compressor, PlanOptions
+from compress.pipeline import Job, run_with_control
 from compress.results import ResultRow
-from compress.train import TrainConfig
+from compress.session import Session, log
+from compress.train import FinetuneConfig
 
-SWEEP_AMOUNTS = (0.3, 0.5, 0.7)
+SWEEP_AMOUNTS = PlanOptions().amounts
+# Compositions `run all` adds: (first, then, label) = compress the first compressor's default result
+# with the second (prune, then int8 that model: the smallest file of the seed-004 methods together).
+COMPOSITIONS = (("pruning", "quantization", "int8"),)
 
 
 @dataclass(frozen=True)
@@ -29,47 +36,36 @@ class Step:
     label: str
     compressor: str
     config: Any
+    finetune: FinetuneConfig
     cost: float  # rough cost in baseline epochs, for the time-left estimate only
-    source_of: str | None = None  # quantize the model this earlier step produced (--from)
+    source_of: str | None = None  # compress the model this earlier step produced (--from)
 
 
-def plan(amounts: tuple[float, ...] = SWEEP_AMOUNTS, epochs: int | None = None) -> list[Step]:
-    """Every registered compressor at its defaults, plus the sweep, prune-then-int8, and a second student."""
-    get = compressors.get
-
-    def ep(name: str) -> int:
-        return epochs if epochs is not None else get(name).finetune_epochs
-
-    steps = [Step("slim-head", "slim-head", get("slim-head").config(), 0.8 * ep("slim-head") + 1)]
-    pruning_cfg = get("pruning").config
-    for importance in ("l1", "random"):
-        for a in amounts:
-            steps.append(Step(f"pruning {a} {importance}", "pruning", pruning_cfg(amount=a, importance=importance),
-                              (1 - a) ** 2 * ep("pruning") + 1))
-    quant = get("quantization").config
-    steps.append(Step("quantization (int8, ONNX Runtime)", "quantization", quant(), 3))
-    default_prune = next((s for s in steps if s.config == pruning_cfg()), None)
-    if default_prune is not None:
-        steps.append(Step(f"{default_prune.label} then int8", "quantization", quant(), 2,
-                          source_of=default_prune.label))
-    steps.append(Step("depthwise + KD (control: from scratch)", "depthwise", get("depthwise").config(distill=True),
-                      2 * 0.4 * ep("depthwise") + 2))
-    dist = get("distillation").config
-    steps.append(Step("distillation vgg11 (+ control)", "distillation", dist(), 2 * 0.1 * ep("distillation") + 1))
-    steps.append(Step("distillation seed-student (+ control)", "distillation", dist(student="seed-student"),
-                      2 * 0.05 * ep("distillation") + 1))
+def plan(options: PlanOptions = PlanOptions(), epochs: int | None = None) -> list[Step]:
+    """Every registered compressor's declared steps, in plan order, plus the compositions."""
+    steps: list[Step] = []
+    for comp in compressors.in_plan_order():
+        ft = comp.finetune_config(epochs=epochs)
+        for p in comp.planned(options):
+            runs = 2 if kd.control_of(p.config) is not None else 1  # the control trains the same model again
+            steps.append(Step(p.label, comp.name, p.config, ft, runs * p.model_cost * ft.epochs + p.fixed))
+        for first, then, label in COMPOSITIONS:
+            if then == comp.name and first in compressors.names():
+                default = compressors.get(first).config()
+                src = next((s for s in steps if s.compressor == first and s.config == default), None)
+                if src is not None:
+                    steps.append(Step(f"{src.label} then {label}", then, comp.config(), ft, 2, src.label))
     return steps
 
 
-def run_all(ws: pipeline.Workspace, data_cfg: DataConfig, arch: str, baseline_cfg: TrainConfig,
-            lat_cfg: measure.LatencyConfig, device: Any, command: str, epochs: int | None,
-            amounts: tuple[float, ...], on_step: Callable[[list[ResultRow]], None], keep_onnx: bool = False,
-            resume: bool = False) -> tuple[list[ResultRow], float]:
+def run_all(session: Session, options: PlanOptions, epochs: int | None,
+            on_step: Callable[[list[ResultRow]], None]) -> tuple[list[ResultRow], float]:
     """Run the plan; returns every row written and the wall-clock seconds the whole run took."""
     start = time.perf_counter()
-    steps = plan(amounts, epochs)
-    cached = (ws.baseline_dir(data_cfg, arch) / "meta.json").exists()
-    total = sum(s.cost for s in steps) + (0 if cached else baseline_cfg.epochs) + 1
+    steps = plan(options, epochs)
+    cached = (session.workspace.baseline_dir(session.data, session.arch) / "meta.json").exists()
+    baseline_cost = (0 if cached else session.baseline_train.epochs) + 1
+    total = sum(s.cost for s in steps) + baseline_cost
     rows: list[ResultRow] = []
     produced: dict[str, ResultRow] = {}
     done = 0.0
@@ -81,30 +77,22 @@ def run_all(ws: pipeline.Workspace, data_cfg: DataConfig, arch: str, baseline_cf
         bar.update(cost)
         elapsed = time.perf_counter() - start
         left = elapsed * (total - done) / done if done else float("nan")
-        pipeline.log(f"run all: {100 * done / total:.0f}% done, {elapsed / 60:.1f} min elapsed, about "
-                     f"{left / 60:.0f} min left; next: {next_label}")
+        log(f"run all: {100 * done / total:.0f}% done, {elapsed / 60:.1f} min elapsed, about "
+            f"{left / 60:.0f} min left; next: {next_label}")
 
     with tqdm(total=round(total, 1), desc="run all", unit="epoch-eq", dynamic_ncols=True, disable=None,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, ~{remaining} left") as bar:
         bar.set_description("run all: baseline")
-        base = pipeline.ensure_baseline(ws, data_cfg, arch, baseline_cfg, device, resume=resume)
-        n_train = len(base.split.train)
-        steps = [replace(s, config=replace(s.config, calibration_size=n_train))  # small data: calibrate on all
-                 if hasattr(s.config, "calibration_size") and s.config.calibration_size > n_train else s
-                 for s in steps]
-        base_row = pipeline.measure_baseline(ws, base, lat_cfg, device, command, keep_onnx)
-        rows.append(base_row)
+        ref = reference(session)
+        n_train = len(ref.baseline.split.train)
+        rows.append(ref.row)
         on_step(rows)
-        progress(bar, (0 if cached else baseline_cfg.epochs) + 1, steps[0].label)
+        progress(bar, baseline_cost, steps[0].label if steps else "the report")
         for i, step in enumerate(steps, 1):
             bar.set_description(f"run all [{i}/{len(steps)}] {step.label}")
-            comp = compressors.get(step.compressor)
-            ft = pipeline.FinetuneConfig(**({"lr": comp.finetune_lr} if comp.finetune_lr else {}))
-            ft = replace(ft, epochs=(epochs if epochs is not None else comp.finetune_epochs) if comp.finetune else 0)
+            config = compressors.get(step.compressor).fit_to_data(step.config, n_train)
             source = produced[step.source_of].row_id if step.source_of else None
-            new = pipeline.run_with_control(ws, step.compressor, step.config, data_cfg, arch, baseline_cfg, ft,
-                                            lat_cfg, device, command, base=base, base_row=base_row,
-                                            source=source, keep_onnx=keep_onnx, resume=resume)[1:]
+            new = run_with_control(session, Job(step.compressor, config, step.finetune, source), ref)[1:]
             rows += new
             produced[step.label] = new[-1]
             on_step(rows)
@@ -112,12 +100,11 @@ def run_all(ws: pipeline.Workspace, data_cfg: DataConfig, arch: str, baseline_cf
     return rows, time.perf_counter() - start
 
 
-def record(ws: pipeline.Workspace, dataset: str, seconds: float, command: str, rows: list[ResultRow],
-           lat_cfg: measure.LatencyConfig) -> Path:
+def record(session: Session, dataset: str, seconds: float, rows: list[ResultRow]) -> Path:
     """What the report says about the last complete `run all`: its wall time and its rows."""
-    path = ws.root / dataset / "run_all.json"
-    write_json(path, {"seconds": seconds, "command": command, "rows": [r.row_id for r in rows],
-                      "finished": rows[-1].created if rows else None, "latency": asdict(lat_cfg),
+    path = session.workspace.root / dataset / "run_all.json"
+    write_json(path, {"seconds": seconds, "command": session.command, "rows": [r.row_id for r in rows],
+                      "finished": rows[-1].created if rows else None, "latency": asdict(session.latency),
                       "env": rows[-1].env if rows else {}})
     return path
 
@@ -125,3 +112,91 @@ def record(ws: pipeline.Workspace, dataset: str, seconds: float, command: str, r
 def last_record(root: Path, dataset: str) -> dict[str, Any] | None:
     path = root / dataset / "run_all.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+# ---------------------------------------------------------------------------------------
+# Sweeps: the grid over a compressor's options
+# ---------------------------------------------------------------------------------------
+
+def grid_fields(comp: Compressor) -> list[str]:
+    """Options a sweep can take several values of: every option but switches and fixed lists (--hidden)."""
+    hints = get_type_hints(comp.config)
+    return [f.name for f in fields(comp.config) if f.init and hints[f.name] is not bool
+            and get_origin(hints[f.name]) is not tuple and not _is_tuple_optional(hints[f.name])]
+
+
+def _is_tuple_optional(t: Any) -> bool:
+    return any(get_origin(a) is tuple for a in getattr(t, "__args__", ()) or ())
+
+
+def grid(comp: Compressor, chosen: dict[str, Any]) -> list[Any]:
+    """One config per point of the product of the swept values (validated up front, before any work)."""
+    swept = grid_fields(comp)
+    fixed = {k: v for k, v in chosen.items() if k not in swept}
+    return [comp.config(**fixed, **dict(zip(swept, values)))
+            for values in itertools.product(*(chosen[n] for n in swept))]
+
+
+def sweep(session: Session, name: str, points: list[Any], finetune: FinetuneConfig,
+          from_run: str | None = None) -> list[ResultRow]:
+    """Every point against one baseline measured once; returns [baseline row, *point rows]."""
+    swept = grid_fields(compressors.get(name))
+    ref = reference(session)
+    rows = [ref.row]
+    for i, cfg in enumerate(points, 1):
+        log(f"[{i}/{len(points)}] {name}: " + ", ".join(f"{n}={getattr(cfg, n)}" for n in swept))
+        rows += run_with_control(session, Job(name, cfg, finetune, from_run), ref)[1:]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# run all --dry-run: the plan, what each step trains, and what the stored history says it cost
+# ---------------------------------------------------------------------------------------
+
+def describe(session: Session, options: PlanOptions, epochs: int | None) -> dict[str, Any]:
+    """The plan as data, with training times from the store where this data has a matching row."""
+    stored = session.store.rows(session.data.name)
+    meta_path = session.workspace.baseline_dir(session.data, session.arch) / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+    baseline = {"cached": meta is not None, "epochs": (meta or {}).get("train", {}).get(
+        "epochs", session.baseline_train.epochs), "train_seconds": (meta or {}).get("train_seconds")}
+    steps = []
+    for step in plan(options, epochs):
+        control = kd.control_of(step.config)
+        trains = f"{step.finetune.epochs} epochs" + (" (twice: with the teacher and its control)" if control else "")
+        seconds = [_stored_seconds(stored, step, cfg) for cfg in ([control] if control else []) + [step.config]]
+        steps.append({"label": step.label, "compressor": step.compressor,
+                      "trains": trains if step.finetune.epochs else "no training",
+                      "from": step.source_of, "stored_train_seconds": None if None in seconds else sum(seconds)})
+    last = last_record(session.workspace.root, session.data.name)
+    return {"dataset": session.data.name, "image_size": session.data.size, "arch": session.arch,
+            "baseline": baseline, "steps": steps, "last_run_all_seconds": last["seconds"] if last else None}
+
+
+def _stored_seconds(rows: list[ResultRow], step: Step, config: Any) -> float | None:
+    want = json.loads(json.dumps(asdict(config), default=str))
+    hits = [r for r in rows if r.compressor == step.compressor and (r.config.get("compressor") or {}) == want
+            and bool(r.config.get("source")) == bool(step.source_of)]
+    return hits[-1].train_seconds if hits else None
+
+
+def dry_run_lines(plan_info: dict[str, Any]) -> list[str]:
+    b = plan_info["baseline"]
+    lines = [f"run all on {plan_info['dataset']} ({plan_info['image_size']}px), baseline {plan_info['arch']}: "
+             + (f"cached ({b['epochs']} epochs, trained in {b['train_seconds']:.0f} s)" if b["cached"]
+                else f"not cached: trains {b['epochs']} epochs first")]
+    known = 0.0 if b["cached"] else None
+    for i, s in enumerate(plan_info["steps"], 1):
+        sec = s["stored_train_seconds"]
+        history = f"{sec:.0f} s of training last time" if sec is not None else "no stored run of this step"
+        source = f", from the model of '{s['from']}'" if s["from"] else ""
+        lines.append(f"  [{i:>2}] {s['label']}: {s['compressor']}{source}, {s['trains']}; {history}")
+        known = None if known is None or sec is None else known + sec
+    if known is not None:
+        lines.append(f"training time of these steps in the stored history: {known / 60:.1f} min "
+                     "(measuring each model adds to it)")
+    if plan_info["last_run_all_seconds"]:
+        lines.append(f"the last complete run all on this data took {plan_info['last_run_all_seconds'] / 60:.1f} min")
+    elif known is None:
+        lines.append("no estimate: some steps (or the baseline) have no stored history on this data")
+    return lines

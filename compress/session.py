@@ -1,0 +1,82 @@
+"""What one invocation decides once, from its flags, and hands down: the `Session`.
+
+Before it existed the same nine values (workspace, data, arch, baseline recipe, latency
+settings, device, command, keep-onnx, resume) were threaded through every call by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from compress.data import DataConfig
+from compress.errors import CompressError
+from compress.measure import LatencyConfig
+from compress.results import Store
+from compress.train import TrainConfig
+
+REPORT_BATCH = 32  # the batch the report's speed-ups and plots use unless told otherwise
+
+
+def log(msg: str) -> None:
+    """Progress and notes go to stderr: stdout is for results (`--json`)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where runs, baselines, splits and the results store live (default ./runs)."""
+
+    root: Path
+
+    @classmethod
+    def default(cls) -> "Workspace":
+        return cls(Path(os.environ.get("COMPRESS_HOME", "runs")))
+
+    @property
+    def store(self) -> Store:
+        return Store(self.root / "results.sqlite")
+
+    def split_path(self, data_cfg: DataConfig) -> Path:
+        return self.root / "splits" / f"{data_cfg.key()}.json"
+
+    def baseline_dir(self, data_cfg: DataConfig, arch: str) -> Path:
+        return self.root / "baselines" / f"{data_cfg.key()}-{arch}"
+
+    def run_dir(self, dataset: str, compressor: str, row_id: str) -> Path:
+        return self.root / dataset / compressor / row_id
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CompressError("--device cuda was asked for, but no CUDA device is available here: use --device cpu")
+    if name not in ("cpu", "cuda"):
+        raise CompressError(f"unknown --device {name!r}: expected auto, cpu or cuda")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Session:
+    """One invocation's settings, shared by every step it runs."""
+
+    workspace: Workspace
+    data: DataConfig = field(default_factory=DataConfig)
+    arch: str = "vgg16"
+    baseline_train: TrainConfig = field(default_factory=TrainConfig)  # only used when no baseline is cached
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    command: str = ""  # the command line, stored in every row
+    keep_onnx: bool = False  # --export-onnx: keep each measured model's ONNX file in its run folder
+    resume: bool = False  # --resume: continue interrupted trainings of the same configuration
+    retrain: bool = False  # `baseline --retrain`: train the baseline again even if one is cached
+    report_batch: int = REPORT_BATCH
+
+    @property
+    def store(self) -> Store:
+        return self.workspace.store
