@@ -3,26 +3,49 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from dataclasses import fields
+from typing import Callable, Literal, get_origin, get_type_hints
 
+from compress import compressors
+from compress.errors import CompressError
+from compress.measure import ORT_CPU, TORCH_CPU
 from compress.results import ResultRow
 
 Metric = Callable[[ResultRow], float | None]
 
-AXES: dict[str, tuple[str, Metric]] = {
-    "macs": ("MACs per image (millions, log scale)", lambda r: r.macs / 1e6),
-    "cpu_b32": ("CPU latency, batch 32, median ms (log scale)", lambda r: r.cpu_b32.median_ms if r.cpu_b32 else None),
-    "ort_b32": ("ONNX Runtime CPU latency, batch 32, median ms (log scale)",
-                lambda r: r.ort_b32.median_ms if r.ort_b32 else None),
-    "size": ("size on disk (MB, log scale)", lambda r: r.size_bytes / 1e6),
-}
+
+def _median(runtime: str, batch: int) -> Metric:
+    def metric(r: ResultRow) -> float | None:
+        lat = r.lat(runtime, batch)
+        return lat.median_ms if lat else None
+    return metric
+
+
+def axes(batch: int) -> dict[str, tuple[str, Metric]]:
+    """The x axes of the trade-off plots; latency at the report's batch size."""
+    return {
+        "macs": ("MACs per image (millions, log scale)", lambda r: r.macs / 1e6),
+        f"cpu_b{batch}": (f"CPU latency, batch {batch}, median ms (log scale)", _median(TORCH_CPU, batch)),
+        f"ort_b{batch}": (f"ONNX Runtime CPU latency, batch {batch}, median ms (log scale)", _median(ORT_CPU, batch)),
+        "size": ("size on disk (MB, log scale)", lambda r: r.size_bytes / 1e6),
+    }
+
+
+def family_fields(compressor: str) -> list[str]:
+    """The options that make a family (a line in a plot): the choices (Literal fields), not the numbers swept."""
+    try:
+        cls = compressors.get(compressor).config
+    except CompressError:
+        return []
+    hints = get_type_hints(cls)
+    return [f.name for f in fields(cls) if f.init and get_origin(hints[f.name]) is Literal]
 
 
 def series_label(row: ResultRow) -> str:
     """One line per method: compressor plus the settings that define a family (not the swept amount)."""
     comp = row.config.get("compressor") or {}
     parts = [row.compressor]
-    for key in ("method", "scope", "importance", "head", "backend", "student"):
+    for key in family_fields(row.compressor):
         if key in comp:
             parts.append(str(comp[key]))
     if row.config.get("source"):
@@ -39,7 +62,7 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return front
 
 
-def tradeoff_plots(rows: list[ResultRow], out_dir: Path, stem: str) -> list[tuple[str, Path]]:
+def tradeoff_plots(rows: list[ResultRow], out_dir: Path, stem: str, batch: int = 32) -> list[tuple[str, Path]]:
     """Accuracy against MACs, CPU latency and size; returns (title, path) of each PNG written."""
     import matplotlib
 
@@ -50,7 +73,7 @@ def tradeoff_plots(rows: list[ResultRow], out_dir: Path, stem: str) -> list[tupl
     if len(rows) < 2:
         return []
     written = []
-    for key, (xlabel, metric) in AXES.items():
+    for key, (xlabel, metric) in axes(batch).items():
         pts = [(metric(r), 100 * r.accuracy, r) for r in rows if metric(r)]  # type: ignore[operator]
         if len(pts) < 2:
             continue

@@ -2,6 +2,11 @@
 
 The terminal table after `run` and the file under reports/ come from the same function, so
 what a user sees at the prompt is what the report says.
+
+"Seed 004" is the write-up in the project's seeds that lists five ways to make VGG16 lighter
+(slim head, depthwise-separable convolutions, pruning, quantization, distillation) and ends
+with a table comparing them in words; `SEED_004` below is that table, and the report answers
+each of its lines with measured numbers. (It is unrelated to `--seed`, the random seed.)
 """
 
 from __future__ import annotations
@@ -13,61 +18,26 @@ from typing import Any
 
 import pandas as pd
 
-from compress import compressors, stats
+from compress import compressors
+from compress.cells import lat, mb, p_cell, ratio, significance, speedup, summary
 from compress.atomic import write_text
 from compress.errors import CompressError
-from compress.measure import Latency
+from compress.measure import ORT_CPU, RUNTIMES, TORCH_CPU, TORCH_CUDA
 from compress.results import ResultRow
 
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f}"
-
-
-def _lat(lat: Latency | None, note: str = "n/a") -> str:
-    if lat is None:
-        return note
-    flag = " ⚠" if lat.warning else ""
-    return f"{lat.median_ms:.2f} [{lat.p90_ms:.2f}]{flag}"
+LABEL = {TORCH_CPU: "CPU", ORT_CPU: "ORT", TORCH_CUDA: "GPU"}  # column names of each runtime
+REPORT_BATCH = 32
 
 
-def _ratio(base: float | None, new: float | None) -> str:
-    if not base or not new:
-        return ""
-    return f"{base / new:.2f}x"
+def timed_batches(rows: list[ResultRow]) -> list[int]:
+    """Every batch size any row was timed at (the latency columns)."""
+    found = sorted({b for r in rows for per_batch in r.latency.values() for b in per_batch})
+    return found or [1, REPORT_BATCH]
 
 
-def _summary(row: ResultRow) -> str:
-    """A short human label for the configuration of a row."""
-    if row.compressor == "baseline":
-        return row.config.get("arch", "")
-    comp = row.config.get("compressor") or {}
-    source = row.config.get("source")
-    parts = [f"from {source['compressor']} {source['config_hash'][:6]};"] if source else []
-    for k, v in comp.items():
-        if isinstance(v, (list, tuple)):
-            if not v:
-                continue
-            v = ",".join(map(str, v))
-        parts.append(f"{k}={v}")
-    return " ".join(parts)
-
-
-def significance(row: ResultRow, other: ResultRow | None) -> stats.McNemar | None:
-    """McNemar's exact test of `row` against `other` on the same test images, when both kept them."""
-    if other is None or not row.correct or not other.correct or len(row.correct) != len(other.correct):
-        return None
-    return stats.mcnemar(stats.decode(other.correct), stats.decode(row.correct))
-
-
-def _p(test: stats.McNemar | None) -> str:
-    if test is None:
-        return ""
-    return f"{test.p_value:.3f}" + (" *" if test.significant else "")
-
-
-def table(rows: list[ResultRow], baselines: dict[str, ResultRow]) -> pd.DataFrame:
-    """One line per row; ratios against the baseline measured in the same invocation."""
+def table(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int = REPORT_BATCH) -> pd.DataFrame:
+    """One line per row; ratios against the baseline measured in the same invocation, at `batch`."""
+    batches = timed_batches(rows)
     out = []
     for r in rows:
         b = baselines.get(r.baseline_row_id or "")
@@ -75,41 +45,30 @@ def table(rows: list[ResultRow], baselines: dict[str, ResultRow]) -> pd.DataFram
         delta = ""
         if b is not None and r.accuracy is not None and b.accuracy is not None:
             delta = f"{100 * (r.accuracy - b.accuracy):+.2f}"
-        out.append({
-            "model": r.compressor,
-            "config": _summary(r),
-            "params": f"{r.params:,}",
-            "nonzero": f"{r.nonzero_params:,}",
-            "MACs (M)": f"{r.macs / 1e6:,.1f}",
-            "conv MACs (M)": "" if r.conv_macs is None else f"{r.conv_macs / 1e6:,.1f}",
-            "size (MB)": _mb(r.size_bytes),
-            "CPU b1 ms": _lat(r.cpu_b1),
-            "CPU b32 ms": _lat(r.cpu_b32),
-            "ORT b1 ms": _lat(r.ort_b1),
-            "ORT b32 ms": _lat(r.ort_b32),
-            "GPU b1 ms": _lat(r.gpu_b1),
-            "GPU b32 ms": _lat(r.gpu_b32),
+        line = {"model": r.compressor, "config": summary(r), "params": f"{r.params:,}",
+                "nonzero": f"{r.nonzero_params:,}", "MACs (M)": f"{r.macs / 1e6:,.1f}",
+                "conv MACs (M)": "" if r.conv_macs is None else f"{r.conv_macs / 1e6:,.1f}",
+                "size (MB)": mb(r.size_bytes)}
+        line.update({f"{LABEL[rt]} b{n} ms": lat(r.lat(rt, n)) for rt in RUNTIMES for n in batches})
+        line.update({
             "top-1 %": acc,
             "Δ top-1 (pts)": delta,
-            "McNemar p": "" if r.compressor == "baseline" else _p(significance(r, b)),
+            "McNemar p": "" if r.compressor == "baseline" else p_cell(significance(r, b)),
             "top-1 before FT %": "" if r.accuracy_before_finetune is None
             else f"{100 * r.accuracy_before_finetune:.2f}",
-            "params ÷": _ratio(b.params if b else None, r.params),
-            "MACs ÷": _ratio(b.macs if b else None, r.macs),
-            "size ÷": _ratio(b.size_bytes if b else None, r.size_bytes),
-            "CPU b1 speed-up": _ratio(b.cpu_b1.median_ms if b and b.cpu_b1 else None,
-                                      r.cpu_b1.median_ms if r.cpu_b1 else None),
-            "CPU b32 speed-up": _ratio(b.cpu_b32.median_ms if b and b.cpu_b32 else None,
-                                       r.cpu_b32.median_ms if r.cpu_b32 else None),
-            "ORT b32 speed-up": _ratio(b.ort_b32.median_ms if b and b.ort_b32 else None,
-                                       r.ort_b32.median_ms if r.ort_b32 else None),
-            "fine-tune epochs": r.finetune_epochs,
+            "params ÷": ratio(b.params if b else None, r.params),
+            "MACs ÷": ratio(b.macs if b else None, r.macs),
+            "size ÷": ratio(b.size_bytes if b else None, r.size_bytes),
         })
+        for rt, n in dict.fromkeys([(TORCH_CPU, 1), (TORCH_CPU, batch), (ORT_CPU, batch)]):
+            line[f"{LABEL[rt]} b{n} speed-up"] = speedup(b, r, rt, n)
+        line["fine-tune epochs"] = r.finetune_epochs
+        out.append(line)
     return pd.DataFrame(out)
 
 
-def to_markdown(rows: list[ResultRow], baselines: dict[str, ResultRow]) -> str:
-    return table(rows, baselines).to_markdown(index=False)
+def to_markdown(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int = REPORT_BATCH) -> str:
+    return table(rows, baselines, batch).to_markdown(index=False)
 
 
 def latest(rows: list[ResultRow]) -> list[ResultRow]:
@@ -135,26 +94,27 @@ def _env_block(rows: list[ResultRow]) -> str:
 SPEEDUP_SHORTFALL = 0.7  # measured speed-up below this share of the MACs reduction gets called out
 
 
-def _speedup_vs_theory(rows: list[ResultRow], baselines: dict[str, ResultRow]) -> list[str]:
+def _speedup_vs_theory(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int) -> list[str]:
     """Where the clock disagrees with the MAC count, say so next to the figures."""
     lines = []
     for r in rows:
         b = baselines.get(r.baseline_row_id or "")
-        if b is None or not (r.cpu_b32 and b.cpu_b32) or not r.macs or r.env.get("dtype", "float32") != "float32":
+        new, base = r.lat(TORCH_CPU, batch), (b.lat(TORCH_CPU, batch) if b else None)
+        if b is None or not (new and base) or not r.macs or r.env.get("dtype", "float32") != "float32":
             continue  # lower precision changes the cost per MAC: see the section against its fp32 source
         theory = b.macs / r.macs
-        measured = b.cpu_b32.median_ms / r.cpu_b32.median_ms
+        measured = base.median_ms / new.median_ms
         share = measured / theory
         verdict = "" if share >= SPEEDUP_SHORTFALL else \
             f" — **below {SPEEDUP_SHORTFALL:.0%} of the theoretical speed-up**"
         if theory < 1.05:
             verdict = " — no MACs removed, so no speed-up is expected" if measured < 1.1 else ""
-        lines.append(f"- {r.compressor} ({_summary(r)}): MACs ÷ {theory:.2f}, CPU b32 speed-up {measured:.2f}x "
+        lines.append(f"- {r.compressor} ({summary(r)}): MACs ÷ {theory:.2f}, CPU b{batch} speed-up {measured:.2f}x "
                      f"({share:.0%} of theory){verdict}")
     return lines
 
 
-def _against_source(rows: list[ResultRow], by_id: dict[str, ResultRow]) -> list[str]:
+def _against_source(rows: list[ResultRow], by_id: dict[str, ResultRow], batch: int) -> list[str]:
     """Rows that change the number format (int8) against the fp32 model they were made from."""
     lines = []
     for r in rows:
@@ -163,22 +123,25 @@ def _against_source(rows: list[ResultRow], by_id: dict[str, ResultRow]) -> list[
         src = by_id.get(r.source_row_id or r.baseline_row_id or "")
         if src is None:
             continue
-        parts = [f"- {r.compressor} ({_summary(r)}), {r.backend}, against its fp32 source "
+        parts = [f"- {r.compressor} ({summary(r)}), {r.backend}, against its fp32 source "
                  f"({src.compressor}, row `{src.row_id}`):"]
         if r.onnx_size_bytes:
             parts.append(f"size ÷ {r.onnx_size_bytes / r.size_bytes:.2f} vs the fp32 ONNX file;")
         else:
             parts.append(f"size ÷ {src.size_bytes / r.size_bytes:.2f} vs the fp32 checkpoint;")
-        if r.ort_b32 and src.ort_b32:
-            parts.append(f"ONNX Runtime b32 {src.ort_b32.median_ms:.1f} -> {r.ort_b32.median_ms:.1f} ms "
-                         f"({src.ort_b32.median_ms / r.ort_b32.median_ms:.2f}x),")
-        if r.ort_b1 and src.ort_b1:
-            parts.append(f"b1 {src.ort_b1.median_ms / r.ort_b1.median_ms:.2f}x;")
-        if r.cpu_b32 and src.cpu_b32:
-            parts.append(f"PyTorch CPU b32 {src.cpu_b32.median_ms / r.cpu_b32.median_ms:.2f}x;")
+        new, old = r.lat(ORT_CPU, batch), src.lat(ORT_CPU, batch)
+        if new and old:
+            parts.append(f"ONNX Runtime b{batch} {old.median_ms:.1f} -> {new.median_ms:.1f} ms "
+                         f"({old.median_ms / new.median_ms:.2f}x),")
+        new1, old1 = r.lat(ORT_CPU, 1), src.lat(ORT_CPU, 1)
+        if new1 and old1 and batch != 1:
+            parts.append(f"b1 {old1.median_ms / new1.median_ms:.2f}x;")
+        new_pt, old_pt = r.lat(TORCH_CPU, batch), src.lat(TORCH_CPU, batch)
+        if new_pt and old_pt:
+            parts.append(f"PyTorch CPU b{batch} {old_pt.median_ms / new_pt.median_ms:.2f}x;")
         if r.accuracy is not None and src.accuracy is not None:
             parts.append(f"top-1 {100 * src.accuracy:.2f} -> {100 * r.accuracy:.2f}% "
-                         f"({100 * (r.accuracy - src.accuracy):+.2f} pts, McNemar p {_p(significance(r, src))})")
+                         f"({100 * (r.accuracy - src.accuracy):+.2f} pts, McNemar p {p_cell(significance(r, src))})")
         lines.append(" ".join(parts))
     return lines
 
@@ -196,7 +159,7 @@ def _against_control(rows: list[ResultRow], by_id: dict[str, ResultRow]) -> list
         if test is not None:
             verdict += f" (McNemar p = {test.p_value:.3f}: " + \
                 ("significant)" if test.significant else "within what this test set can tell apart)")
-        lines.append(f"- {r.compressor} ({_summary(r)}): with the teacher {100 * r.accuracy:.2f}%, without "
+        lines.append(f"- {r.compressor} ({summary(r)}): with the teacher {100 * r.accuracy:.2f}%, without "
                      f"{100 * c.accuracy:.2f}% (control row `{c.row_id}`): KD gain {gain:+.2f} pts, {verdict}; "
                      f"{r.params:,} params, {r.finetune_epochs} epochs each")
     return lines
@@ -205,10 +168,10 @@ def _against_control(rows: list[ResultRow], by_id: dict[str, ResultRow]) -> list
 def _warnings(rows: list[ResultRow]) -> list[str]:
     notes = []
     for r in rows:
-        for name in ("cpu_b1", "cpu_b32", "ort_b1", "ort_b32", "gpu_b1", "gpu_b32"):
-            lat = getattr(r, name)
-            if lat is not None and lat.warning:
-                notes.append(f"- {r.compressor} ({_summary(r)}), {name}: {lat.warning}")
+        for runtime in RUNTIMES:
+            for batch, figure in sorted(r.latency.get(runtime, {}).items()):
+                if figure.warning:
+                    notes.append(f"- {r.compressor} ({summary(r)}), {LABEL[runtime]} b{batch}: {figure.warning}")
     return notes
 
 
@@ -239,7 +202,7 @@ def is_default(row: ResultRow) -> bool:
     return given == default and not row.config.get("source")
 
 
-def _seed_table(rows: list[ResultRow], baselines: dict[str, ResultRow]) -> list[str]:
+def _seed_table(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int) -> list[str]:
     out = []
     for method, name, claim in SEED_004:
         picked = [r for r in rows if r.compressor == name and is_default(r)]
@@ -249,15 +212,15 @@ def _seed_table(rows: list[ResultRow], baselines: dict[str, ResultRow]) -> list[
         b = baselines.get(r.baseline_row_id or "")
         if b is None:
             continue
-        speed = [f"{label} {getattr(b, col).median_ms / getattr(r, col).median_ms:.2f}x"
-                 for label, col in (("PyTorch", "cpu_b32"), ("ORT", "ort_b32"))
-                 if getattr(r, col) is not None and getattr(b, col) is not None]
+        speed = [f"{label} {speedup(b, r, runtime, batch)}" for label, runtime in (("PyTorch", TORCH_CPU),
+                                                                                      ("ORT", ORT_CPU))
+                 if r.lat(runtime, batch) is not None and b.lat(runtime, batch) is not None]
         acc = "" if r.accuracy is None or b.accuracy is None else f"{100 * (r.accuracy - b.accuracy):+.2f}"
         test = significance(r, b)
-        out.append({"seed 004 method": method, "seed 004 says": claim, "our row": f"{name}: {_summary(r)}",
-                    "params ÷": _ratio(b.params, r.params), "MACs ÷": _ratio(b.macs, r.macs),
-                    "size ÷": _ratio(b.size_bytes, r.size_bytes), "CPU b32 speed-up": ", ".join(speed) or "n/a",
-                    "Δ top-1 (pts)": acc, "McNemar p": _p(test)})
+        out.append({"seed 004 method": method, "seed 004 says": claim, "our row": f"{name}: {summary(r)}",
+                    "params ÷": ratio(b.params, r.params), "MACs ÷": ratio(b.macs, r.macs),
+                    "size ÷": ratio(b.size_bytes, r.size_bytes), f"CPU b{batch} speed-up": ", ".join(speed) or "n/a",
+                    "Δ top-1 (pts)": acc, "McNemar p": p_cell(test)})
     if not out:
         return []
     return [pd.DataFrame(out).to_markdown(index=False)]
@@ -276,25 +239,8 @@ def _section(title: str, intro: str, lines: list[str]) -> list[str]:
     return [f"## {title}", "", intro, "", *lines, ""] if lines else []
 
 
-def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]] | None = None,
-           run_all: dict[str, Any] | None = None) -> str:
-    if not all_rows:
-        raise CompressError(f"no stored results for dataset {dataset!r}: run `python -m compress run slim-head` first")
-    rows = latest(all_rows)
-    baselines = {r.row_id: r for r in all_rows if r.compressor == "baseline"}
-    first = rows[0]
-    plots = plots or []
-    parts = [
-        f"# compress report: {dataset}",
-        "",
-        f"{len(rows)} model(s), {first.test_images} test images at {first.image_size}x{first.image_size}, "
-        f"{first.num_classes} classes. Generated from the results store by `python -m compress report`.",
-        "",
-        *_run_all_block(run_all),
-        "## Comparison",
-        "",
-        to_markdown(rows, baselines),
-        "",
+def _how_to_read(batch: int) -> list[str]:
+    return [
         "How to read it:",
         "- **params, nonzero, MACs** are theory: counted from the model, not timed. MACs are "
         "multiply-accumulates for one image (thop; torchvision's \"GFLOPS\" are the same unit; "
@@ -302,12 +248,13 @@ def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]
         "- **size** is the bytes of the deployed file on disk: the PyTorch checkpoint, or the int8 ONNX file "
         "for ONNX Runtime int8 rows.",
         "- **latency** is measured: median [p90] of individually timed forward passes in milliseconds, after "
-        "an untimed warm-up, in eval and inference mode, at a fixed thread count. b1 = batch 1 (latency), "
-        "b32 = batch 32 (throughput). ⚠ marks a noisy figure (IQR/median > 0.10). **CPU** is PyTorch eager; "
+        "an untimed warm-up, in eval and inference mode, at a fixed thread count. bN = batch N: b1 is latency, "
+        "larger batches are throughput. ⚠ marks a noisy figure (IQR/median > 0.10). **CPU** is PyTorch eager; "
         "**ORT** is ONNX Runtime's CPU session of the model's ONNX export (checked against PyTorch within 1e-4), "
         "same threads, same statistics; an int8 ONNX row has ORT figures only.",
-        "- Ratios (÷, speed-up) and Δ top-1 compare each row with the baseline measured in the same invocation, "
-        "so both were timed on the same machine state. Top-1 is on the same stored test split for every row.",
+        f"- Ratios (÷, speed-up, at batch {batch}) and Δ top-1 compare each row with the baseline measured in the "
+        "same invocation, so both were timed on the same machine state. Top-1 is on the same stored test split "
+        "for every row.",
         "- **McNemar p** is McNemar's exact test of each model against the baseline on the same test images "
         "(paired predictions): below 0.05 (marked *) the accuracy difference is unlikely to be luck of this "
         "test set; above it, this test set cannot tell the two models apart, whatever Δ top-1 says.",
@@ -318,29 +265,22 @@ def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]
         "removes whole channels, which shrinks all of them.",
         "",
     ]
-    by_id = {r.row_id: r for r in all_rows}
-    parts += _section("Lower precision against its own fp32 source",
-                      "Same thread count, same CPU, same invocation; accuracy from the int8 model itself over the "
-                      "whole test split.", _against_source(rows, by_id))
-    parts += _section("Seed 004's comparison, measured",
-                      "Seed 004 ends with a table of five ways to make VGG16 lighter, judged in words. Each line "
-                      "here is the default setting of the matching compressor on this data, measured (speed-ups at "
-                      "batch 32 on the CPU, against the baseline's own backend).", _seed_table(rows, baselines))
-    parts += _section("Distillation against its control",
-                      "A KD result without its control is not a result: the control is the same student, same "
-                      "data, same epochs, trained on the labels alone.", _against_control(rows, by_id))
-    gaps = _speedup_vs_theory(rows[1:], baselines)
-    if gaps:
-        parts += ["## Measured speed-up against the MACs reduction", "",
-                  "MACs are theory; the clock is what the model costs. On CPU at batch 32:", "", *gaps, ""]
-    if plots:
-        parts += ["## Trade-offs", "",
-                  "Every stored configuration (newest row of each), the baseline as a star; the grey band is "
-                  "the Pareto front (no other model is both cheaper and more accurate).", ""]
-        parts += [f"![{title}]({path.name})" for title, path in plots]
-        parts.append("")
-    no_gpu = sorted({r.gpu_note.removeprefix("n/a (").removesuffix(")")
-                     for r in rows if r.gpu_b1 is None and r.gpu_b32 is None})
+
+
+def _plots_block(plots: list[tuple[str, Path]]) -> list[str]:
+    if not plots:
+        return []
+    return ["## Trade-offs", "",
+            "Every stored configuration (newest row of each), the baseline as a star; the grey band is "
+            "the Pareto front (no other model is both cheaper and more accurate).", "",
+            *[f"![{title}]({path.name})" for title, path in plots], ""]
+
+
+def _closing(rows: list[ResultRow]) -> list[str]:
+    """GPU notes, noisy figures, the environment and the commands behind every row."""
+    parts: list[str] = []
+    no_gpu = sorted({r.note(TORCH_CUDA).removeprefix("n/a (").removesuffix(")")
+                     for r in rows if not r.latency.get(TORCH_CUDA)})
     if no_gpu:
         parts += [f"GPU columns read n/a: {'; '.join(no_gpu)}. No GPU figure is ever estimated.", ""]
     warns = _warnings(rows)
@@ -348,19 +288,48 @@ def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]
         parts += ["Noisy measurements:", "", *warns, ""]
     parts += ["## Environment", "", "Measured on (from the newest row):", "", _env_block(rows), "",
               "## Commands that produced these rows", ""]
-    for r in rows:
-        parts.append(f"- {r.compressor}: `{r.command}` (row `{r.row_id}`, {r.created})")
-    parts.append("")
-    return "\n".join(parts)
+    parts += [f"- {r.compressor}: `{r.command}` (row `{r.row_id}`, {r.created})" for r in rows]
+    return parts + [""]
 
 
-def write_report(dataset: str, rows: list[ResultRow], out_dir: Path, run_all: dict[str, Any] | None = None) -> Path:
+def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]] | None = None,
+           run_all: dict[str, Any] | None = None, batch: int = REPORT_BATCH) -> str:
+    if not all_rows:
+        raise CompressError(f"no stored results for dataset {dataset!r}: run `python -m compress run slim-head` first")
+    rows = latest(all_rows)
+    baselines = {r.row_id: r for r in all_rows if r.compressor == "baseline"}
+    by_id = {r.row_id: r for r in all_rows}
+    first = rows[0]
+    parts = [f"# compress report: {dataset}", "",
+             f"{len(rows)} model(s), {first.test_images} test images at {first.image_size}x{first.image_size}, "
+             f"{first.num_classes} classes. Generated from the results store by `python -m compress report`.", "",
+             *_run_all_block(run_all), "## Comparison", "", to_markdown(rows, baselines, batch), "",
+             *_how_to_read(batch)]
+    parts += _section("Lower precision against its own fp32 source",
+                      "Same thread count, same CPU, same invocation; accuracy from the int8 model itself over the "
+                      "whole test split.", _against_source(rows, by_id, batch))
+    parts += _section("Seed 004's comparison, measured",
+                      "Seed 004 ends with a table of five ways to make VGG16 lighter, judged in words. Each line "
+                      f"here is the default setting of the matching compressor on this data, measured (speed-ups at "
+                      f"batch {batch} on the CPU, against the baseline's own backend).",
+                      _seed_table(rows, baselines, batch))
+    parts += _section("Distillation against its control",
+                      "A KD result without its control is not a result: the control is the same student, same "
+                      "data, same epochs, trained on the labels alone.", _against_control(rows, by_id))
+    parts += _section("Measured speed-up against the MACs reduction",
+                      f"MACs are theory; the clock is what the model costs. On CPU at batch {batch}:",
+                      _speedup_vs_theory(rows[1:], baselines, batch))
+    return "\n".join(parts + _plots_block(plots or []) + _closing(rows))
+
+
+def write_report(dataset: str, rows: list[ResultRow], out_dir: Path, run_all: dict[str, Any] | None = None,
+                 batch: int = REPORT_BATCH) -> Path:
     """reports/<dataset>.md plus its PNG plots, each written atomically."""
     from compress.plots import tradeoff_plots
 
     if not rows:
         raise CompressError(f"no stored results for dataset {dataset!r}: run `python -m compress run slim-head` first")
-    plots = tradeoff_plots(latest(rows), Path(out_dir), dataset)
+    plots = tradeoff_plots(latest(rows), Path(out_dir), dataset, batch)
     path = Path(out_dir) / f"{dataset}.md"
-    write_text(path, render(dataset, rows, plots, run_all))
+    write_text(path, render(dataset, rows, plots, run_all, batch))
     return path

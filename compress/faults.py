@@ -1,0 +1,77 @@
+"""How the CLI fails: one line naming the problem and the fix, a non-zero exit, nothing half-written.
+
+A traceback tells a user where our code is, not what to change in their command.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from compress.errors import CompressError
+
+INTERRUPTED = 130
+
+
+@dataclass
+class Outcome:
+    code: int = 0
+
+
+def _say(msg: str) -> None:
+    print(f"compress: {msg}", file=sys.stderr)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[Outcome]:
+    """Turn the errors a user can act on into one line and an exit code (kept in the yielded Outcome)."""
+    outcome = Outcome()
+    try:
+        yield outcome
+    except CompressError as exc:
+        _say(f"error: {exc}")
+        outcome.code = 2
+    except KeyboardInterrupt:
+        _say("interrupted; stored results are intact (an interrupted training continues with --resume)")
+        outcome.code = INTERRUPTED
+    except MemoryError:
+        _say("error: out of memory: lower --batch-size or --image-size, or use a machine with more memory; "
+             "stored results are intact")
+        outcome.code = 2
+    except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
+        if "out of memory" not in str(exc).lower():
+            raise
+        where = "the GPU" if "cuda" in str(exc).lower() else "the device"
+        _say(f"error: {where} ran out of memory ({str(exc).splitlines()[0][:120]}): lower --batch-size, or pass "
+             "--device cpu; stored results are intact")
+        outcome.code = 2
+
+
+def check_writable(targets: list[tuple[Any, str]]) -> None:
+    """Output folders are checked before hours of training, not after."""
+    for path, flag in targets:
+        if path is None:
+            continue
+        try:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            ok = os.access(path, os.W_OK)
+        except OSError as exc:
+            raise CompressError(f"{flag} {path} cannot be created ({exc.strerror}): pass a folder you can write to"
+                                ) from None
+        if not ok:
+            raise CompressError(f"{flag} {path} is not writable: pass a folder you can write to")
+
+
+def terminate_as_interrupt() -> None:
+    """SIGTERM (kill, a scheduler's timeout) unwinds like Ctrl-C: temporary files are cleaned up."""
+    if threading.current_thread() is threading.main_thread():
+        def handler(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, handler)

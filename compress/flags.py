@@ -1,0 +1,117 @@
+"""Typed config dataclasses -> argparse flags, and the parsed flags -> configs again.
+
+A compressor gets its command-line flags by declaring its config dataclass: one flag per
+field, parsed by the field's type (bool: --x/--no-x, Literal: choices, tuple: comma list).
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+from dataclasses import MISSING, fields
+from typing import Any, Literal, Sequence, Union, get_args, get_origin, get_type_hints
+
+HELP = {
+    "dataset": "built-in or torchvision dataset: digits (default, offline), cifar10, fashion-mnist",
+    "data": "ImageFolder root (one sub-folder of images per class); overrides --dataset",
+    "data_root": "where torchvision datasets live",
+    "download": "let torchvision download --dataset into --data-root (needs internet)",
+    "image_size": "input side in pixels (>= 32; default 32, or 224 for --data folders)",
+    "seed": "seed of the split, the initialisation and the data order",
+    "test_fraction": "share of the images held out for test when the dataset has no official split",
+    "val_fraction": "share of the training images used to pick the best epoch",
+    "max_samples": "use a seeded subset of this many images (smoke tests)",
+    "epochs": "training epochs",
+    "lr": "Adam learning rate",
+    "batch_size": "training batch size",
+    "weight_decay": "Adam weight decay",
+    "augment": "random shifts of up to 1/8 of the side on training images (no flips)",
+    "schedule": "learning-rate schedule over the epochs",
+    "warmup": "untimed calls before timing",
+    "min_calls": "timed calls at least, per batch size",
+    "max_calls": "timed calls at most, per batch size",
+    "budget_s": "seconds of timing per batch size once --latency-min-calls are in",
+    "batches": "batch sizes to time, comma-separated",
+    "threads": "CPU threads for timing (default: all cores; recorded in every row)",
+    "gpu": "also time on the GPU when CUDA is available",
+    "strict": "fail on unreadable images in --data instead of skipping them with a warning",
+    "ort": "also export to ONNX (checked against PyTorch) and time it under ONNX Runtime on the CPU",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line, not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def unwrap_optional(t: Any) -> Any:
+    if get_origin(t) in (Union, types.UnionType):
+        args = [a for a in get_args(t) if a is not type(None)]
+        return args[0] if len(args) == 1 else t
+    return t
+
+
+def list_of(kind: type) -> Any:
+    def parse(text: str) -> tuple[Any, ...]:
+        try:
+            return tuple(kind(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+    parse.__name__ = f"list of {kind.__name__}"
+    return parse
+
+
+def _choice_list(choices: tuple[str, ...]) -> Any:
+    def parse(text: str) -> tuple[str, ...]:
+        values = tuple(v.strip() for v in text.split(",") if v.strip())
+        bad = [v for v in values if v not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice {','.join(bad) or text!r}: choose from {', '.join(choices)}")
+        return values
+    return parse
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "", dest_prefix: str = "",
+                     skip: Sequence[str] = (), defaults: dict[str, Any] | None = None, as_lists: bool = False) -> None:
+    """One flag per dataclass field; the type annotation decides how it is parsed.
+
+    With as_lists (for `sweep`), every non-boolean flag takes comma-separated values.
+    """
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        if f.name in skip or not f.init:  # init=False fields are facts about the method, not options
+            continue
+        t = unwrap_optional(hints[f.name])
+        flag = f.metadata.get("flag") or "--" + prefix + f.name.replace("_", "-")
+        default = (defaults or {}).get(f.name, f.default if f.default is not MISSING else None)
+        kw: dict[str, Any] = {"dest": dest_prefix + f.name, "default": default, "metavar": f.name.upper(),
+                              "help": f.metadata.get("help") or HELP.get(f.name, "")}
+        if t is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+            del kw["metavar"]
+        elif as_lists and get_origin(t) is not tuple:  # tuple-valued fields (e.g. --hidden) stay fixed
+            kw["default"] = default if isinstance(default, tuple) else (default,)
+            kw["type"] = _choice_list(get_args(t)) if get_origin(t) is Literal else list_of(t)
+            kw["help"] += " [comma-separated values are swept]"
+        elif get_origin(t) is Literal:
+            kw["choices"] = list(get_args(t))
+            del kw["metavar"]
+        elif get_origin(t) is tuple:
+            kw["type"] = list_of(get_args(t)[0])
+        else:
+            kw["type"] = t
+        kw["help"] = kw["help"].replace("%", "%%")  # argparse %-formats help strings
+        default = kw.get("default")
+        if kw["help"] and default not in (None, False, ()):
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            kw["help"] += f" (default {shown})"
+        parser.add_argument(flag, **kw)
+
+
+def config_from(cls: type, ns: argparse.Namespace, dest_prefix: str = "", **fixed: Any) -> Any:
+    values = {f.name: getattr(ns, dest_prefix + f.name) for f in fields(cls)
+              if f.init and hasattr(ns, dest_prefix + f.name) and f.name not in fixed}
+    return cls(**values, **fixed)
