@@ -1,7 +1,9 @@
-"""Forward latency of the baseline and every compressed model, under pytest-benchmark.
+"""Forward latency of the baseline and every registered compressor's model, under pytest-benchmark.
 
 `pytest --benchmark-only` times each variant with PyTorch eager and with ONNX Runtime at
-batch 1 and 32, grouped by backend and batch so the table compares variants side by side.
+batch 1 and 32, grouped by runtime and batch so the table compares variants side by side.
+The variants are the registry's compressors; the callables timed are the harness's own
+(`measure.torch_runner`, `export.ort_runner`), at the harness's thread count.
 It uses the newest stored model of each compressor (COMPRESS_HOME or ./runs, dataset
 digits or $COMPRESS_BENCH_DATASET); a compressor with no stored model is built on the spot
 with untrained weights, which cost the same time per forward pass. Under plain `pytest`
@@ -22,14 +24,20 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress import compressors, export, models
+from compress import compressors, export, measure, models
 from compress.compressors import Artifact, Context
 from compress.data import Loaders
 from compress.report import is_default, latest
 from compress.results import Store
 
-VARIANTS = ("baseline", "slim-head", "pruning", "depthwise", "distillation", "quantization")
+
+def variant_names() -> list[str]:
+    """The baseline and every registered compressor: a new compressor is benchmarked with no edit here."""
+    return ["baseline", *compressors.names()]
+
+
 BATCHES = (1, 32)
+FAKE_IMAGES = 320  # enough for every compressor's default calibration
 ROUNDS = {1: 50, 32: 15}  # one call per round; enough rounds that the median settles on 2 cores
 
 
@@ -58,7 +66,7 @@ def _stored(name: str) -> Any:
 
 def _fake_loaders(size: int) -> Loaders:
     """Random images: enough for calibration and a parity check when timing untrained variants."""
-    data = TensorDataset(torch.randn(64, 3, size, size), torch.zeros(64, dtype=torch.long))
+    data = TensorDataset(torch.randn(FAKE_IMAGES, 3, size, size), torch.zeros(FAKE_IMAGES, dtype=torch.long))
     dl = DataLoader(data, batch_size=32)
     return Loaders(dl, dl, dl)
 
@@ -100,7 +108,7 @@ class Variants:
             out: Any = (base, self.spec)
         else:
             comp = compressors.get(name)
-            cfg = comp.config() if name != "quantization" else comp.config(calibration_size=64)
+            cfg = comp.config()
             out = comp.fn(copy.deepcopy(base), self.spec, cfg, ctx)
             if comp.finalize is not None and not isinstance(out, Artifact):
                 out = (comp.finalize(out[0]), out[1])
@@ -117,36 +125,31 @@ def variants(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     return Variants(tmp_path_factory.mktemp("bench"), full_size=_timing(request.config))
 
 
-def _call(variant: Variant, backend: str, batch: int) -> Callable[[], Any]:
-    shape = (batch, 3, variant.image_size, variant.image_size)
-    if backend == "pytorch":
+def _call(variant: Variant, runtime: str, batch: int) -> Callable[[], Any]:
+    """The harness's own callable for this runtime: what `compress run` times is what is benchmarked."""
+    shape = (3, variant.image_size, variant.image_size)
+    if runtime == measure.TORCH_CPU:
         assert variant.module is not None
-        x = torch.randn(*shape)
-        model = variant.module
-
-        def run_torch() -> Any:
-            with torch.inference_mode():
-                return model(x)
-
-        return run_torch
+        return measure.torch_runner(variant.module, shape, batch, torch.device("cpu"))
     assert variant.onnx is not None
-    sess = export.session(variant.onnx)
-    xn = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    return lambda: export.run(sess, xn)
+    return export.ort_runner(export.session(variant.onnx), shape, batch)
 
 
-CASES = [(v, backend, b) for v in VARIANTS for backend in ("pytorch", "onnxruntime") for b in BATCHES
-         if not (v == "quantization" and backend == "pytorch")]  # the int8 ONNX file has no eager model
+RUNTIMES = (measure.TORCH_CPU, measure.ORT_CPU)
+CASES = [(v, rt, b) for v in variant_names() for rt in RUNTIMES for b in BATCHES]
 
 
-@pytest.mark.parametrize("name,backend,batch", CASES, ids=[f"{v}-{bk}-b{b}" for v, bk, b in CASES])
-def test_forward_latency(benchmark: Any, variants: Variants, name: str, backend: str, batch: int) -> None:
+@pytest.mark.parametrize("name,runtime,batch", CASES, ids=[f"{v}-{rt}-b{b}" for v, rt, b in CASES])
+def test_forward_latency(benchmark: Any, variants: Variants, name: str, runtime: str, batch: int) -> None:
     variant = variants.get(name)
-    if backend == "onnxruntime" and variant.onnx is None:
+    if runtime == measure.ORT_CPU and variant.onnx is None:
         pytest.skip(f"{name}: no ONNX model ({variant.origin})")
-    benchmark.group = f"{backend} batch {batch}"
-    benchmark.extra_info.update({"variant": name, "origin": variant.origin, "threads": torch.get_num_threads(),
-                                 "image_size": variant.image_size})
-    fn = _call(variant, backend, batch)
-    out = benchmark.pedantic(fn, rounds=ROUNDS[batch], iterations=1, warmup_rounds=3)
+    if runtime == measure.TORCH_CPU and variant.module is None:
+        pytest.skip(f"{name}: runs as an ONNX file only ({variant.origin})")
+    benchmark.group = f"{runtime} batch {batch}"
+    fn = _call(variant, runtime, batch)
+    with measure.torch_threads(None) as threads:  # the harness's default: all cores, recorded
+        benchmark.extra_info.update({"variant": name, "origin": variant.origin, "threads": threads,
+                                     "image_size": variant.image_size})
+        out = benchmark.pedantic(fn, rounds=ROUNDS[batch], iterations=1, warmup_rounds=3)
     assert tuple(out.shape) == (batch, variant.num_classes) and bool(np.isfinite(np.asarray(out)).all())

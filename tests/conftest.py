@@ -20,18 +20,3 @@ QUICK_DATA = ["--max-samples", "80"]
 QUICK_LATENCY = ["--latency-warmup", "1", "--latency-min-calls", "2", "--latency-max-calls", "2",
                  "--latency-budget-s", "0", "--latency-batches", "1,32", "--no-latency-gpu", "--no-latency-ort"]
 QUICK_CLI = [*QUICK_DATA, *QUICK_LATENCY, "--batch-size", "16"]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Plain `pytest` runs the benchmark files once each, as correctness tests; timing is opt-in.
-
-    `pytest --benchmark-only` (or --benchmark-enable / -json / -autosave / -compare) times them.
-    pytest-benchmark configures itself last, so setting its option here is enough.
-    """
-    opt = config.option
-    if not hasattr(opt, "benchmark_disable"):
-        return
-    timing = any(getattr(opt, name, None) for name in ("benchmark_only", "benchmark_enable", "benchmark_json",
-                                                      "benchmark_autosave", "benchmark_compare", "benchmark_save"))
-    if not timing:
-        opt.benchmark_disable = True

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress import compressors, distill, measure, models
+from compress import compressors, kd, measure, models
 from compress.compressors import Context
 from compress.compressors.depthwise import DepthwiseConfig
 from compress.compressors.distillation import DistillationConfig
-from compress.distill import KD, kd_loss
+from compress.kd import KD, kd_loss
 from compress.train import TrainConfig, fit
 
 SPEC = models.ModelSpec(num_classes=10)
@@ -83,24 +83,24 @@ def test_each_student_trains_one_step_from_cached_teacher_logits(student: str) -
     data = TensorDataset(torch.randn(12, 3, 32, 32), torch.randint(0, 10, (12,)))
     loader = DataLoader(data, batch_size=6)
     teacher = models.build(models.ModelSpec(num_classes=10, conv_widths=(8,) * 13, hidden=(16,))).eval()
-    cached = distill.with_teacher(loader, teacher, torch.device("cpu"), augment=False)
+    cached = kd.with_teacher(loader, teacher, torch.device("cpu"), augment=False)
     x, y, t = next(iter(DataLoader(cached.dataset, batch_size=12)))
     with torch.no_grad():
         assert torch.allclose(t, teacher(x), atol=1e-5)  # the cache holds the teacher's logits for those images
     model, spec = compressors.get("distillation").fn(None, SPEC, DistillationConfig(student=student), _ctx())
     assert measure.count_params(model)[0] * 10 < 134_301_514  # VGG16 with 10 classes
     before = copy.deepcopy(model.state_dict())
-    kd = KD()
+    settings = KD()
     fit(model, cached, DataLoader(data, batch_size=6), TrainConfig(epochs=1, lr=1e-3), torch.device("cpu"),
-        loss_fn=lambda s, y, t: kd_loss(s, t, y, kd))
+        loss_fn=lambda s, y, t: kd_loss(s, t, y, settings))
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     models.build(spec).load_state_dict(model.state_dict())
 
 
 def test_the_control_is_the_same_config_without_the_teacher() -> None:
     assert DistillationConfig(student="vgg11").control() == DistillationConfig(student="vgg11", kd=False)
-    assert DistillationConfig(kd=False).control() is None and DistillationConfig(kd=False).distillation is None
-    assert DepthwiseConfig(distill=True).control() == DepthwiseConfig(distill=False)
+    assert DistillationConfig(kd=False).control() is None and DistillationConfig(kd=False).teacher is None
+    assert DepthwiseConfig(kd=True).control() == DepthwiseConfig(kd=False)
     assert DepthwiseConfig().control() is None
 
 
@@ -113,4 +113,4 @@ def test_the_depthwise_row_states_its_block_but_offers_no_flag_for_it(capsys: py
     with pytest.raises(SystemExit):
         main(["run", "depthwise", "--help"])
     out = capsys.readouterr().out
-    assert "--distill" in out and "--keep-first" in out and "--block" not in out
+    assert "--kd" in out and "--keep-first" in out and "--block" not in out

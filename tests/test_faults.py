@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from compress import models, pipeline, report
+from compress.session import Workspace
 from compress.cli import main
 from compress.results import Store
 from compress.train import TrainConfig, fit
@@ -111,7 +112,7 @@ def test_resume_refuses_a_checkpoint_written_with_other_settings(tmp_path: Path)
 
 
 def test_an_interrupted_run_is_found_by_its_configuration(tmp_path: Path) -> None:
-    ws = pipeline.Workspace(tmp_path)
+    ws = Workspace(tmp_path)
     config = {"compressor": {"amount": 0.3, "hidden": (1, 2)}, "arch": "vgg16"}
     for name, cfg, ckpt, done in (("20260101-a", config, True, False), ("20260102-b", {"other": 1}, True, False),
                                   ("20260103-c", config, True, True), ("20260104-d", config, False, False)):

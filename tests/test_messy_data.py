@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from compress import data, pipeline
+from compress import data
+from compress.baseline import stored_split
+from compress.session import Workspace
 from compress.cli import main
 from compress.errors import CompressError
 from tests.conftest import QUICK_LATENCY
@@ -69,12 +71,12 @@ def test_messy_folder_loads_every_good_image_as_rgb_and_names_the_broken_ones(
 def test_a_changed_folder_is_detected_instead_of_silently_re_split(tmp_path: Path) -> None:
     make_messy_folder(tmp_path / "photos")
     cfg = data.DataConfig(data=str(tmp_path / "photos"), image_size=32)
-    ws = pipeline.Workspace(tmp_path / "runs")
-    split = pipeline.stored_split(ws, cfg, data.load(cfg))
-    assert pipeline.stored_split(ws, cfg, data.load(cfg)) == split  # same data: same split, from disk
+    ws = Workspace(tmp_path / "runs")
+    split = stored_split(ws, cfg, data.load(cfg))
+    assert stored_split(ws, cfg, data.load(cfg)) == split  # same data: same split, from disk
     _img("RGB", seed=99).save(tmp_path / "photos" / CLASSES[2] / "new.jpg")
     with pytest.raises(CompressError, match="changed since its split was stored"):
-        pipeline.stored_split(ws, cfg, data.load(cfg))
+        stored_split(ws, cfg, data.load(cfg))
 
 
 def test_baseline_and_a_compressor_run_on_the_messy_folder(tmp_path: Path,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress import export, measure, models, pipeline
+from compress import export, harness, measure, models
 from compress.compressors import Artifact, Context
 from compress.compressors.quantization import QuantizationConfig, calibration_batches, quantization
 from compress.data import Loaders
@@ -62,8 +62,8 @@ def test_onnxruntime_int8_is_a_smaller_int8_file_that_still_classifies(tiny: tor
                                                                       tmp_path: Path) -> None:
     art = quantization(copy.deepcopy(tiny), TINY, QuantizationConfig(calibration_size=32), _ctx(tmp_path))
     assert isinstance(art, Artifact) and art.onnx is not None and art.module is None
-    assert art.file == art.onnx and art.source_onnx is not None
-    assert measure.file_size(art.file) < 0.5 * measure.file_size(art.source_onnx)
+    assert art.file == art.onnx and art.fp32_onnx is not None
+    assert measure.file_size(art.file) < 0.5 * measure.file_size(art.fp32_onnx)
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(art.onnx)).graph.node}
@@ -107,11 +107,12 @@ def test_int8_accuracy_comes_from_the_int8_session_not_the_fp32_model(tmp_path: 
     ld = _loaders(labels=2)
     export.export_onnx(other, tmp_path / "int8.onnx", torch.randn(2, 3, 32, 32))
     art = Artifact(backend="test", file=tmp_path / "int8.onnx", onnx=tmp_path / "int8.onnx")
-    info = pipeline.RowInfo(dataset="t", compressor="quantization", config={}, seed=0, command="t")
+    info = harness.RowInfo(dataset="t", compressor="quantization", config={}, seed=0, command="t")
     lat = measure.LatencyConfig(warmup=0, min_calls=1, max_calls=1, budget_s=0, batches=(1,), gpu=False)
-    row, preds = pipeline.measure_row(fp32, TINY, art, 32, info, lat, ld.test, torch.device("cpu"))
+    row, preds = harness.measure_row(harness.Subject(fp32, TINY, art, 32), info, lat, ld.test, torch.device("cpu"))
     assert row.accuracy == 1.0 and (preds == 2).all()
-    assert row.cpu_b1 is None and row.ort_b1 is not None and row.gpu_note == "n/a (CPU int8 backend)"
+    assert row.lat(measure.TORCH_CPU, 1) is None and row.lat(measure.ORT_CPU, 1) is not None
+    assert row.note(measure.TORCH_CUDA) == "n/a (CPU int8 backend)"
     assert row.params == measure.count_params(fp32)[0] and row.env["dtype"] == "int8"
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import json
 from pathlib import Path
 
 from compress.measure import Latency
@@ -10,10 +11,11 @@ from compress.results import ResultRow, Store
 def _row(i: int, writer: int) -> ResultRow:
     lat = Latency(batch=1, median_ms=1.0, p90_ms=1.2, iqr_ms=0.1, calls=10)
     return ResultRow(
-        row_id=f"w{writer}-{i}", created=f"2026-01-01T00:00:{i:02d}", dataset="digits", compressor="baseline",
+        row_id=f"w{writer}-{i}", created=f"2026-01-01T00:00:00.{i:06d}+00:00",  # fixed width
+        dataset="digits", compressor="baseline",
         config={"i": i}, config_hash=str(i), baseline_row_id=None, model_path="m.pt", num_classes=10,
-        image_size=32, params=1, nonzero_params=1, macs=1, size_bytes=1, cpu_b1=lat, cpu_b32=None, gpu_b1=None,
-        gpu_b32=None, gpu_note="n/a", accuracy=0.5, accuracy_before_finetune=None, test_images=1, finetune_epochs=0,
+        image_size=32, params=1, nonzero_params=1, macs=1, size_bytes=1, latency={"torch-cpu": {1: lat}},
+        latency_notes={"torch-cuda": "n/a"}, accuracy=0.5, accuracy_before_finetune=None, test_images=1, finetune_epochs=0,
         best_epoch=None, train_seconds=0.0, seed=0, env={}, command="test")
 
 
@@ -41,3 +43,20 @@ def test_rows_round_trip_with_nested_latency(tmp_path: Path) -> None:
     row = _row(1, 0)
     store.add(row)
     assert store.rows("digits") == [row] and store.rows("other") == [] and store.datasets() == ["digits"]
+
+
+def test_rows_of_the_old_schema_load_keyed_by_runtime_and_batch() -> None:
+    """Rows written before latency was keyed by runtime x batch (cpu_b1 ... ort_b32, gpu_note) still load."""
+    old = _row(0, 0).to_dict()
+    del old["latency"], old["latency_notes"]
+    lat = {"batch": 32, "median_ms": 9.0, "p90_ms": 9.5, "iqr_ms": 0.2, "calls": 20, "warning": None}
+    old.update(cpu_b1={**lat, "batch": 1}, cpu_b32=lat, gpu_b1=None, gpu_b32=None, gpu_note="n/a (no CUDA device)",
+               ort_b1=None, ort_b32={**lat, "median_ms": 4.0}, ort_note="", compressor="depthwise",
+               config={"compressor": {"distill": True, "head": "gap"}})
+    row = ResultRow.from_dict(json.loads(json.dumps(old)))
+    assert row.lat("torch-cpu", 1).batch == 1 and row.lat("torch-cpu", 32).median_ms == 9.0
+    assert row.lat("ort-cpu", 32).median_ms == 4.0 and row.lat("ort-cpu", 1) is None
+    assert "torch-cuda" not in row.latency and row.note("torch-cuda") == "n/a (no CUDA device)"
+    assert row.config["compressor"] == {"kd": True, "head": "gap"}  # depthwise's switch is now --kd
+    again = ResultRow.from_dict(json.loads(json.dumps(row.to_dict())))  # the new schema round-trips
+    assert again == row
