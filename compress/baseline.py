@@ -6,15 +6,18 @@ on the same validation images and is scored on exactly the same test images.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from compress import data as data_mod
-from compress import models
+from compress import models, pretrained
 from compress.atomic import write_json
 from compress.compressors import Artifact
 from compress.data import DataBundle, DataConfig, Loaders, Split
@@ -68,17 +71,96 @@ class Reference:
     row: ResultRow
 
 
+LEAKAGE = ("imported baseline: its absolute test accuracy may be optimistic, since the checkpoint may have been "
+           "trained on some of these test images (the seeds split with an unseeded random_split); the paired "
+           "deltas and McNemar tests still compare like with like. Pass --test-data DIR with images it never saw "
+           "for an honest absolute figure")
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes: an imported baseline is cached by what it holds, not by its name."""
+    st = Path(path).stat()
+    return _digest(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str, mtime_ns: int, size: int) -> str:  # keyed by mtime and size: hashed once per version
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def baseline_dir(session: Session) -> Path:
+    """The cache folder of this session's baseline (per data, source, and arch or file content)."""
+    src, ws = session.baseline, session.workspace
+    if src.weights is not None:
+        models.require_file(Path(src.weights))
+        return ws.root / "baselines" / f"{session.data.key()}-import-{file_digest(src.weights)[:12]}"
+    return ws.baseline_dir(session.data, session.arch + src.tag())
+
+
 def ensure_baseline(session: Session) -> Baseline:
-    """Load the cached baseline for this data and arch, or train it (best epoch on validation)."""
-    ws, data_cfg = session.workspace, session.data
+    """The baseline: your checkpoint, or the cached one for this data and source, or one trained now.
+
+    Everything that can be wrong with the baseline's source is checked before anything is stored.
+    """
+    ws, data_cfg, src = session.workspace, session.data, session.baseline
+    if src.imported and session.retrain:
+        raise CompressError("--retrain trains a baseline of our own, but --baseline-weights makes your checkpoint "
+                            "the baseline: drop one of them")
     bundle = data_mod.load(data_cfg)
-    bdir = ws.baseline_dir(data_cfg, session.arch)
+    bdir = baseline_dir(session)
+    cached = (bdir / "meta.json").exists() and (bdir / "model.pt").exists() and not session.retrain
+    if src.imported:
+        return _imported(session, bdir, bundle, cached)
+    state = None
+    if src.pretrained is not None and not cached:  # a missing weights file fails before the split is stored
+        state = pretrained.imagenet_state_dict(session.arch, src.pretrained, src.download)
     if session.retrain and not session.resume:
         ws.split_path(data_cfg).unlink(missing_ok=True)
     split = stored_split(ws, data_cfg, bundle)
-    if (bdir / "meta.json").exists() and (bdir / "model.pt").exists() and not session.retrain:
+    if cached:
         return _cached(session, bdir, bundle, split)
-    return _train(session, bdir, bundle, split)
+    return _train(session, bdir, bundle, split, state)
+
+
+def _check_classes(path: Path, spec: ModelSpec, known: Any, bundle: DataBundle) -> None:
+    if spec.num_classes != bundle.num_classes or (isinstance(known, list) and known != bundle.classes):
+        theirs = f" ({', '.join(map(str, known))})" if isinstance(known, list) else ""
+        raise CompressError(f"{path} predicts {spec.num_classes} classes{theirs}, but {bundle.name} has "
+                            f"{bundle.num_classes} ({', '.join(bundle.classes)}): pass the data it was trained on, "
+                            "with the same class folders")
+
+
+def _imported(session: Session, bdir: Path, bundle: DataBundle, cached: bool) -> Baseline:
+    """Your checkpoint as the baseline: validated, converted once, cached by its content hash."""
+    src = session.baseline
+    assert src.weights is not None
+    path = Path(src.weights)
+    if cached:
+        meta = json.loads((bdir / "meta.json").read_text())
+        model = models.load_model(bdir / "model.pt", src.arch)
+        _check_classes(path, model.spec, meta.get("checkpoint_classes"), bundle)
+        log(f"using {path} as the baseline (converted before: {bdir / 'model.pt'})")
+    else:
+        model = models.load_model(path, src.arch, None, src.trust_pickle)
+        known = model.extra.get("classes") if isinstance(model.extra, dict) else None
+        _check_classes(path, model.spec, known, bundle)
+        meta = {"arch": model.spec.arch, "data": asdict(session.data), "train": None, "best_epoch": None,
+                "train_seconds": 0.0, "classes": bundle.classes, "checkpoint_classes": known,
+                "source": {"kind": "imported", "file": str(path.resolve()), "sha256": file_digest(path),
+                           "layout": model.layout}}
+        models.save_checkpoint(model.model, model.spec, bdir / "model.pt",
+                               extra={"classes": bundle.classes, "image_size": session.data.size})
+        write_json(bdir / "meta.json", meta)
+        log(f"using {path} as the baseline ({model.layout} layout, {model.spec.arch}, {model.spec.num_classes} "
+            f"classes); no baseline training")
+    split = stored_split(session.workspace, session.data, bundle)
+    if not bundle.official_test:
+        log(f"note: {LEAKAGE}")
+    return Baseline(model.model, model.spec, bdir / "model.pt", meta, bundle, split, session.data)
 
 
 def _cached(session: Session, bdir: Any, bundle: DataBundle, split: Split) -> Baseline:
@@ -92,19 +174,25 @@ def _cached(session: Session, bdir: Any, bundle: DataBundle, split: Split) -> Ba
     return Baseline(imported.model, imported.spec, bdir / "model.pt", meta, bundle, split, session.data)
 
 
-def _train(session: Session, bdir: Any, bundle: DataBundle, split: Split) -> Baseline:
-    data_cfg, train_cfg, device = session.data, session.baseline_train, session.device
+def _train(session: Session, bdir: Any, bundle: DataBundle, split: Split,
+           imagenet: dict[str, torch.Tensor] | None) -> Baseline:
+    data_cfg, train_cfg, device, src = session.data, session.baseline_train, session.device, session.baseline
     log(f"training the {session.arch} baseline on {data_cfg.name} ({len(split.train)} train / {len(split.val)} val / "
         f"{len(split.test)} test images, {data_cfg.size}px, {train_cfg.epochs} epochs) on {device}")
     torch.manual_seed(data_cfg.seed)
     spec = ModelSpec(arch=session.arch, num_classes=bundle.num_classes)
-    model = models.build(spec)
+    if imagenet is not None:  # the seeds' recipe: ImageNet weights, a fresh last layer for these classes
+        model = pretrained.imagenet_vgg(session.arch, bundle.num_classes, imagenet, str(src.pretrained))
+        pretrained.freeze_features(model, src.freeze_features)
+    else:
+        model = models.build(spec)
     ld = data_mod.loaders(bundle, split, train_cfg.batch_size, data_cfg.seed, augment=train_cfg.augment)
     checkpoint = bdir / "resume.pt"
     if checkpoint.exists() and not session.resume:
         log(f"note: an interrupted baseline training left {checkpoint}; pass --resume to continue it")
     result = fit(model, ld.train, ld.val, train_cfg, device, desc="baseline", checkpoint=checkpoint,
                  resume=session.resume)
+    pretrained.freeze_features(model, False)  # compressors fine-tune every layer
     test_acc = accuracy(model, ld.test, device)
     ckpt = bdir / "model.pt"
     models.save_checkpoint(model, spec, ckpt, extra={"classes": bundle.classes, "image_size": data_cfg.size})
@@ -112,6 +200,10 @@ def _train(session: Session, bdir: Any, bundle: DataBundle, split: Split) -> Bas
             "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
             "test_accuracy": test_acc, "train_seconds": result.seconds, "history": result.history,
             "classes": bundle.classes, "fingerprint": bundle.fingerprint}
+    if src.pretrained is not None:
+        meta["source"] = {"kind": "pretrained", "weights": src.pretrained if src.pretrained != pretrained.IMAGENET
+                          else f"torchvision {session.arch} IMAGENET1K_V1 ({pretrained.hub_file(session.arch).name})",
+                          "freeze_features": src.freeze_features, "normalization": data_cfg.normalization}
     write_json(bdir / "meta.json", meta)  # written last: a baseline without meta.json is not a cached baseline
     log(f"baseline: best epoch {result.best_epoch}, val {100 * result.best_val_accuracy:.2f}%, "
         f"test {100 * test_acc:.2f}%, {result.seconds:.0f}s; saved {ckpt}")
@@ -121,9 +213,13 @@ def _train(session: Session, bdir: Any, bundle: DataBundle, split: Split) -> Bas
 def measure_baseline(session: Session, base: Baseline) -> ResultRow:
     """Measure the baseline into a row of its own and store it."""
     config = {"arch": base.spec.arch, "train": base.meta["train"], "data": base.meta["data"]}
+    if "source" in base.meta:  # imported or ImageNet-pretrained (a baseline trained from scratch says nothing)
+        config["baseline"] = base.meta["source"]
+    imported = base.meta.get("source", {}).get("kind") == "imported"
     info = RowInfo(dataset=base.data_cfg.name, compressor="baseline", config=config, seed=base.data_cfg.seed,
                    command=session.command, finetune_epochs=0, best_epoch=base.meta["best_epoch"],
-                   train_seconds=base.meta["train_seconds"])
+                   train_seconds=base.meta["train_seconds"],
+                   caveats=(LEAKAGE,) if imported and not base.bundle.official_test else ())
     row_id = new_row_id("baseline", config)
     run_dir = session.workspace.run_dir(base.data_cfg.name, "baseline", row_id)
     subject = Subject(base.model, base.spec, Artifact.fp32(base.model, base.path), base.data_cfg.size, "baseline")

@@ -10,17 +10,17 @@ import argparse
 import json
 import shlex
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from compress import compressors, data, models, pipeline, report, suite
+from compress import compressors, data, models, pipeline, pretrained, report, suite
 from compress.baseline import reference
 from compress.errors import CompressError
-from compress.faults import check_writable, one_line_errors, terminate_as_interrupt
+from compress.faults import check_writable, one_line_errors, sigterm_as_interrupt
 from compress.flags import Parser, add_config_flags, config_from, list_of
 from compress.measure import LatencyConfig
-from compress.session import REPORT_BATCH, Session, Workspace, log, pick_device
+from compress.session import REPORT_BATCH, BaselineSource, Session, Workspace, log, pick_device
 from compress.train import FinetuneConfig, TrainConfig
 
 # ---------------------------------------------------------------------------------------
@@ -43,7 +43,19 @@ def _data_flags(p: argparse.ArgumentParser, **defaults: Any) -> None:
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", choices=list(models.ARCHS), default="vgg16", help="baseline architecture")
+    g = p.add_argument_group("the baseline")
+    g.add_argument("--arch", choices=list(models.ARCHS), default=None,
+                   help="baseline architecture (default vgg16; with --baseline-weights, checked against the file)")
+    g.add_argument("--baseline-weights", type=Path, default=None, metavar="PATH",
+                   help="your trained checkpoint is the baseline (a state dict in torchvision's or seed 004's "
+                        "layout, or a compress checkpoint): no baseline training")
+    g.add_argument("--trust-pickle", action="store_true",
+                   help="allow --baseline-weights to be a fully pickled model (unpickling runs code)")
+    g.add_argument("--pretrained", nargs="?", const=pretrained.IMAGENET, default=None, metavar="PATH",
+                   help="train the baseline from ImageNet weights as the seeds do: torchvision's file from the torch "
+                        "hub cache ($TORCH_HOME), or PATH; --download lets it fetch the file")
+    g.add_argument("--freeze-features", action="store_true",
+                   help="with --pretrained: train the classifier only (seed 000)")
     p.add_argument("--device", default="auto", help="training device: auto, cpu or cuda (default auto)")
 
 
@@ -147,7 +159,14 @@ def session_from(ns: argparse.Namespace, command: str) -> Session:
             raise CompressError(f"--epochs must be positive for the baseline, got {train.epochs}")
     else:  # the baseline's own recipe; --epochs etc. are the fine-tune's
         train = TrainConfig(epochs=getattr(ns, "baseline_epochs", TrainConfig.epochs))
-    return Session(workspace=workspace(ns), data=config_from(data.DataConfig, ns, dataset=ns.dataset or "digits"),
+    source = BaselineSource(weights=getattr(ns, "baseline_weights", None), trust_pickle=ns.trust_pickle,
+                            arch=ns.arch, pretrained=getattr(ns, "pretrained", None),
+                            download=bool(getattr(ns, "download", False)),
+                            freeze_features=getattr(ns, "freeze_features", False))
+    data_cfg = config_from(data.DataConfig, ns, dataset=ns.dataset or "digits")
+    if source.pretrained is not None:  # ImageNet weights expect ImageNet's input statistics
+        data_cfg = replace(data_cfg, normalization="imagenet")
+    return Session(workspace=workspace(ns), data=data_cfg, baseline=source,
                    arch=ns.arch or "vgg16", baseline_train=train, latency=config_from(LatencyConfig, ns, "lat_"),
                    device=pick_device(ns.device), command=command, keep_onnx=getattr(ns, "export_onnx", False),
                    resume=getattr(ns, "resume", False), retrain=getattr(ns, "retrain", False),
@@ -271,8 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "python -m compress " + shlex.join(argv)
     ns = build_parser().parse_args(argv)
-    terminate_as_interrupt()
-    with one_line_errors() as outcome:
+    with sigterm_as_interrupt(), one_line_errors() as outcome:
         if ns.command != "list" and not getattr(ns, "dry_run", False):
             check_writable([(getattr(ns, "reports_dir", None), "--reports-dir"), (workspace(ns).root, "--workdir")])
         COMMANDS[ns.command](ns, command)

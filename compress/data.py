@@ -7,17 +7,15 @@ best epoch on the same validation images and is scored on exactly the same test 
 from __future__ import annotations
 
 import hashlib
-import os
-import sys
-import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from compress import folders
 from compress.errors import CompressError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -41,8 +39,16 @@ class DataConfig:
     val_fraction: float = 0.1
     max_samples: int | None = None  # a seeded subset, for smoke tests
     strict: bool = False  # --data: refuse unreadable images instead of skipping them with a warning
+    test_data: str | None = None  # --data: a separate held-out folder of the same classes is the test split
+    # Input normalisation, stated in every row: "imagenet" mean/std (folders, torchvision datasets, and any
+    # ImageNet-pretrained baseline) or "half" ((x - 0.5) / 0.5, the built-in digits). "auto" picks by data.
+    normalization: Literal["auto", "imagenet", "half"] = field(default="auto", metadata={"cli": False})
 
     def __post_init__(self) -> None:
+        if self.normalization == "auto":
+            object.__setattr__(self, "normalization", "imagenet" if self.data or self.dataset != "digits" else "half")
+        if self.test_data is not None and not self.data:
+            raise CompressError("--test-data needs --data: it is the held-out test folder of an ImageFolder tree")
         if self.max_samples is not None and self.max_samples <= 0:
             raise CompressError(f"--max-samples must be positive, got {self.max_samples}")
         for name in ("test_fraction", "val_fraction"):
@@ -60,7 +66,13 @@ class DataConfig:
         """Identity of the data a baseline was trained on (part of its cache key)."""
         src = f"folder:{Path(self.data).resolve()}" if self.data else self.dataset
         raw = f"{src}|{self.size}|{self.seed}|{self.test_fraction}|{self.val_fraction}|{self.max_samples}"
+        if self.test_data:  # keys of data without a test folder stay what they were
+            raw += f"|test:{Path(self.test_data).resolve()}"
         return f"{self.name}-{self.size}px-s{self.seed}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
+
+    @property
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return (IMAGENET_MEAN, IMAGENET_STD) if self.normalization == "imagenet" else ((0.5,) * 3, (0.5,) * 3)
 
     @property
     def size(self) -> int:
@@ -110,7 +122,8 @@ def _digits(cfg: DataConfig) -> DataBundle:
     bunch = load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # N,1,8,8 in [0,1]
     x = torch.nn.functional.interpolate(x, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False)
-    x = ((x - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in cfg.mean_std)
+    x = ((x.expand(-1, 3, -1, -1) - mean) / std).contiguous()
     y = torch.tensor(bunch.target, dtype=torch.long)
     fp = hashlib.sha256(bunch.images.tobytes() + bunch.target.tobytes()).hexdigest()[:16]
     ds = TensorDataset(x, y)
@@ -118,115 +131,31 @@ def _digits(cfg: DataConfig) -> DataBundle:
                       bunch.target.astype(np.int64), official_test=False)
 
 
-def _transform(size: int, grayscale: bool = False) -> Any:
+def _transform(size: int, grayscale: bool = False,
+               mean_std: tuple[tuple[float, ...], tuple[float, ...]] = (IMAGENET_MEAN, IMAGENET_STD)) -> Any:
     from torchvision import transforms as T
 
     steps: list[Any] = [T.Grayscale(3)] if grayscale else []
-    steps += [T.Resize((size, size)), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    steps += [T.Resize((size, size)), T.ToTensor(), T.Normalize(*mean_std)]
     return T.Compose(steps)
 
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
-MAX_PIXELS = 400_000_000  # Pillow's bomb guard, raised: a 100-megapixel photo is a photo, not an attack
-
-
-def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") or part.startswith("__MACOSX") for part in rel.parts)
-
-
-def open_rgb(path: str | Path, size: int | None = None) -> Any:
-    """Any mode Pillow reads (L, LA, P, RGBA, CMYK, I;16...) as RGB; big JPEGs decoded at reduced scale."""
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    img = Image.open(path)
-    if size and img.format == "JPEG":
-        img.draft("RGB", (size * 2, size * 2))  # DCT scaling: a 6000px photo decodes at a fraction of the cost
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("I", "F") or img.mode.startswith("I;16"):  # 16-bit / float scans: stretch to 8 bits
-        arr = np.asarray(img, dtype=np.float32)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
-        img = Image.fromarray(arr.astype(np.uint8), "L")
-    return img.convert("RGB")
-
-
-class ImageFiles(Dataset):
-    """(image, label) from a list of files; every image converted to RGB before the transform."""
-
-    def __init__(self, samples: list[tuple[str, int]], transform: Any, size: int) -> None:
-        self.samples, self.transform, self.size = samples, transform, size
-        self.targets = [t for _, t in samples]
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        path, target = self.samples[i]
-        return self.transform(open_rgb(path, self.size)), target
-
-
-def _check_image(path: Path, size: int) -> str | None:
-    """None if the image decodes completely, else why not (truncated, not an image, ...)."""
-    try:
-        img = open_rgb(path, size)
-        img.load()
-        return None
-    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
-
-
 def _folder(cfg: DataConfig) -> DataBundle:
-    """An ImageFolder tree, one sub-folder per class, as the seeds use, tolerant of real-world mess.
-
-    Classes are the sorted (Unicode NFC) folder names. Hidden files and non-image files are
-    skipped; images that do not decode are skipped with a warning naming each (or refused with
-    --strict). Every image is converted to RGB, whatever its mode.
-    """
-    root = Path(cfg.data or "")
-    if not root.exists():
-        raise CompressError(f"--data {root} does not exist: pass a folder with one sub-folder of images per class")
-    if not root.is_dir():
-        raise CompressError(f"--data {root} is a file: pass a folder with one sub-folder of images per class")
-    class_dirs = sorted((p for p in root.iterdir() if p.is_dir() and not _hidden(Path(p.name))),
-                        key=lambda p: unicodedata.normalize("NFC", p.name))
-    if not class_dirs:
-        raise CompressError(f"--data {root} has no class folders: expected {root}/<class name>/<image files>")
-    classes = [unicodedata.normalize("NFC", p.name) for p in class_dirs]
-    samples: list[tuple[str, int]] = []
-    empty, bad, ignored = [], [], 0
-    for label, cdir in enumerate(class_dirs):
-        files = sorted((p for p in cdir.rglob("*") if p.is_file() and not _hidden(p.relative_to(cdir))),
-                       key=lambda p: unicodedata.normalize("NFC", str(p.relative_to(root))))
-        images = [p for p in files if p.suffix.lower() in IMAGE_EXTS]
-        ignored += len(files) - len(images)
-        good = []
-        for p in images:
-            why = _check_image(p, cfg.size)
-            if why is None:
-                good.append((str(p), label))
-            else:
-                bad.append(f"{p.relative_to(root)} ({why})")
-        if not good:
-            empty.append(classes[label])
-        samples += good
-    if bad and cfg.strict:
-        raise CompressError(f"--data {root}: {len(bad)} image(s) cannot be read: {'; '.join(bad[:5])}"
-                            f"{' ...' if len(bad) > 5 else ''}; fix or remove them, or drop --strict to skip them")
-    if bad:
-        print(f"warning: skipped {len(bad)} unreadable image(s) under {root}: " + "; ".join(bad), file=sys.stderr)
-    if ignored:
-        print(f"note: ignored {ignored} non-image file(s) under {root} (images: {' '.join(IMAGE_EXTS)})",
-              file=sys.stderr)
-    if empty:
-        raise CompressError(f"--data {root}: class folder(s) {', '.join(empty)} hold no readable images "
-                            f"({' '.join(IMAGE_EXTS)}): add images or remove the folder")
-    listing = "\n".join(f"{unicodedata.normalize('NFC', str(Path(p).relative_to(root)))}:{os.path.getsize(p)}"
-                         for p, _ in samples)
-    fp = hashlib.sha256(listing.encode()).hexdigest()[:16]
-    ds = ImageFiles(samples, _transform(cfg.size), cfg.size)
-    return DataBundle(cfg.name, classes, cfg.size, fp, ds, ds, np.array(ds.targets), official_test=False)
+    """An ImageFolder tree; with --test-data, a second tree of the same classes is the test split."""
+    classes, samples, fp = folders.scan(Path(cfg.data or ""), cfg.size, cfg.strict)
+    ds = folders.ImageFiles(samples, _transform(cfg.size, mean_std=cfg.mean_std), cfg.size)
+    if cfg.test_data is None:
+        return DataBundle(cfg.name, classes, cfg.size, fp, ds, ds, np.array(ds.targets), official_test=False)
+    test_classes, test_samples, test_fp = folders.scan(Path(cfg.test_data), cfg.size, cfg.strict, "--test-data")
+    if test_classes != classes:
+        only_train = sorted(set(classes) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(classes))
+        raise CompressError(f"--test-data {cfg.test_data} has {len(test_classes)} classes, --data {cfg.data} has "
+                            f"{len(classes)}: only in --data: {', '.join(only_train) or 'none'}; only in --test-data: "
+                            f"{', '.join(only_test) or 'none'}. Both need the same class folders")
+    test = folders.ImageFiles(test_samples, _transform(cfg.size, mean_std=cfg.mean_std), cfg.size)
+    return DataBundle(cfg.name, classes, cfg.size, hashlib.sha256(f"{fp}|{test_fp}".encode()).hexdigest()[:16],
+                      ds, test, np.array(ds.targets), official_test=True)
 
 
 def _torchvision(cfg: DataConfig) -> DataBundle:
@@ -234,7 +163,7 @@ def _torchvision(cfg: DataConfig) -> DataBundle:
     from torchvision import datasets
 
     cls = {"cifar10": datasets.CIFAR10, "fashion-mnist": datasets.FashionMNIST}[cfg.dataset]
-    tf = _transform(cfg.size, grayscale=cfg.dataset == "fashion-mnist")
+    tf = _transform(cfg.size, grayscale=cfg.dataset == "fashion-mnist", mean_std=cfg.mean_std)
     root = Path(cfg.data_root)
     try:
         train = cls(str(root), train=True, download=cfg.download, transform=tf)

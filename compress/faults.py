@@ -68,10 +68,25 @@ def check_writable(targets: list[tuple[Any, str]]) -> None:
             raise CompressError(f"{flag} {path} is not writable: pass a folder you can write to")
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def terminate_as_interrupt() -> None:
     """SIGTERM (kill, a scheduler's timeout) unwinds like Ctrl-C: temporary files are cleaned up."""
     if threading.current_thread() is threading.main_thread():
-        def handler(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, _raise_interrupt)
 
-        signal.signal(signal.SIGTERM, handler)
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """terminate_as_interrupt for the length of a command, then the caller's handler again (library use)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGTERM)
+    terminate_as_interrupt()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)

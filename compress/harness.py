@@ -58,6 +58,7 @@ class RowInfo:
     accuracy_before_finetune: float | None = None
     source_row_id: str | None = None
     control_row_id: str | None = None
+    caveats: tuple[str, ...] = ()  # what a reader must know to read the row right (e.g. possible leakage)
 
 
 @dataclass(frozen=True)
@@ -184,4 +185,4 @@ def _row(subject: Subject, info: RowInfo, counts: Counts, timings: Timings, pred
         env=environment(cfg.threads or measure.default_threads(), art.dtype), command=info.command,
         onnx_size_bytes=timings.onnx_size, onnx_parity=timings.parity, backend=art.backend,
         source_row_id=info.source_row_id, control_row_id=info.control_row_id, conv_macs=counts.conv_macs,
-        correct=None if correct is None else stats.encode(correct))
+        correct=None if correct is None else stats.encode(correct), caveats=list(info.caveats))

@@ -23,6 +23,8 @@ from compress.errors import CompressError
 
 IQR_WARN = 0.10  # as torch.utils.benchmark: IQR/median above this means the figure is noisy
 
+MIN_TIMED = 5  # timed calls a figure has at least, whatever --latency-max-s says (unless --latency-min-calls is lower)
+
 # The runtimes a row can be timed on; a row's latency is {runtime: {batch: Latency}}.
 TORCH_CPU, ORT_CPU, TORCH_CUDA = "torch-cpu", "ort-cpu", "torch-cuda"
 RUNTIMES = (TORCH_CPU, ORT_CPU, TORCH_CUDA)  # the order tables show them in
@@ -48,6 +50,7 @@ class LatencyConfig:
     min_calls: int = 20
     max_calls: int = 200
     budget_s: float = 3.0  # stop adding calls past this, once min_calls are in
+    max_s: float = 30.0  # hard stop past this, once MIN_TIMED calls are in (a 224 px batch of 32 takes seconds)
     batches: tuple[int, ...] = (1, 32)
     threads: int | None = field(default=None, metadata={"flag": "--threads"})  # None: all cores; always recorded
     gpu: bool = True
@@ -62,6 +65,8 @@ class LatencyConfig:
             raise CompressError(f"--latency-batches must be positive batch sizes, got {self.batches}")
         if self.budget_s < 0:
             raise CompressError(f"--latency-budget-s must be >= 0, got {self.budget_s}")
+        if not self.max_s > 0:
+            raise CompressError(f"--latency-max-s must be positive, got {self.max_s}")
 
 
 def default_threads() -> int:
@@ -70,14 +75,25 @@ def default_threads() -> int:
 
 def time_calls(fn: Callable[[], object], cfg: LatencyConfig, batch: int,
                sync: Callable[[], None] | None = None) -> Latency:
-    """Untimed warm-up, then individually timed calls until min_calls and the budget are met."""
-    for _ in range(cfg.warmup):
+    """Untimed warm-up, then individually timed calls until min_calls and the budget are met.
+
+    Slow calls (VGG16 at 224 px, batch 32: seconds each on a small CPU) cut both phases short:
+    warm-up ends once it has used the budget (one call at least), and timing ends at `max_s`
+    once MIN_TIMED calls are in, so one figure never takes minutes; `calls` records how many.
+    """
+    start = time.perf_counter()
+    for i in range(cfg.warmup):
         fn()
-    if sync:
-        sync()
+        if sync:
+            sync()
+        if time.perf_counter() - start > cfg.budget_s:
+            break
     times: list[float] = []
-    deadline = time.perf_counter() + cfg.budget_s
+    start = time.perf_counter()
+    deadline, hard_stop = start + cfg.budget_s, start + cfg.max_s
     while len(times) < cfg.max_calls and (len(times) < cfg.min_calls or time.perf_counter() < deadline):
+        if len(times) >= min(MIN_TIMED, cfg.min_calls) and time.perf_counter() > hard_stop:
+            break
         t0 = time.perf_counter()
         fn()
         if sync:

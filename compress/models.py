@@ -180,13 +180,17 @@ class Imported:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def read_checkpoint(path: Path, trust_pickle: bool = False) -> Any:
-    """torch.load with weights_only=True; a full pickled model only with trust_pickle."""
-    path = Path(path)
+def require_file(path: Path) -> Path:
     if not path.exists():
         raise CompressError(f"checkpoint {path} does not exist: pass the path of a .pth/.pt file")
     if not path.is_file():
         raise CompressError(f"checkpoint {path} is not a file: pass the path of a .pth/.pt file")
+    return path
+
+
+def read_checkpoint(path: Path, trust_pickle: bool = False) -> Any:
+    """torch.load with weights_only=True; a full pickled model only with trust_pickle."""
+    path = require_file(Path(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... by case
@@ -207,7 +211,7 @@ def read_checkpoint(path: Path, trust_pickle: bool = False) -> Any:
                             f"{detail}); expected a file written by torch.save") from None
 
 
-def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+def state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict):
@@ -297,7 +301,7 @@ def load_model(path: Path, arch: str | None = None, num_classes: int | None = No
             qmodel.load_state_dict(sd)
             return Imported(model=qmodel, spec=spec, layout="compress", extra=extra)
     else:
-        sd = _as_state_dict(obj, path)
+        sd = state_dict_of(obj, path)
         layout = "torchvision"
         if any(_SEED_KEY.match(k) for k in sd):
             sd, layout = _seed004_to_torchvision(sd), "seed-004"

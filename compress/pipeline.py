@@ -157,7 +157,7 @@ def run_compressor(session: Session, job: Job, ref: Reference | None = None,
     start = start_from(session, old, ref, ld.test) if old else Start(ref.baseline.model, ref.baseline.spec)
     epochs = job.finetune.epochs if comp.finetune else 0
     config = {"compressor": asdict(job.config), "finetune": asdict(job.finetune) if comp.finetune else None,
-              "arch": session.arch, "data": asdict(session.data)}
+              "arch": ref.baseline.spec.arch, "data": asdict(session.data)}
     if start.row is not None and start.row.compressor != "baseline":
         config["source"] = {"compressor": start.row.compressor, "config_hash": start.row.config_hash}
     row_id, run_dir = _run_dir(session, job, config)

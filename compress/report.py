@@ -267,6 +267,12 @@ def _how_to_read(batch: int) -> list[str]:
     ]
 
 
+def _caveats(rows: list[ResultRow]) -> list[str]:
+    """What a reader must know before trusting a figure, once per distinct caveat."""
+    seen = dict.fromkeys(f"**Note** ({r.compressor}): {c}" for r in rows for c in r.caveats)
+    return [*seen, ""] if seen else []
+
+
 def _plots_block(plots: list[tuple[str, Path]]) -> list[str]:
     if not plots:
         return []
@@ -304,7 +310,7 @@ def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]
              f"{len(rows)} model(s), {first.test_images} test images at {first.image_size}x{first.image_size}, "
              f"{first.num_classes} classes. Generated from the results store by `python -m compress report`.", "",
              *_run_all_block(run_all), "## Comparison", "", to_markdown(rows, baselines, batch), "",
-             *_how_to_read(batch)]
+             *_caveats(rows), *_how_to_read(batch)]
     parts += _section("Lower precision against its own fp32 source",
                       "Same thread count, same CPU, same invocation; accuracy from the int8 model itself over the "
                       "whole test split.", _against_source(rows, by_id, batch))

@@ -61,6 +61,7 @@ class ResultRow:
     control_row_id: str | None = None  # the same model trained without the teacher (distillation's control)
     conv_macs: int | None = None  # MACs of the convolutional part alone (theory)
     correct: str | None = None  # per test image, in split order: "1" right, "0" wrong (McNemar's test)
+    caveats: list[str] = field(default_factory=list)  # what a reader must know to read this row right
 
     def lat(self, runtime: str, batch: int) -> Latency | None:
         """The statistics of one runtime at one batch size, or None when it was not timed."""

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from compress import compressors, kd
 from compress.atomic import write_json
-from compress.baseline import reference
+from compress.baseline import baseline_dir, reference
 from compress.compressors import Compressor, PlanOptions
 from compress.pipeline import Job, run_with_control
 from compress.results import ResultRow
@@ -63,8 +63,8 @@ def run_all(session: Session, options: PlanOptions, epochs: int | None,
     """Run the plan; returns every row written and the wall-clock seconds the whole run took."""
     start = time.perf_counter()
     steps = plan(options, epochs)
-    cached = (session.workspace.baseline_dir(session.data, session.arch) / "meta.json").exists()
-    baseline_cost = (0 if cached else session.baseline_train.epochs) + 1
+    trains = not session.baseline.imported and not (baseline_dir(session) / "meta.json").exists()
+    baseline_cost = (session.baseline_train.epochs if trains else 0) + 1
     total = sum(s.cost for s in steps) + baseline_cost
     rows: list[ResultRow] = []
     produced: dict[str, ResultRow] = {}
@@ -156,10 +156,12 @@ def sweep(session: Session, name: str, points: list[Any], finetune: FinetuneConf
 def describe(session: Session, options: PlanOptions, epochs: int | None) -> dict[str, Any]:
     """The plan as data, with training times from the store where this data has a matching row."""
     stored = session.store.rows(session.data.name)
-    meta_path = session.workspace.baseline_dir(session.data, session.arch) / "meta.json"
+    meta_path = baseline_dir(session) / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
-    baseline = {"cached": meta is not None, "epochs": (meta or {}).get("train", {}).get(
-        "epochs", session.baseline_train.epochs), "train_seconds": (meta or {}).get("train_seconds")}
+    train = (meta or {}).get("train") or {}
+    baseline = {"cached": meta is not None, "imported": str(session.baseline.weights or "") or None,
+                "epochs": 0 if session.baseline.imported else train.get("epochs", session.baseline_train.epochs),
+                "train_seconds": (meta or {}).get("train_seconds")}
     steps = []
     for step in plan(options, epochs):
         control = kd.control_of(step.config)
@@ -182,10 +184,14 @@ def _stored_seconds(rows: list[ResultRow], step: Step, config: Any) -> float | N
 
 def dry_run_lines(plan_info: dict[str, Any]) -> list[str]:
     b = plan_info["baseline"]
-    lines = [f"run all on {plan_info['dataset']} ({plan_info['image_size']}px), baseline {plan_info['arch']}: "
-             + (f"cached ({b['epochs']} epochs, trained in {b['train_seconds']:.0f} s)" if b["cached"]
-                else f"not cached: trains {b['epochs']} epochs first")]
-    known = 0.0 if b["cached"] else None
+    if b["imported"]:
+        state = f"your checkpoint {b['imported']}, no training"
+    elif b["cached"]:
+        state = f"cached ({b['epochs']} epochs, trained in {b['train_seconds']:.0f} s)"
+    else:
+        state = f"not cached: trains {b['epochs']} epochs first"
+    lines = [f"run all on {plan_info['dataset']} ({plan_info['image_size']}px), baseline {plan_info['arch']}: {state}"]
+    known = 0.0 if b["cached"] or b["imported"] else None
     for i, s in enumerate(plan_info["steps"], 1):
         sec = s["stored_train_seconds"]
         history = f"{sec:.0f} s of training last time" if sec is not None else "no stored run of this step"

@@ -9,6 +9,7 @@ from torch import nn
 
 from compress import models
 from compress.errors import CompressError
+from tests.photos import Seed004VGG16
 
 
 @pytest.mark.parametrize("classes,expected", [(3, 134_272_835), (2, 134_268_738), (17, 134_330_193)])
@@ -30,29 +31,6 @@ def test_vgg16_bn_layout() -> None:
     ours = models.build(models.ModelSpec(arch="vgg16_bn", num_classes=5)).state_dict()
     theirs = torchvision.models.vgg16_bn(weights=None, num_classes=5).state_dict()
     assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
-
-
-class Seed004VGG16(nn.Module):
-    """Seed 004's hand-built VGG16, transcribed: blocks of Conv-ReLU, classifier without dropout."""
-
-    def __init__(self, classes: int = 3) -> None:
-        super().__init__()
-
-        def block(cin: int, cout: int, n: int) -> nn.Sequential:
-            layers: list[nn.Module] = []
-            for i in range(n):
-                layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1), nn.ReLU()]
-            return nn.Sequential(*layers, nn.MaxPool2d(2, 2))
-
-        self.block1, self.block2 = block(3, 64, 2), block(64, 128, 2)
-        self.block3, self.block4, self.block5 = block(128, 256, 3), block(256, 512, 3), block(512, 512, 3)
-        self.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(),
-                                        nn.Linear(4096, classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for b in (self.block1, self.block2, self.block3, self.block4, self.block5):
-            x = b(x)
-        return self.classifier(torch.flatten(x, 1))
 
 
 def test_seed004_layout_is_mapped_and_gives_the_same_logits(tmp_path: Path) -> None:

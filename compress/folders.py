@@ -1,0 +1,116 @@
+"""ImageFolder trees of real photos, as the seeds use them, tolerant of real-world mess.
+
+Classes are the sorted (Unicode NFC) folder names. Hidden files and non-image files are
+skipped; images that do not decode are skipped with a warning naming each (or refused with
+--strict). Every image is converted to RGB, whatever its mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from compress.errors import CompressError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
+MAX_PIXELS = 400_000_000  # Pillow's bomb guard, raised: a 100-megapixel photo is a photo, not an attack
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") or part.startswith("__MACOSX") for part in rel.parts)
+
+
+def open_rgb(path: str | Path, size: int | None = None) -> Any:
+    """Any mode Pillow reads (L, LA, P, RGBA, CMYK, I;16...) as RGB; big JPEGs decoded at reduced scale."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    img = Image.open(path)
+    if size and img.format == "JPEG":
+        img.draft("RGB", (size * 2, size * 2))  # DCT scaling: a 6000px photo decodes at a fraction of the cost
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):  # 16-bit / float scans: stretch to 8 bits
+        arr = np.asarray(img, dtype=np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(arr.astype(np.uint8), "L")
+    return img.convert("RGB")
+
+
+class ImageFiles(Dataset):
+    """(image, label) from a list of files; every image converted to RGB before the transform."""
+
+    def __init__(self, samples: list[tuple[str, int]], transform: Any, size: int) -> None:
+        self.samples, self.transform, self.size = samples, transform, size
+        self.targets = [t for _, t in samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, target = self.samples[i]
+        return self.transform(open_rgb(path, self.size)), target
+
+
+def _check_image(path: Path, size: int) -> str | None:
+    """None if the image decodes completely, else why not (truncated, not an image, ...)."""
+    try:
+        img = open_rgb(path, size)
+        img.load()
+        return None
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+
+
+def scan(root: Path, size: int, strict: bool, flag: str = "--data") -> tuple[list[str], list[tuple[str, int]], str]:
+    """(classes, (path, label) samples, fingerprint) of one ImageFolder tree; `flag` names it in errors."""
+    root = Path(root)
+    if not root.exists():
+        raise CompressError(f"{flag} {root} does not exist: pass a folder with one sub-folder of images per class")
+    if not root.is_dir():
+        raise CompressError(f"{flag} {root} is a file: pass a folder with one sub-folder of images per class")
+    class_dirs = sorted((p for p in root.iterdir() if p.is_dir() and not _hidden(Path(p.name))),
+                        key=lambda p: unicodedata.normalize("NFC", p.name))
+    if not class_dirs:
+        raise CompressError(f"{flag} {root} has no class folders: expected {root}/<class name>/<image files>")
+    classes = [unicodedata.normalize("NFC", p.name) for p in class_dirs]
+    samples: list[tuple[str, int]] = []
+    empty, bad, ignored = [], [], 0
+    for label, cdir in enumerate(class_dirs):
+        files = sorted((p for p in cdir.rglob("*") if p.is_file() and not _hidden(p.relative_to(cdir))),
+                       key=lambda p: unicodedata.normalize("NFC", str(p.relative_to(root))))
+        images = [p for p in files if p.suffix.lower() in IMAGE_EXTS]
+        ignored += len(files) - len(images)
+        good = []
+        for p in images:
+            why = _check_image(p, size)
+            if why is None:
+                good.append((str(p), label))
+            else:
+                bad.append(f"{p.relative_to(root)} ({why})")
+        if not good:
+            empty.append(classes[label])
+        samples += good
+    if bad and strict:
+        raise CompressError(f"{flag} {root}: {len(bad)} image(s) cannot be read: {'; '.join(bad[:5])}"
+                            f"{' ...' if len(bad) > 5 else ''}; fix or remove them, or drop --strict to skip them")
+    if bad:
+        print(f"warning: skipped {len(bad)} unreadable image(s) under {root}: " + "; ".join(bad), file=sys.stderr)
+    if ignored:
+        print(f"note: ignored {ignored} non-image file(s) under {root} (images: {' '.join(IMAGE_EXTS)})",
+              file=sys.stderr)
+    if empty:
+        raise CompressError(f"{flag} {root}: class folder(s) {', '.join(empty)} hold no readable images "
+                            f"({' '.join(IMAGE_EXTS)}): add images or remove the folder")
+    listing = "\n".join(f"{unicodedata.normalize('NFC', str(Path(p).relative_to(root)))}:{os.path.getsize(p)}"
+                         for p, _ in samples)
+    return classes, samples, hashlib.sha256(listing.encode()).hexdigest()[:16]
