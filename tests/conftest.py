@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -20,3 +22,9 @@ QUICK_DATA = ["--max-samples", "80"]
 QUICK_LATENCY = ["--latency-warmup", "1", "--latency-min-calls", "2", "--latency-max-calls", "2",
                  "--latency-budget-s", "0", "--latency-batches", "1,32", "--no-latency-gpu", "--no-latency-ort"]
 QUICK_CLI = [*QUICK_DATA, *QUICK_LATENCY, "--batch-size", "16"]
+
+
+@pytest.fixture(autouse=True)
+def _in_a_fresh_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own empty folder: a default like --reports-dir reports never lands in the checkout."""
+    monkeypatch.chdir(tmp_path)

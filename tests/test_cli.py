@@ -29,11 +29,11 @@ def slim_run(workspace: Path) -> tuple[int, list[dict]]:
     with contextlib.redirect_stdout(out):
         code = main(["run", "slim-head", "--json", "--workdir", str(workspace / "runs"),
                      "--reports-dir", str(workspace / "reports"), "--epochs", "1", "--baseline-epochs", "1",
-                     *QUICK_CLI, "--latency-ort"])  # this run checks the ONNX Runtime columns too
+                     *QUICK_CLI, "--latency-ort", "--export-onnx"])  # checks the ONNX Runtime columns too
     return code, json.loads(out.getvalue())
 
 
-def test_run_prints_every_column_as_json(slim_run: tuple[int, list[dict]]) -> None:
+def test_run_prints_every_column_as_json(slim_run: tuple[int, list[dict]], workspace: Path) -> None:
     code, rows = slim_run
     assert code == 0
     assert [r["compressor"] for r in rows] == ["baseline", "slim-head"]
@@ -47,6 +47,9 @@ def test_run_prints_every_column_as_json(slim_run: tuple[int, list[dict]]) -> No
         assert r["latency"]["ort-cpu"]["32"]["batch"] == 32 and 0 <= r["onnx_parity"] <= 1e-4 and r["onnx_size_bytes"] > 0
         assert r["backend"] == "pytorch fp32" and r["env"]["dtype"] == "float32"
     base, slim = rows
+    for r in rows:  # --export-onnx: the parity-checked export that was timed, kept beside the model
+        onnx = workspace / "runs" / r["dataset"] / r["compressor"] / r["row_id"] / "model.onnx"  # its run folder
+        assert onnx.stat().st_size == r["onnx_size_bytes"]
     assert slim["baseline_row_id"] == base["row_id"]
     assert slim["params"] < 0.31 * base["params"]
     assert slim["size_bytes"] < 0.31 * base["size_bytes"]
@@ -126,6 +129,25 @@ def test_quantize_a_stored_run_with_from(slim_run: tuple[int, list[dict]], works
     assert int8["latency_notes"]["torch-cuda"] == "n/a (CPU int8 backend)" and int8["finetune_epochs"] == 0
     report = (workspace / "reports" / "digits.md").read_text()
     assert "Lower precision against its own fp32 source" in report and "vs the fp32 ONNX file" in report
+
+
+def test_unstructured_pruning_end_to_end_keeps_its_zeros_and_its_dense_cost(
+        slim_run: tuple[int, list[dict]], workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The pipeline's order: masks on while fine-tuning (zeros cannot regrow), then made permanent, then saved."""
+    from torch import nn
+
+    from compress.models import load_model
+
+    code = main(["run", "pruning", "--method", "unstructured", "--amount", "0.5", "--epochs", "1", "--json",
+                 "--workdir", str(workspace / "runs"), "--reports-dir", str(workspace / "reports"), *QUICK_CLI])
+    assert code == 0
+    base, row = json.loads(capsys.readouterr().out)
+    model = load_model(Path(row["model_path"])).model  # loads: no masks or weight_orig were saved
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            assert float((m.weight == 0).float().mean()) >= 0.4999  # every layer still half zeros after training
+    assert row["params"] == base["params"] and row["nonzero_params"] < 0.51 * row["params"]
+    assert row["macs"] == base["macs"] and abs(row["size_bytes"] - base["size_bytes"]) < 0.001 * base["size_bytes"]
 
 
 def test_every_distilled_row_has_its_control_beside_it(slim_run: tuple[int, list[dict]], workspace: Path,
@@ -215,8 +237,8 @@ BAD = [
     (["run", "pruning", "--round-to", "0"], "--round-to must be >= 1, got 0"),
     (["run", "all", "--amounts", "0.3,1.5"], "--amount must be between 0 and 1 (exclusive), got 1.5"),
     (["run", "all", "--baseline-epochs", "0"], "--baseline-epochs must be positive, got 0"),
-    (["run", "slim-head", "--data", "/etc/hostname"], "/etc/hostname is a file"),
-    (["run", "slim-head", "--reports-dir", "/etc/hostname/reports"], "--reports-dir /etc/hostname/reports cannot be"),
+    (["run", "slim-head", "--data", "a-file"], "--data a-file is a file"),  # the tests make a-file in their cwd
+    (["run", "slim-head", "--reports-dir", "a-file/reports"], "--reports-dir a-file/reports cannot be"),
 ]
 
 
@@ -226,6 +248,7 @@ def test_bad_input_is_one_line_and_nothing_is_stored(tmp_path: Path, argv: list[
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process (fast); the two subprocess tests below show the same holds for a real process."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder")
     try:
         code = main([*argv, "--workdir", str(tmp_path / "runs")])
     except SystemExit as exc:  # argparse's own errors
@@ -237,8 +260,9 @@ def test_bad_input_is_one_line_and_nothing_is_stored(tmp_path: Path, argv: list[
     assert not (tmp_path / "runs" / "results.sqlite").exists()
 
 
-@pytest.mark.parametrize("argv,message", [BAD[1], BAD[-1]], ids=["missing data", "unknown run"])
+@pytest.mark.parametrize("argv,message", [BAD[1], BAD[19]], ids=["missing data", "unknown --from run"])
 def test_bad_input_in_a_real_process_exits_2_with_one_line(tmp_path: Path, argv: list[str], message: str) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
     proc = subprocess.run([sys.executable, "-m", "compress", *argv, "--workdir", str(tmp_path / "runs")],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and message in proc.stderr
@@ -274,3 +298,11 @@ def test_data_folder_without_images_is_named(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "compress", "baseline", "--data", str(tmp_path / "empty")],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and "has no class folders" in proc.stderr
+
+
+def test_main_leaves_the_callers_sigterm_handler_as_it_found_it(tmp_path: Path) -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["report", "--workdir", str(tmp_path)]) == 2  # empty store: an error, after the handler was set
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -15,7 +15,7 @@ from compress.compressors import Context
 from compress.compressors.depthwise import DepthwiseConfig
 from compress.compressors.distillation import DistillationConfig
 from compress.kd import KD, kd_loss
-from compress.train import TrainConfig, fit
+from compress.train import TrainConfig, _train_epoch, fit, make_adam
 
 SPEC = models.ModelSpec(num_classes=10)
 LIGHT = models.ModelSpec(num_classes=10, head="gap", hidden=())  # VGG16's convolutions; a cheap head to build
@@ -114,3 +114,46 @@ def test_the_depthwise_row_states_its_block_but_offers_no_flag_for_it(capsys: py
         main(["run", "depthwise", "--help"])
     out = capsys.readouterr().out
     assert "--kd" in out and "--keep-first" in out and "--block" not in out
+
+
+ROUND_TRIPS = [("depthwise", DepthwiseConfig()), ("depthwise", DepthwiseConfig(keep_first=True, head="mlp",
+                                                                                 hidden=(32,))),
+               ("distillation", DistillationConfig(student="vgg11")),
+               ("distillation", DistillationConfig(student="seed-student")),
+               ("distillation", DistillationConfig(student="depthwise"))]
+
+
+@pytest.mark.parametrize("name,config", ROUND_TRIPS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(ROUND_TRIPS)])
+def test_saved_converted_models_and_students_load_with_identical_logits(name: str, config: object,
+                                                                        tmp_path: Path) -> None:
+    """Through a file, as the pipeline saves them and `load_model` reads them: same logits."""
+    torch.manual_seed(0)
+    model, spec = compressors.get(name).fn(None, SPEC, config, _ctx())
+    model.eval()
+    x = torch.randn(3, 3, 32, 32)
+    models.save_checkpoint(model, spec, tmp_path / "model.pt")
+    back = models.load_model(tmp_path / "model.pt")
+    assert back.spec == spec
+    with torch.no_grad():
+        assert torch.equal(back.model.eval()(x), model(x))
+
+
+def test_distilled_weights_depend_on_the_teacher_logits() -> None:
+    """Two teachers, same student, data and seed: different weights. A loss that ignored the teacher would tie."""
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(12, 3, 32, 32), torch.randint(0, 10, (12,)))
+    loader = DataLoader(data, batch_size=6)
+    trained = []
+    for teacher_seed in (1, 2):
+        torch.manual_seed(teacher_seed)
+        teacher = models.build(models.ModelSpec(num_classes=10, conv_widths=(8,) * 13, hidden=(16,))).eval()
+        cached = kd.with_teacher(loader, teacher, torch.device("cpu"), augment=False)
+        torch.manual_seed(0)
+        student, _ = compressors.get("distillation").fn(None, SPEC, DistillationConfig(student="seed-student"),
+                                                        _ctx())
+        opt = make_adam(student, TrainConfig(lr=1e-3))
+        # one epoch as fit runs it, without fit's best-epoch pick (which may hand back the starting weights)
+        _train_epoch(student, cached, opt, lambda s, y, t: kd_loss(s, t, y, KD(alpha=0.0)),  # the soft term alone
+                     torch.device("cpu"), "kd")
+        trained.append(student.state_dict())
+    assert any(not torch.equal(trained[0][k], trained[1][k]) for k in trained[0])

@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -23,20 +22,29 @@ from compress.results import Store
 from compress.train import TrainConfig, fit
 
 WRITER = textwrap.dedent("""
-    import sys
+    import os, sys, time
     from pathlib import Path
     from compress.atomic import write_json
-    from tests.test_store import _row
+    from compress.faults import one_line_errors, terminate_as_interrupt
     from compress.results import Store
+    from tests.test_store import _row
     store, out = Store(Path(sys.argv[1])), Path(sys.argv[2])
-    blob = {"payload": "x" * 2_000_000}  # big enough that a kill often lands mid-write
-    i = 0
-    while True:
-        store.add(_row(i, 0))
-        write_json(out / "row.json", {**blob, "i": i})
-        i += 1
-        if i == 3:
-            print("writing", flush=True)
+    real_fsync, writes = os.fsync, []
+
+    def fsync_then_hang(fd):  # the fault-injection point: temp file written, not yet renamed over row.json
+        real_fsync(fd)
+        writes.append(fd)
+        if len(writes) == 3:
+            print("inside the third write", flush=True)
+            time.sleep(120)  # the signal lands here, every time
+
+    os.fsync = fsync_then_hang
+    terminate_as_interrupt()  # what the CLI does: SIGTERM unwinds like Ctrl-C
+    with one_line_errors() as outcome:
+        for i in range(10):
+            store.add(_row(i, 0))
+            write_json(out / "row.json", {"payload": "x" * 2_000_000, "i": i})
+    sys.exit(outcome.code)
 """)
 
 
@@ -44,20 +52,27 @@ WRITER = textwrap.dedent("""
 def test_killing_a_writer_mid_write_leaves_store_and_files_intact(tmp_path: Path, sig: int) -> None:
     db, out = tmp_path / "results.sqlite", tmp_path / "run"
     out.mkdir()
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(out)], stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[1])
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
-    time.sleep(0.7)
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "inside the third write"
+    temps = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert len(temps) == 1  # the kill really lands inside atomic_open: a whole temp file, not yet renamed
     proc.send_signal(sig)
-    proc.wait(timeout=30)
+    _, err = proc.communicate(timeout=60)
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     con.close()
     rows = Store(db).rows()
-    assert len(rows) >= 3 and [r.row_id for r in rows] == [f"w0-{i}" for i in range(len(rows))]  # no gaps
-    assert len(json.loads((out / "row.json").read_text())["payload"]) == 2_000_000  # whole, never half
-    leftovers = [p.name for p in out.iterdir() if p.name != "row.json"]
-    assert all(n.startswith(".row.json.") and n.endswith(".tmp") for n in leftovers)  # at most a temp file
+    assert [r.row_id for r in rows] == ["w0-0", "w0-1", "w0-2"]  # every row added before the kill, no more
+    saved = json.loads((out / "row.json").read_text())
+    assert saved["i"] == 1 and len(saved["payload"]) == 2_000_000  # the last complete write, whole
+    leftovers = sorted(p.name for p in out.iterdir() if p.name != "row.json")
+    if sig == signal.SIGTERM:  # the CLI's own path: unwinds, removes its temp file, says one line, exits 130
+        assert proc.returncode == 130 and leftovers == []
+        assert err.strip().splitlines() == ["compress: interrupted; stored results are intact (an interrupted "
+                                            "training continues with --resume)"]
+    else:  # nothing runs after SIGKILL: the temp file stays beside a whole row.json, never in its place
+        assert proc.returncode == -signal.SIGKILL and leftovers == temps
     assert report.render("digits", rows).startswith("# compress report: digits")
 
 
@@ -71,29 +86,31 @@ def _tiny_training() -> tuple[torch.nn.Module, DataLoader, DataLoader]:
 
 
 def test_resumed_training_ends_exactly_where_an_uninterrupted_one_does(tmp_path: Path) -> None:
-    cfg = TrainConfig(epochs=3, lr=1e-3)
+    cfg = TrainConfig(epochs=3, lr=1e-2)  # on this data epoch 2 is the best and epoch 3 is worse
     model, train, val = _tiny_training()
-    fit(model, train, val, cfg, torch.device("cpu"))
+    whole = fit(model, train, val, cfg, torch.device("cpu"))
     expected = copy.deepcopy(model.state_dict())
+    assert whole.best_epoch == 2  # not the last: "restores the best epoch" is really exercised
 
     ckpt = tmp_path / "resume.pt"
-    _interrupt_in_epoch_two(cfg, ckpt)  # dies on the first batch of epoch 2: epoch 1's checkpoint is on disk
+    _interrupt_in_epoch(3, cfg, ckpt)  # dies in epoch 3: the best (epoch 2) is on disk only
     assert ckpt.exists() and ckpt.with_suffix(".best.pt").exists()
 
     model, train, val = _tiny_training()  # a fresh process would start from scratch like this
     result = fit(model, train, val, cfg, torch.device("cpu"), checkpoint=ckpt, resume=True)
-    assert len(result.history) == 3 and not ckpt.exists() and not ckpt.with_suffix(".best.pt").exists()
+    assert result.best_epoch == 2 and result.history == whole.history
+    assert not ckpt.exists() and not ckpt.with_suffix(".best.pt").exists()
     for k, v in expected.items():
         assert torch.equal(v, model.state_dict()[k]), k
 
 
-def _interrupt_in_epoch_two(cfg: TrainConfig, ckpt: Path) -> None:
+def _interrupt_in_epoch(epoch: int, cfg: TrainConfig, ckpt: Path) -> None:
     model, train, val = _tiny_training()
     calls = {"n": 0}
 
     def dies(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         calls["n"] += 1
-        if calls["n"] == len(train) + 1:
+        if calls["n"] == (epoch - 1) * len(train) + 1:  # the first batch of `epoch`
             raise KeyboardInterrupt
         return torch.nn.functional.cross_entropy(logits, y)
 
@@ -105,7 +122,7 @@ def test_resume_refuses_a_checkpoint_written_with_other_settings(tmp_path: Path)
     from compress.errors import CompressError
 
     ckpt = tmp_path / "resume.pt"
-    _interrupt_in_epoch_two(TrainConfig(epochs=3), ckpt)
+    _interrupt_in_epoch(2, TrainConfig(epochs=3), ckpt)
     model, train, val = _tiny_training()
     with pytest.raises(CompressError, match="resume with the same flags, or delete it"):
         fit(model, train, val, TrainConfig(epochs=5), torch.device("cpu"), checkpoint=ckpt, resume=True)
@@ -142,3 +159,45 @@ def test_out_of_memory_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPat
 def test_asking_for_a_missing_gpu_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["run", "slim-head", "--device", "cuda", "--workdir", str(tmp_path)]) == 2
     assert "no CUDA device is available here: use --device cpu" in capsys.readouterr().err
+
+
+def test_resume_through_the_cli_ends_where_an_uninterrupted_run_does(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C in epoch 2 of `run slim-head`, then `--resume`: the same weights as a run never interrupted."""
+    from compress import train
+    from tests.conftest import QUICK_DATA, QUICK_LATENCY
+    from tests.test_batches import NARROW
+
+    weights = tmp_path / "narrow.pt"  # your own (small) checkpoint as the baseline: no baseline training
+    models.save_checkpoint(models.build(NARROW), NARROW, weights, extra={"image_size": 32})
+    common = ["run", "slim-head", "--baseline-weights", str(weights), "--epochs", "3", "--batch-size", "16",
+              "--hidden", "32,16", "--json", *QUICK_DATA, *QUICK_LATENCY]
+
+    def run(ws: str, *extra: str) -> tuple[int, str]:
+        code = main([*common, "--workdir", str(tmp_path / ws), "--reports-dir", str(tmp_path / ws / "r"), *extra])
+        return code, capsys.readouterr().out
+
+    code, out = run("whole")
+    assert code == 0
+    whole = json.loads(out)[1]
+    real, calls = train._train_epoch, {"n": 0}
+
+    def ctrl_c_in_epoch_two(*args: object, **kw: object) -> float:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train, "_train_epoch", ctrl_c_in_epoch_two)
+    assert run("cut")[0] == 130
+    monkeypatch.setattr(train, "_train_epoch", real)
+    pending = list((tmp_path / "cut" / "digits" / "slim-head").glob("*/resume.pt"))
+    assert len(pending) == 1
+    code, out = run("cut", "--resume")
+    assert code == 0
+    resumed = json.loads(out)[1]
+    assert resumed["row_id"] == pending[0].parent.name and not pending[0].exists()  # the interrupted run, finished
+    assert resumed["best_epoch"] == whole["best_epoch"] and resumed["accuracy"] == whole["accuracy"]
+    a, b = (models.load_model(Path(r["model_path"])).model.state_dict() for r in (whole, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)

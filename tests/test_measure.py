@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
 
-from compress import measure, models
+from compress import export, measure, models
 from compress.measure import LatencyConfig
 
 
@@ -49,9 +50,62 @@ def test_time_calls_statistics_and_noise_warning() -> None:
     assert lat.calls == 8
     assert lat.median_ms < lat.p90_ms  # the slow calls sit in the tail
     assert lat.warning is not None and "IQR/median" in lat.warning
-    steady = measure.time_calls(lambda: sum(range(20000)), LatencyConfig(warmup=1, min_calls=30, max_calls=30,
-                                                                          budget_s=0.0), batch=1)
-    assert steady.median_ms > 0 and steady.calls == 30
+
+
+def test_a_steady_run_is_not_flagged_and_a_noisy_one_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flag is a property of the timings alone: driven by a fake clock, so machine load cannot sway it."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock["now"])
+
+    def timed(durations: list[float]) -> measure.Latency:
+        it = itertools.cycle(durations)
+
+        def call() -> None:
+            clock["now"] += next(it)
+        return measure.time_calls(call, LatencyConfig(warmup=1, min_calls=40, max_calls=40, budget_s=0.0), batch=1)
+
+    steady = timed([0.00200, 0.00201, 0.00199, 0.00202])  # 1% jitter
+    assert steady.calls == 40 and steady.median_ms == pytest.approx(2.0, rel=0.01) and steady.warning is None
+    noisy = timed([0.002, 0.002, 0.003, 0.004])  # IQR/median 0.5
+    assert noisy.warning == "noisy: IQR/median = 0.50 > 0.1"
+
+
+def test_time_calls_stops_slow_calls_at_max_s_with_five_calls_at_least() -> None:
+    import time
+
+    cfg = LatencyConfig(warmup=5, min_calls=20, max_calls=200, budget_s=0.05, max_s=0.2)
+    calls = {"n": 0}
+
+    def slow() -> None:  # 60 ms a call: 20 calls would take 1.2 s
+        calls["n"] += 1
+        time.sleep(0.06)
+
+    lat = measure.time_calls(slow, cfg, batch=32)
+    assert 5 <= lat.calls <= 6 and calls["n"] - lat.calls == 1  # warm-up cut to one call, timing to ~max_s
+
+
+def test_threads_flag_is_what_pytorch_and_onnxruntime_run_with(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.get_num_threads())
+            return x * 2
+
+    cfg = LatencyConfig(warmup=0, min_calls=2, max_calls=2, budget_s=0.0, batches=(1,), threads=1)
+    assert torch.get_num_threads() != 1  # the suite runs with 2, so 1 is a real change
+    measure.cpu_latencies(Probe(), (3, 4, 4), cfg)
+    assert seen and set(seen) == {1}
+    sessions: list[object] = []
+    real = export.session
+    monkeypatch.setattr(export, "session", lambda path, threads=None: sessions.append(real(path, threads))
+                        or sessions[-1])
+    export.export_onnx(torch.nn.Conv2d(3, 4, 3), tmp_path / "c.onnx", torch.randn(2, 3, 8, 8))
+    sessions.clear()
+    export.ort_latencies(tmp_path / "c.onnx", (3, 8, 8), cfg)
+    opts = sessions[0].get_session_options()  # type: ignore[attr-defined]
+    assert len(sessions) == 1 and opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
 
 
 def test_gpu_column_says_why_when_there_is_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from compress import data
@@ -94,3 +95,22 @@ def test_baseline_and_a_compressor_run_on_the_messy_folder(tmp_path: Path,
     assert "slim-head" in report
     code = main(["baseline", "--strict", *common])
     assert code == 2 and "cannot be read" in capsys.readouterr().err
+
+
+def test_folders_at_224_px_are_imagenet_normalised_nfd_names_gif_and_tif_load(tmp_path: Path) -> None:
+    """The seeds' 224 px input with ImageNet mean/std; macOS's NFD folder names; .gif and .tif images."""
+    import unicodedata
+
+    nfd = unicodedata.normalize("NFD", "Späte Fäule")
+    colours = {"Early_blight": (255, 0, 0), nfd: (0, 128, 255)}
+    for cls, rgb in colours.items():
+        (tmp_path / cls).mkdir()
+        for ext in (".gif", ".tif", ".jpg"):
+            Image.new("RGB", (50, 40), rgb).save(tmp_path / cls / f"x{ext}")
+    bundle = data.load(data.DataConfig(data=str(tmp_path)))
+    assert bundle.classes == ["Early_blight", "Späte Fäule"] and bundle.image_size == 224  # NFC, sorted
+    assert len(bundle.train_targets) == 6  # all three formats read, in both classes
+    x, y = bundle.train_pool[0]
+    assert x.shape == (3, 224, 224)
+    want = [(c / 255 - m) / s for c, m, s in zip((255, 0, 0), data.IMAGENET_MEAN, data.IMAGENET_STD)]
+    assert y == 0 and torch.allclose(x.mean(dim=(1, 2)), torch.tensor(want), atol=0.02)

@@ -9,7 +9,7 @@ from torch import nn
 
 from compress import compressors, measure, models
 from compress.compressors import Context
-from compress.compressors.pruning import PruningConfig
+from compress.compressors.pruning import GLOBAL_MAX_RATIO, PruningConfig
 from compress.errors import CompressError
 
 SHAPE = (3, 32, 32)
@@ -92,6 +92,19 @@ def test_global_scope_never_empties_a_layer(base: tuple[nn.Module, models.ModelS
     total = sum(models.VGG16_WIDTHS)
     assert sum(spec.conv_widths) < total  # something was pruned
     assert pruned(torch.randn(1, *SHAPE)).shape == (1, 10)
+
+
+def test_global_scope_caps_every_layer_at_ninety_percent(base: tuple[nn.Module, models.ModelSpec]) -> None:
+    """A layer whose filters are nearly all small would be emptied by the global ranking: the cap stops it."""
+    model, spec = base
+    weak = copy.deepcopy(model)
+    with torch.no_grad():
+        _convs(weak)[4].weight[13:] *= 1e-4  # 243 of conv5's 256 filters near zero
+    _, new_spec = compressors.get("pruning").fn(weak, spec, PruningConfig(amount=0.5, scope="global"), _ctx())
+    assert new_spec.conv_widths[4] == 26  # exactly the cap: 10% of 256 kept, not the 13 the ranking wanted
+    kept = [w / full for w, full in zip(new_spec.conv_widths, models.VGG16_WIDTHS)]
+    assert min(kept) >= 1 - GLOBAL_MAX_RATIO - 1e-9
+    assert 0.45 < 1 - sum(new_spec.conv_widths) / sum(models.VGG16_WIDTHS) < 0.55  # still about half overall
 
 
 def test_unstructured_zeroes_weights_but_not_dense_cost(base: tuple[nn.Module, models.ModelSpec]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+import json
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,37 @@ def test_report_refuses_an_empty_store(tmp_path: Path) -> None:
 
     with pytest.raises(CompressError, match="no stored results for dataset 'x'"):
         report.render("x", [])
+
+
+def test_speedup_below_seventy_percent_of_the_macs_reduction_is_called_out() -> None:
+    base, pruned = _rows()[:2]  # MACs 432.8M -> 211.0M (2.05x) but CPU b32 240 -> 174 ms (1.38x): 67% of theory
+    fast = replace(pruned, row_id="r9-fast", config={"compressor": {"amount": 0.31}}, config_hash="ffff",
+                   latency={TORCH_CPU: {32: _lat(120, 32)}})  # 2.00x: 98% of theory
+    text = report.render("synthetic", [base, pruned, fast])
+    assert "MACs ÷ 2.05, CPU b32 speed-up 1.38x (67% of theory) — **below 70% of the theoretical speed-up**" in text
+    line = next(ln for ln in text.splitlines() if "CPU b32 speed-up 2.00x" in ln)
+    assert "98% of theory" in line and "below" not in line
+
+
+def test_seed_004_table_answers_each_method_with_its_default_row() -> None:
+    from dataclasses import asdict
+
+    from compress.compressors.pruning import PruningConfig
+
+    base, pruned = _rows()[:2]
+    default = replace(pruned, config={"compressor": json.loads(json.dumps(asdict(PruningConfig())))})
+    other = replace(pruned, row_id="r8", config={"compressor": {**default.config["compressor"], "amount": 0.5}},
+                    config_hash="gggg", params=1)
+    text = report.render("synthetic", [base, default, other])
+    section = text.split("## Seed 004's comparison, measured")[1].split("\n## ")[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| Pruning")]
+    assert len(rows) == 1 and "2.04x" in rows[0] and "2.05x" in rows[0]  # params ÷ and MACs ÷ of the default row
+    assert "PyTorch 1.38x" in rows[0] and "-2.5 " in rows[0]
+    assert "| Quantization" not in section  # no default quantization row here: no line made up for it
+
+
+def test_pareto_front_keeps_only_points_nothing_beats() -> None:
+    from compress.plots import pareto
+
+    pts = [(1.0, 90.0), (2.0, 95.0), (3.0, 94.0), (4.0, 97.0), (0.5, 80.0), (2.0, 93.0)]
+    assert pareto(pts) == [(0.5, 80.0), (1.0, 90.0), (2.0, 95.0), (4.0, 97.0)]

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 from compress.measure import Latency
 from compress.results import ResultRow, Store
@@ -19,23 +21,28 @@ def _row(i: int, writer: int) -> ResultRow:
         best_epoch=None, train_seconds=0.0, seed=0, env={}, command="test")
 
 
-def _writer(path: str, writer: int, n: int) -> None:
+def _writer(path: str, writer: int, n: int, barrier: Any, spans: Any) -> None:
     store = Store(Path(path))
+    barrier.wait()  # both processes are imported and ready: the writes start together
+    spans[2 * writer] = time.time()
     for i in range(n):
         store.add(_row(i, writer))
+    spans[2 * writer + 1] = time.time()
 
 
 def test_two_processes_writing_at_once_lose_no_rows(tmp_path: Path) -> None:
     path = tmp_path / "results.sqlite"
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(str(path), w, 40)) for w in range(2)]
+    barrier, spans = ctx.Barrier(2), ctx.Array("d", 4)
+    procs = [ctx.Process(target=_writer, args=(str(path), w, 300, barrier, spans)) for w in range(2)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(timeout=120)
         assert p.exitcode == 0
-    rows = Store(path).rows()
-    assert len(rows) == 80 and len({r.row_id for r in rows}) == 80
+    assert max(spans[0], spans[2]) < min(spans[1], spans[3])  # the two writers really wrote at the same time
+    rows = Store(path, timeout_s=1.0).rows()
+    assert len(rows) == 600 and {r.row_id for r in rows} == {f"w{w}-{i}" for w in range(2) for i in range(300)}
 
 
 def test_rows_round_trip_with_nested_latency(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ dense MACs, file size and latency do not, and the row shows that.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -49,6 +49,34 @@ def _prunable(model: nn.Module) -> list[nn.Module]:  # noqa: D103
     return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
+def _capped_global_ratios(model: nn.Module, example: torch.Tensor, importance: Any, amount: float,
+                          ignored: list[nn.Module]) -> dict[nn.Module, float]:
+    """Global ranking with a per-layer cap, as per-layer ratios.
+
+    torch-pruning (1.6) checks `max_pruning_ratio` only between iterative steps, so one-shot global
+    pruning can empty most of a layer (measured: 95% of a layer whose filters were mostly small).
+    Here all channels are ranked together, the lowest `amount` of them go, but no layer gives up
+    more than GLOBAL_MAX_RATIO; torch-pruning then removes each layer's share.
+    """
+    import torch_pruning as tp
+
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    scored: list[tuple[float, nn.Module]] = []
+    sizes: dict[nn.Module, int] = {}
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
+        root = group[0][0].target.module
+        scores = importance(group)
+        sizes[root] = len(scores)
+        scored += [(float(v), root) for v in scores]
+    target, taken = int(amount * len(scored)), dict.fromkeys(sizes, 0)
+    for _, layer in sorted(scored, key=lambda t: t[0]):
+        if sum(taken.values()) >= target:
+            break
+        if taken[layer] < int(GLOBAL_MAX_RATIO * sizes[layer]):
+            taken[layer] += 1
+    return {layer: taken[layer] / sizes[layer] for layer in sizes}
+
+
 def _structured(model: nn.Module, spec: ModelSpec, cfg: PruningConfig, image_size: int) -> tuple[nn.Module, ModelSpec]:
     import torch_pruning as tp
 
@@ -62,11 +90,11 @@ def _structured(model: nn.Module, spec: ModelSpec, cfg: PruningConfig, image_siz
         "random": tp.importance.RandomImportance(),
     }[cfg.importance]
     model.eval()
+    example = torch.randn(1, 3, image_size, image_size)
+    ratios = _capped_global_ratios(model, example, importance, cfg.amount, ignored) if cfg.scope == "global" else None
     pruner = tp.pruner.MetaPruner(
-        model, example_inputs=torch.randn(1, 3, image_size, image_size), importance=importance,
-        pruning_ratio=cfg.amount, global_pruning=cfg.scope == "global", ignored_layers=ignored,
-        max_pruning_ratio=GLOBAL_MAX_RATIO if cfg.scope == "global" else 1.0,
-        round_to=cfg.round_to if cfg.round_to > 1 else None)
+        model, example_inputs=example, importance=importance, pruning_ratio=cfg.amount, pruning_ratio_dict=ratios,
+        ignored_layers=ignored, round_to=cfg.round_to if cfg.round_to > 1 else None)
     pruner.step()
     convs = [m for m in model.features.modules() if isinstance(m, nn.Conv2d)]  # type: ignore[union-attr]
     widths = tuple(c.out_channels for c in convs)
