@@ -6,9 +6,12 @@ on the same validation images and is scored on exactly the same test images.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import json
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from compress.atomic import write_json
 from compress.compressors import Artifact
 from compress.data import DataBundle, DataConfig, Loaders, Split
 from compress.errors import CompressError
-from compress.harness import RowInfo, Subject, measure_row
+from compress.harness import PairWith, RowInfo, Subject, measure_row
 from compress.models import ModelSpec
 from compress.results import ResultRow, new_row_id, save_run
 from compress.session import Session, Workspace, log
@@ -69,6 +72,10 @@ class Reference:
 
     baseline: Baseline
     row: ResultRow
+    onnx: Path | None = None  # its parity-checked ONNX export, kept for this invocation (interleaved timing)
+
+    def pair(self) -> PairWith:
+        return PairWith(self.row.row_id, self.baseline.model, self.onnx)
 
 
 LEAKAGE = ("imported baseline: its absolute test accuracy may be optimistic, since the checkpoint may have been "
@@ -210,8 +217,15 @@ def _train(session: Session, bdir: Any, bundle: DataBundle, split: Split,
     return Baseline(model.cpu(), spec, ckpt, meta, bundle, split, data_cfg)
 
 
-def measure_baseline(session: Session, base: Baseline) -> ResultRow:
-    """Measure the baseline into a row of its own and store it."""
+def _scratch() -> Path:
+    """A folder for this invocation's reference exports, removed when the process ends."""
+    folder = Path(tempfile.mkdtemp(prefix="compress-reference-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def measure_baseline(session: Session, base: Baseline) -> tuple[ResultRow, Path | None]:
+    """Measure the baseline into a row of its own and store it; returns the row and its kept ONNX export."""
     config = {"arch": base.spec.arch, "train": base.meta["train"], "data": base.meta["data"]}
     if "source" in base.meta:  # imported or ImageNet-pretrained (a baseline trained from scratch says nothing)
         config["baseline"] = base.meta["source"]
@@ -223,13 +237,15 @@ def measure_baseline(session: Session, base: Baseline) -> ResultRow:
     row_id = new_row_id("baseline", config)
     run_dir = session.workspace.run_dir(base.data_cfg.name, "baseline", row_id)
     subject = Subject(base.model, base.spec, Artifact.fp32(base.model, base.path), base.data_cfg.size, "baseline")
+    onnx = (run_dir / "model.onnx" if session.keep_onnx else _scratch() / "baseline.onnx") \
+        if session.latency.ort else None
     row, preds = measure_row(subject, info, session.latency, base.loaders(EVAL_BATCH).test, session.device, row_id,
-                             run_dir / "model.onnx" if session.keep_onnx else None)
+                             onnx)
     save_run(session.store, row, preds, run_dir)
-    return row
+    return row, onnx if onnx is not None and onnx.exists() else None
 
 
 def reference(session: Session) -> Reference:
     """Load (or train) the baseline and measure it now, so every row of this invocation has its reference."""
     base = ensure_baseline(session)
-    return Reference(base, measure_baseline(session, base))
+    return Reference(base, *measure_baseline(session, base))

@@ -58,5 +58,12 @@ def p_cell(test: stats.McNemar | None) -> str:
 
 
 def speedup(b: ResultRow | None, r: ResultRow, runtime: str, batch: int) -> str:
+    """`r` against baseline `b`: the interleaved ratio with its 95% interval when `r` was paired with `b`,
+    else the ratio of two separately timed medians; ⚠ when either was timed on a busy machine."""
+    busy = " ⚠" if r.busy or (b is not None and b.busy) else ""
+    paired = r.pair(runtime, batch)
+    if paired is not None and b is not None and paired.reference_row_id == b.row_id:
+        return paired.cell() + busy
     base, new = (b.lat(runtime, batch) if b else None), r.lat(runtime, batch)
-    return ratio(base.median_ms if base else None, new.median_ms if new else None)
+    plain = ratio(base.median_ms if base else None, new.median_ms if new else None)
+    return plain + busy if plain else ""

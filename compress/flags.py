@@ -37,6 +37,9 @@ HELP = {
     "test_data": "with --data: a separate held-out folder (same class folders) that is the test split for every "
                  "model",
     "max_s": "seconds at most per runtime and batch size (at least 5 timed calls): keeps 224 px batch 32 practical",
+    "require_quiet": "before timing, wait until other processes use under 10% of the CPU (fail after "
+                     "--latency-quiet-timeout-s)",
+    "quiet_timeout_s": "seconds --require-quiet waits for a quiet machine before it gives up",
     "strict": "fail on unreadable images in --data instead of skipping them with a warning",
     "ort": "also export to ONNX (checked against PyTorch) and time it under ONNX Runtime on the CPU",
 }

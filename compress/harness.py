@@ -8,7 +8,7 @@ scored by its int8 session, never by the fp32 model it was made from.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress import export, measure, stats
+from compress import export, load, measure, stats
 from compress.compressors import Artifact
 from compress.measure import ORT_CPU, TORCH_CPU, TORCH_CUDA, Latency, LatencyConfig
 from compress.models import ModelSpec
+from compress.paired import Paired, interleaved
 from compress.results import ResultRow, config_hash, environment, new_row_id, now_iso
 from compress.session import log
 from compress.train import predict
@@ -69,12 +70,22 @@ class Counts:
     conv_macs: int | None
 
 
+@dataclass(frozen=True)
+class PairWith:
+    """The reference a candidate's speed-ups are timed against, interleaved (the baseline, or int8's fp32 source)."""
+
+    row_id: str
+    module: nn.Module | None = None  # PyTorch eager fp32 (None: no PyTorch pairing)
+    onnx: Path | None = None  # its parity-checked ONNX file (None: no ONNX Runtime pairing)
+
+
 @dataclass
 class Timings:
     latency: dict[str, dict[int, Latency]]
     notes: dict[str, str]
     onnx_size: int | None = None
     parity: float | None = None
+    paired: dict[str, dict[int, Paired]] = field(default_factory=dict)
 
 
 def count(subject: Subject) -> Counts:
@@ -93,14 +104,24 @@ def check_inputs(test_loader: Any | None, image_size: int) -> torch.Tensor:
     return torch.randn(8, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
 
 
-def time_torch(subject: Subject, cfg: LatencyConfig, timings: Timings) -> None:
-    """PyTorch eager on the CPU, and on the GPU when there is one and the artifact can run there."""
+def time_torch(subject: Subject, cfg: LatencyConfig, timings: Timings, pair: PairWith | None) -> None:
+    """PyTorch eager on the CPU (interleaved with the reference when there is one), and on the GPU."""
     module = subject.artifact.module
     timings.notes[TORCH_CUDA] = subject.artifact.gpu_note or ""
     if module is None:
         return
-    log(f"timing {subject.label} with PyTorch on CPU (batches {', '.join(map(str, cfg.batches))})")
-    timings.latency[TORCH_CPU] = measure.cpu_latencies(module, subject.shape, cfg)
+    against = f", interleaved with {pair.row_id}" if pair and pair.module is not None else ""
+    log(f"timing {subject.label} with PyTorch on CPU (batches {', '.join(map(str, cfg.batches))}{against})")
+    if pair is None or pair.module is None:
+        timings.latency[TORCH_CPU] = measure.cpu_latencies(module, subject.shape, cfg)
+    else:
+        cpu = torch.device("cpu")
+        with measure.torch_threads(cfg.threads):
+            for b in cfg.batches:
+                ref = measure.torch_runner(pair.module, subject.shape, b, cpu)
+                timings.paired.setdefault(TORCH_CPU, {})[b], timings.latency.setdefault(TORCH_CPU, {})[b] = \
+                    interleaved(ref, measure.torch_runner(module, subject.shape, b, cpu), cfg, b, pair.row_id)
+        pair.module.cpu()
     if subject.artifact.gpu_note is None:
         gpu, timings.notes[TORCH_CUDA] = measure.gpu_latencies(module, subject.shape, cfg)
         if gpu:
@@ -128,14 +149,23 @@ def onnx_file(subject: Subject, cfg: LatencyConfig, timings: Timings, test_loade
     return path
 
 
-def time_ort(path: Path | None, subject: Subject, cfg: LatencyConfig, timings: Timings) -> None:
+def time_ort(path: Path | None, subject: Subject, cfg: LatencyConfig, timings: Timings,
+             pair: PairWith | None) -> None:
     if path is None:
         return
     if not cfg.ort:
         timings.notes[ORT_CPU] = "n/a (ONNX Runtime timing turned off)"
         return
-    log(f"timing {subject.label} with ONNX Runtime on CPU")
-    timings.latency[ORT_CPU] = export.ort_latencies(path, subject.shape, cfg)
+    if pair is None or pair.onnx is None or not Path(pair.onnx).exists():
+        log(f"timing {subject.label} with ONNX Runtime on CPU")
+        timings.latency[ORT_CPU] = export.ort_latencies(path, subject.shape, cfg)
+        return
+    log(f"timing {subject.label} with ONNX Runtime on CPU, interleaved with {pair.row_id}")
+    ref_sess, sess = export.session(pair.onnx, cfg.threads), export.session(path, cfg.threads)
+    for b in cfg.batches:
+        ref, cand = export.ort_runner(ref_sess, subject.shape, b), export.ort_runner(sess, subject.shape, b)
+        timings.paired.setdefault(ORT_CPU, {})[b], timings.latency.setdefault(ORT_CPU, {})[b] = \
+            interleaved(ref, cand, cfg, b, pair.row_id)
 
 
 def score(subject: Subject, onnx: Path | None, test_loader: Any, device: torch.device,
@@ -153,23 +183,30 @@ def score(subject: Subject, onnx: Path | None, test_loader: Any, device: torch.d
 
 
 def measure_row(subject: Subject, info: RowInfo, cfg: LatencyConfig, test_loader: Any | None,
-                device: torch.device, row_id: str | None = None,
-                keep_onnx: Path | None = None) -> tuple[ResultRow, np.ndarray | None]:
-    """Every model goes through exactly this: count, time (each runtime), score, record the environment."""
+                device: torch.device, row_id: str | None = None, keep_onnx: Path | None = None,
+                pair: PairWith | None = None) -> tuple[ResultRow, np.ndarray | None]:
+    """Every model goes through exactly this: count, time (each runtime; interleaved with `pair` for the
+    speed-ups), watch the machine's load while timing, score, record the environment."""
     counts = count(subject)
     timings = Timings({}, {})
-    time_torch(subject, cfg, timings)
+    if cfg.require_quiet:
+        load.wait_until_quiet(cfg.quiet_timeout_s)
+    before = load.read_counters()
+    time_torch(subject, cfg, timings, pair)
     preds = true = None
     with tempfile.TemporaryDirectory(prefix="compress-onnx-") as tmp:
         onnx = onnx_file(subject, cfg, timings, test_loader, Path(tmp), keep_onnx)
-        time_ort(onnx, subject, cfg, timings)
+        time_ort(onnx, subject, cfg, timings, pair)
+        during = load.between(before, load.read_counters())
+        if during is not None and during.busy:
+            log(f"warning: timed while the machine was busy: {during.note()}; the figures may be slow")
         if test_loader is not None:
             preds, true = score(subject, onnx, test_loader, device, cfg.threads)
-    return _row(subject, info, counts, timings, preds, true, row_id, cfg), preds
+    return _row(subject, info, counts, timings, preds, true, row_id, cfg, during), preds
 
 
 def _row(subject: Subject, info: RowInfo, counts: Counts, timings: Timings, preds: np.ndarray | None,
-         true: np.ndarray | None, row_id: str | None, cfg: LatencyConfig) -> ResultRow:
+         true: np.ndarray | None, row_id: str | None, cfg: LatencyConfig, during: load.Load | None) -> ResultRow:
     art = subject.artifact
     correct = None if preds is None else preds == true
     return ResultRow(
@@ -182,7 +219,9 @@ def _row(subject: Subject, info: RowInfo, counts: Counts, timings: Timings, pred
         accuracy_before_finetune=info.accuracy_before_finetune,
         test_images=0 if correct is None else len(correct), finetune_epochs=info.finetune_epochs,
         best_epoch=info.best_epoch, train_seconds=info.train_seconds, seed=info.seed,
-        env=environment(cfg.threads or measure.default_threads(), art.dtype), command=info.command,
+        env={**environment(cfg.threads or measure.default_threads(), art.dtype), **measure.pinning(cfg.threads)},
+        command=info.command, paired=timings.paired,
+        load=None if during is None else {**asdict(during), "busy": during.busy},
         onnx_size_bytes=timings.onnx_size, onnx_parity=timings.parity, backend=art.backend,
         source_row_id=info.source_row_id, control_row_id=info.control_row_id, conv_macs=counts.conv_macs,
         correct=None if correct is None else stats.encode(correct), caveats=list(info.caveats))

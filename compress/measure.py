@@ -55,6 +55,8 @@ class LatencyConfig:
     threads: int | None = field(default=None, metadata={"flag": "--threads"})  # None: all cores; always recorded
     gpu: bool = True
     ort: bool = True  # also time the model under ONNX Runtime (CPU), after an export checked for parity
+    require_quiet: bool = field(default=False, metadata={"flag": "--require-quiet"})  # wait for a quiet machine
+    quiet_timeout_s: float = 60.0  # how long --require-quiet waits before it gives up
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.min_calls < 1 or self.max_calls < self.min_calls:
@@ -65,6 +67,8 @@ class LatencyConfig:
             raise CompressError(f"--latency-batches must be positive batch sizes, got {self.batches}")
         if self.budget_s < 0:
             raise CompressError(f"--latency-budget-s must be >= 0, got {self.budget_s}")
+        if not self.quiet_timeout_s > 0:
+            raise CompressError(f"--latency-quiet-timeout-s must be positive, got {self.quiet_timeout_s}")
         if not self.max_s > 0:
             raise CompressError(f"--latency-max-s must be positive, got {self.max_s}")
 
@@ -140,6 +144,15 @@ def torch_threads(threads: int | None) -> Iterator[int]:
         yield chosen
     finally:
         torch.set_num_threads(before)
+
+
+def pinning(threads: int | None) -> dict[str, object]:
+    """How every CPU runtime is pinned, the same way for each: stated in every row."""
+    chosen = threads or default_threads()
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {"torch_intra_op_threads": chosen, "torch_inter_op_threads": torch.get_num_interop_threads(),
+            "ort_intra_op_threads": chosen, "ort_inter_op_threads": 1, "ort_execution": "sequential",
+            "cpu_affinity": affinity}
 
 
 def cpu_latencies(model: nn.Module, input_shape: tuple[int, int, int], cfg: LatencyConfig) -> dict[int, Latency]:

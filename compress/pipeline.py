@@ -23,7 +23,7 @@ from compress.baseline import EVAL_BATCH, Reference, reference, stored_split
 from compress.compressors import Artifact, Compressor, Context
 from compress.data import Loaders
 from compress.errors import CompressError
-from compress.harness import RowInfo, Subject, measure_row
+from compress.harness import PairWith, RowInfo, Subject, measure_row
 from compress.models import DYNAMIC_INT8, DYNAMIC_INT8_BACKEND, ModelSpec
 from compress.results import ResultRow, new_row_id, save_run
 from compress.session import Session, Workspace, log
@@ -90,7 +90,7 @@ def start_from(session: Session, old: ResultRow, ref: Reference, test_loader: An
     log(f"re-measuring --from {old.row_id} ({old.compressor}) beside this run's baseline")
     subject = Subject(imported.model, imported.spec, Artifact.fp32(imported.model, Path(old.model_path)),
                       old.image_size, old.compressor)
-    row, _ = measure_row(subject, info, session.latency, test_loader, session.device)
+    row, _ = measure_row(subject, info, session.latency, test_loader, session.device, pair=ref.pair())
     session.store.add(row)
     return Start(imported.model, imported.spec, row)
 
@@ -144,6 +144,14 @@ def _train(session: Session, job: Job, comp: Compressor, model: nn.Module, ld: L
                checkpoint=run_dir / "resume.pt", resume=session.resume)
 
 
+def _pair(artifact: Artifact, ref: Reference, start: Start) -> PairWith:
+    """What a row's speed-ups are timed against: the baseline; lower precision against its own fp32 source."""
+    if artifact.dtype == "float32":
+        return ref.pair()
+    source = start.row.row_id if start.row is not None else ref.row.row_id
+    return PairWith(source, start.model if artifact.module is not None else None, artifact.fp32_onnx)
+
+
 def run_compressor(session: Session, job: Job, ref: Reference | None = None,
                    control_row_id: str | None = None) -> tuple[ResultRow, ResultRow]:
     """Compress the baseline (or the --from run), fine-tune, measure both alike; returns (baseline row, row).
@@ -189,7 +197,7 @@ def run_compressor(session: Session, job: Job, ref: Reference | None = None,
                    control_row_id=control_row_id)
     row, preds = measure_row(Subject(fp32, spec, artifact, session.data.size, job.compressor), info,
                              session.latency, ld.test, session.device, row_id,
-                             run_dir / "model.onnx" if session.keep_onnx else None)
+                             run_dir / "model.onnx" if session.keep_onnx else None, _pair(artifact, ref, start))
     save_run(session.store, row, preds, run_dir)
     return ref.row, row
 

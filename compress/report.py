@@ -22,6 +22,7 @@ from compress import compressors
 from compress.cells import lat, mb, p_cell, ratio, significance, speedup, summary
 from compress.atomic import write_text
 from compress.errors import CompressError
+from compress.load import BUSY_WARN
 from compress.measure import ORT_CPU, RUNTIMES, TORCH_CPU, TORCH_CUDA
 from compress.results import ResultRow
 
@@ -103,7 +104,8 @@ def _speedup_vs_theory(rows: list[ResultRow], baselines: dict[str, ResultRow], b
         if b is None or not (new and base) or not r.macs or r.env.get("dtype", "float32") != "float32":
             continue  # lower precision changes the cost per MAC: see the section against its fp32 source
         theory = b.macs / r.macs
-        measured = base.median_ms / new.median_ms
+        paired = r.pair(TORCH_CPU, batch)
+        measured = paired.ratio if paired and paired.reference_row_id == b.row_id else base.median_ms / new.median_ms
         share = measured / theory
         verdict = "" if share >= SPEEDUP_SHORTFALL else \
             f" — **below {SPEEDUP_SHORTFALL:.0%} of the theoretical speed-up**"
@@ -129,12 +131,18 @@ def _against_source(rows: list[ResultRow], by_id: dict[str, ResultRow], batch: i
             parts.append(f"size ÷ {r.onnx_size_bytes / r.size_bytes:.2f} vs the fp32 ONNX file;")
         else:
             parts.append(f"size ÷ {src.size_bytes / r.size_bytes:.2f} vs the fp32 checkpoint;")
-        new, old = r.lat(ORT_CPU, batch), src.lat(ORT_CPU, batch)
-        if new and old:
+        new, old, paired = r.lat(ORT_CPU, batch), src.lat(ORT_CPU, batch), r.pair(ORT_CPU, batch)
+        if paired is not None and paired.reference_row_id == src.row_id:
+            parts.append(f"ONNX Runtime b{batch} {paired.cell()}, timed interleaved with its fp32 source "
+                         f"({sum(paired.reference_ms) / len(paired.reference_ms):.1f} -> "
+                         f"{sum(paired.candidate_ms) / len(paired.candidate_ms):.1f} ms per block on average),")
+        elif new and old:
             parts.append(f"ONNX Runtime b{batch} {old.median_ms:.1f} -> {new.median_ms:.1f} ms "
                          f"({old.median_ms / new.median_ms:.2f}x),")
-        new1, old1 = r.lat(ORT_CPU, 1), src.lat(ORT_CPU, 1)
-        if new1 and old1 and batch != 1:
+        new1, old1, paired1 = r.lat(ORT_CPU, 1), src.lat(ORT_CPU, 1), r.pair(ORT_CPU, 1)
+        if paired1 is not None and paired1.reference_row_id == src.row_id and batch != 1:
+            parts.append(f"b1 {paired1.cell()};")
+        elif new1 and old1 and batch != 1:
             parts.append(f"b1 {old1.median_ms / new1.median_ms:.2f}x;")
         new_pt, old_pt = r.lat(TORCH_CPU, batch), src.lat(TORCH_CPU, batch)
         if new_pt and old_pt:
@@ -253,8 +261,10 @@ def _how_to_read(batch: int) -> list[str]:
         "**ORT** is ONNX Runtime's CPU session of the model's ONNX export (checked against PyTorch within 1e-4), "
         "same threads, same statistics; an int8 ONNX row has ORT figures only.",
         f"- Ratios (÷, speed-up, at batch {batch}) and Δ top-1 compare each row with the baseline measured in the "
-        "same invocation, so both were timed on the same machine state. Top-1 is on the same stored test split "
-        "for every row.",
+        "same invocation. A speed-up written `2.01x [1.90–2.12]` was timed interleaved with its reference (blocks "
+        "of calls alternating A B B A in one process, same runtime, threads and batch), the median of the "
+        "per-block ratios with its 95% bootstrap interval; ⚠ on a speed-up means other processes used more than "
+        "10% of the CPU while it was timed. Top-1 is on the same stored test split for every row.",
         "- **McNemar p** is McNemar's exact test of each model against the baseline on the same test images "
         "(paired predictions): below 0.05 (marked *) the accuracy difference is unlikely to be luck of this "
         "test set; above it, this test set cannot tell the two models apart, whatever Δ top-1 says.",
@@ -292,6 +302,11 @@ def _closing(rows: list[ResultRow]) -> list[str]:
     warns = _warnings(rows)
     if warns:
         parts += ["Noisy measurements:", "", *warns, ""]
+    busy = [f"{r.compressor} ({summary(r)}): {r.load.get('others_share', 0) * 100:.0f}% of the CPU"
+            for r in rows if r.busy and r.load]
+    if busy:
+        parts += [f"Timed while other processes used more than {BUSY_WARN:.0%} of the machine (⚠ on their "
+                  f"speed-ups): {'; '.join(busy)}.", ""]
     parts += ["## Environment", "", "Measured on (from the newest row):", "", _env_block(rows), "",
               "## Commands that produced these rows", ""]
     parts += [f"- {r.compressor}: `{r.command}` (row `{r.row_id}`, {r.created})" for r in rows]

@@ -23,6 +23,7 @@ import numpy as np
 from compress.atomic import atomic_open, write_json
 from compress.errors import CompressError
 from compress.measure import Latency, default_threads
+from compress.paired import Paired
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,21 @@ class ResultRow:
     conv_macs: int | None = None  # MACs of the convolutional part alone (theory)
     correct: str | None = None  # per test image, in split order: "1" right, "0" wrong (McNemar's test)
     caveats: list[str] = field(default_factory=list)  # what a reader must know to read this row right
+    # speed-ups timed interleaved with a reference (runtime -> batch -> Paired), and the machine's load meanwhile
+    paired: dict[str, dict[int, Paired]] = field(default_factory=dict)
+    load: dict[str, Any] | None = None  # compress.load.Load as a dict, plus "busy"
 
     def lat(self, runtime: str, batch: int) -> Latency | None:
         """The statistics of one runtime at one batch size, or None when it was not timed."""
         return self.latency.get(runtime, {}).get(batch)
+
+    def pair(self, runtime: str, batch: int) -> Paired | None:
+        return self.paired.get(runtime, {}).get(batch)
+
+    @property
+    def busy(self) -> bool:
+        """Timed while other work used more than a small share of the machine."""
+        return bool(self.load and self.load.get("busy"))
 
     def note(self, runtime: str) -> str:
         return self.latency_notes.get(runtime, "")
@@ -84,6 +96,8 @@ class ResultRow:
                 kw[name] = d.get(name)
         kw["latency"] = {runtime: {int(b): _latency(v) for b, v in per_batch.items() if v is not None}
                          for runtime, per_batch in (kw.get("latency") or {}).items()}
+        kw["paired"] = {runtime: {int(b): v if isinstance(v, Paired) else Paired(**v) for b, v in per_batch.items()}
+                        for runtime, per_batch in (kw.get("paired") or {}).items()}
         return cls(**kw)
 
 

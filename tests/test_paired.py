@@ -1,0 +1,129 @@
+"""Speed-ups you can trust on a busy machine: interleaved blocks, a bootstrap interval, a load check."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compress import load, models
+from compress.cli import main
+from compress.errors import CompressError
+from compress.measure import LatencyConfig
+from compress.paired import BLOCKS, bootstrap_ci, interleaved
+from tests.test_batches import NARROW
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_blocks_alternate_abba_and_the_ratio_is_exact_for_exact_times() -> None:
+    clock, calls = FakeClock(), []
+
+    def runner(name: str, ms: float):  # type: ignore[no-untyped-def]
+        def call() -> None:
+            calls.append(name)
+            clock.now += ms / 1e3
+        return call
+
+    cfg = LatencyConfig(warmup=1, budget_s=0.3, max_s=100)
+    paired, lat = interleaved(runner("R", 10.0), runner("C", 5.0), cfg, 32, "ref-row", clock=clock)
+    k = calls[2:].index("C")  # after one warm-up call each, block 0 runs k reference calls first
+    blocks = [calls[2 + i * 2 * k: 2 + (i + 1) * 2 * k] for i in range(BLOCKS)]
+    assert calls[:2] == ["R", "C"] and len(calls) == 2 + BLOCKS * 2 * k
+    for i, block in enumerate(blocks):
+        first, second = ("R", "C") if i % 2 == 0 else ("C", "R")
+        assert block == [first] * k + [second] * k  # A B, then B A, ...
+    assert paired.ratio == pytest.approx(2.0) and paired.low == pytest.approx(2.0) and paired.high == pytest.approx(2.0)
+    assert paired.reference_row_id == "ref-row" and len(paired.reference_ms) == BLOCKS
+    assert lat.median_ms == pytest.approx(5.0) and lat.calls == BLOCKS * k and lat.batch == 32
+
+
+def test_a_slow_period_hits_both_and_leaves_the_ratio_alone() -> None:
+    clock, state = FakeClock(), {"calls": 0}
+
+    def runner(ms: float):  # type: ignore[no-untyped-def]
+        def call() -> None:
+            state["calls"] += 1
+            slow = 4.0 if 40 <= state["calls"] < 120 else 1.0  # the machine gets 4x slower for a while
+            clock.now += slow * ms / 1e3
+        return call
+
+    paired, _ = interleaved(runner(12.0), runner(4.0), LatencyConfig(warmup=1, budget_s=0.2, max_s=100), 1, "r",
+                            clock=clock)
+    assert paired.ratio == pytest.approx(3.0, rel=0.01)  # timed apart, the two medians could read 0.75x to 12x here
+
+
+def test_bootstrap_interval_covers_the_true_ratio_and_narrows_with_less_noise() -> None:
+    rng = np.random.default_rng(1)
+    wide = 3.0 * np.exp(rng.normal(0, 0.10, 10))
+    narrow = 3.0 * np.exp(rng.normal(0, 0.01, 10))
+    lo_w, hi_w = bootstrap_ci(wide)
+    lo_n, hi_n = bootstrap_ci(narrow)
+    assert lo_w < 3.0 < hi_w and lo_n < 3.0 < hi_n
+    assert (hi_n - lo_n) < 0.2 * (hi_w - lo_w)
+    assert bootstrap_ci(wide) == (lo_w, hi_w)  # seeded: the same blocks, the same interval
+
+
+def _busy_source(share: float):  # type: ignore[no-untyped-def]
+    """Counters of a 2-core machine where other processes use `share` of it; time moves 1 s per read."""
+    state = {"t": 0.0}
+
+    def read() -> load.Counters:
+        state["t"] += 1.0
+        return load.Counters(wall=state["t"], busy=state["t"] * 2 * share, steal=0.0, own=0.0)
+    return read
+
+
+def test_load_is_the_other_processes_share_of_the_machine() -> None:
+    source = _busy_source(0.6)
+    got = load.between(source(), source(), cores=2)
+    assert got is not None and got.others_share == pytest.approx(0.6) and got.busy
+    assert got.free_cores == pytest.approx(0.8)
+    quiet = _busy_source(0.02)
+    assert not load.between(quiet(), quiet(), cores=2).busy  # type: ignore[union-attr]
+
+
+def test_require_quiet_waits_then_fails_with_one_clear_line() -> None:
+    slept: list[float] = []
+    with pytest.raises(CompressError, match=r"--require-quiet: the machine stayed busy for 3 s \(other processes used "
+                                            r"60% of the 2 cores"):
+        load.wait_until_quiet(3.0, source=_busy_source(0.6), sleep=slept.append)
+    assert len(slept) == 3  # it watched three times before giving up
+    assert load.wait_until_quiet(3.0, source=_busy_source(0.0), sleep=slept.append) is not None
+
+
+def _measure(tmp_path: Path, *extra: str) -> tuple[int, str, str]:
+    weights = tmp_path / "narrow.pt"
+    models.save_checkpoint(models.build(NARROW), NARROW, weights, extra={"image_size": 32})
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["measure", "--weights", str(weights), "--json", "--workdir", str(tmp_path / "runs"),
+                     "--latency-min-calls", "2", "--latency-max-calls", "2", "--latency-budget-s", "0",
+                     "--latency-batches", "1", "--no-latency-ort", "--no-latency-gpu", *extra])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_a_busy_machine_flags_the_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(load, "read_counters", _busy_source(0.5))
+    code, out, err = _measure(tmp_path)
+    assert code == 0 and "timed while the machine was busy" in err
+    row = json.loads(out)[0]
+    assert row["load"]["busy"] and row["load"]["others_share"] == pytest.approx(0.5)
+
+
+def test_require_quiet_on_the_command_line_refuses_to_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(load, "read_counters", _busy_source(0.9))
+    monkeypatch.setattr(load.time, "sleep", lambda s: None)
+    code, out, err = _measure(tmp_path, "--require-quiet", "--latency-quiet-timeout-s", "2")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "compress: error: --require-quiet: the machine stayed busy for 2 s" in err
