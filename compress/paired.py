@@ -54,8 +54,8 @@ def interleaved(reference: Callable[[], object], candidate: Callable[[], object]
                 clock: Callable[[], float] = time.perf_counter) -> tuple[Paired, Latency]:
     """Time both in alternating blocks; returns the paired speed-up and the candidate's own latency.
 
-    Block i runs k calls of one then k of the other, the order flipping every block (A B B A ...),
-    so a drift in machine speed weighs on both alike. k is chosen from a first call of each so the
+    Block i runs k calls of one then k of the other (each after one untimed call), the order flipping
+    every block (A B B A ...), so a drift in machine speed weighs on both alike. k is chosen from a first call of each so the
     pair costs about PAIR_BUDGET x --latency-budget-s; slow calls (224 px) end at MIN_BLOCKS once
     --latency-max-s has passed.
     """
@@ -69,7 +69,7 @@ def interleaved(reference: Callable[[], object], candidate: Callable[[], object]
     for _ in range(max(1, min(cfg.warmup, 2))):  # warm both; first calls allocate
         t_ref, t_cand = once(reference), once(candidate)
     per_block_s = max((t_ref + t_cand) / 1e3, 1e-6)
-    k = int(np.clip(PAIR_BUDGET * cfg.budget_s / (BLOCKS * per_block_s), 1, 20))
+    k = int(np.clip(PAIR_BUDGET * cfg.budget_s / (BLOCKS * per_block_s) - 1, 1, 20))
     ref_blocks: list[float] = []
     cand_blocks: list[float] = []
     cand_calls: list[float] = []
@@ -78,7 +78,8 @@ def interleaved(reference: Callable[[], object], candidate: Callable[[], object]
         if i >= MIN_BLOCKS and clock() - start > cfg.max_s:
             break
         order = ((0, reference), (1, candidate)) if i % 2 == 0 else ((1, candidate), (0, reference))
-        times: dict[int, list[float]] = {which: [once(fn) for _ in range(k)] for which, fn in order}
+        # one untimed call first: a model timed right after the other starts with the other's weights in cache
+        times: dict[int, list[float]] = {which: [once(fn) for _ in range(k + 1)][1:] for which, fn in order}
         ref_blocks.append(float(np.median(times[0])))
         cand_blocks.append(float(np.median(times[1])))
         cand_calls += times[1]

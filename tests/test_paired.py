@@ -37,12 +37,13 @@ def test_blocks_alternate_abba_and_the_ratio_is_exact_for_exact_times() -> None:
 
     cfg = LatencyConfig(warmup=1, budget_s=0.3, max_s=100)
     paired, lat = interleaved(runner("R", 10.0), runner("C", 5.0), cfg, 32, "ref-row", clock=clock)
-    k = calls[2:].index("C")  # after one warm-up call each, block 0 runs k reference calls first
-    blocks = [calls[2 + i * 2 * k: 2 + (i + 1) * 2 * k] for i in range(BLOCKS)]
-    assert calls[:2] == ["R", "C"] and len(calls) == 2 + BLOCKS * 2 * k
+    n = calls[2:].index("C")  # after one warm-up call each, block 0 runs 1 untimed + k timed reference calls
+    blocks = [calls[2 + i * 2 * n: 2 + (i + 1) * 2 * n] for i in range(BLOCKS)]
+    assert calls[:2] == ["R", "C"] and len(calls) == 2 + BLOCKS * 2 * n
     for i, block in enumerate(blocks):
         first, second = ("R", "C") if i % 2 == 0 else ("C", "R")
-        assert block == [first] * k + [second] * k  # A B, then B A, ...
+        assert block == [first] * n + [second] * n  # A B, then B A, ...
+    k = n - 1
     assert paired.ratio == pytest.approx(2.0) and paired.low == pytest.approx(2.0) and paired.high == pytest.approx(2.0)
     assert paired.reference_row_id == "ref-row" and len(paired.reference_ms) == BLOCKS
     assert lat.median_ms == pytest.approx(5.0) and lat.calls == BLOCKS * k and lat.batch == 32
