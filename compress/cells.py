@@ -5,9 +5,28 @@ Shared by the markdown report and the terminal table, so both say the same thing
 
 from __future__ import annotations
 
+import re
+
 from compress import stats
 from compress.measure import Latency
 from compress.results import ResultRow
+
+
+def code(text: str) -> str:
+    """`text` as a markdown code span that survives backticks inside it (a longer fence)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence, pad = "`" * (longest + 1), " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def plain(text: str) -> str:
+    """User text (a folder name, a class) in markdown prose: its markup characters are escaped."""
+    return re.sub(r"([\\`*_{}\[\]()#+!|<>])", r"\\\1", text)
+
+
+def file_stem(name: str) -> str:
+    """A dataset name as a file name: no folders, no hidden files, nothing outside the reports folder."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "dataset"
 
 
 def mb(n: int) -> str:

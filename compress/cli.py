@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
+import time
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from compress import compressors, data, models, pipeline, pretrained, report, suite
 from compress.baseline import reference
+from compress.atomic import clean_stale
 from compress.errors import CompressError
 from compress.faults import check_writable, one_line_errors, sigterm_as_interrupt
 from compress.flags import Parser, add_config_flags, config_from, list_of
 from compress.measure import LatencyConfig
 from compress.session import REPORT_BATCH, BaselineSource, Session, Workspace, log, pick_device
 from compress.train import FinetuneConfig, TrainConfig
+
+STARTED = time.time()  # files older than this process and no longer written to are leftovers
 
 # ---------------------------------------------------------------------------------------
 # Parser: which flags each command has
@@ -145,6 +150,27 @@ def build_parser() -> Parser:
 
 def workspace(ns: argparse.Namespace) -> Workspace:
     return Workspace(ns.workdir) if ns.workdir else Workspace.default()
+
+
+def _workdir_flag(ns: argparse.Namespace) -> str:
+    """What set the workspace, for error messages: the flag, or the environment variable."""
+    return "--workdir" if ns.workdir or not os.environ.get("COMPRESS_HOME") else "$COMPRESS_HOME"
+
+
+def _prepare(ns: argparse.Namespace) -> None:
+    """Before any work: output folders writable, the store readable, leftovers of killed runs cleaned."""
+    if ns.command == "list" or getattr(ns, "dry_run", False):
+        return
+    ws = workspace(ns)
+    targets = [(getattr(ns, "reports_dir", None), "--reports-dir")]
+    if ns.command != "report":  # report only reads the workspace
+        targets.append((ws.root, _workdir_flag(ns)))
+    check_writable(targets)
+    ws.store.check()
+    if ns.command != "report":
+        files, freed = clean_stale(ws.root, STARTED)
+        if files:
+            log(f"cleaned {files} leftover file(s) of interrupted runs under {ws.root} ({freed / 1e6:.1f} MB freed)")
 
 
 def session_from(ns: argparse.Namespace, command: str) -> Session:
@@ -291,7 +317,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m compress " + shlex.join(argv)
     ns = build_parser().parse_args(argv)
     with sigterm_as_interrupt(), one_line_errors() as outcome:
-        if ns.command != "list" and not getattr(ns, "dry_run", False):
-            check_writable([(getattr(ns, "reports_dir", None), "--reports-dir"), (workspace(ns).root, "--workdir")])
+        _prepare(ns)
         COMMANDS[ns.command](ns, command)
     return outcome.code

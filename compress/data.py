@@ -23,6 +23,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION_DATASETS = ("cifar10", "fashion-mnist")
 DATASETS = ("digits", *TORCHVISION_DATASETS)
 MIN_IMAGE_SIZE = 32  # VGG16 halves the resolution 5 times
+MAX_IMAGE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,13 @@ class DataConfig:
     normalization: Literal["auto", "imagenet", "half"] = field(default="auto", metadata={"cli": False})
 
     def __post_init__(self) -> None:
+        if not 0 <= self.seed < 2**32:
+            raise CompressError(f"--seed must be between 0 and {2**32 - 1} (numpy's range), got {self.seed}")
+        if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
+            raise CompressError(f"--image-size {self.image_size} is too small: VGG16 needs at least {MIN_IMAGE_SIZE}")
+        if self.image_size is not None and self.image_size > MAX_IMAGE_SIZE:
+            raise CompressError(f"--image-size {self.image_size} is too large: at most {MAX_IMAGE_SIZE} (one VGG16 "
+                                "image there is already gigabytes of activations)")
         if self.normalization == "auto":
             object.__setattr__(self, "normalization", "imagenet" if self.data or self.dataset != "digits" else "half")
         if self.test_data is not None and not self.data:
@@ -182,8 +190,6 @@ def _torchvision(cfg: DataConfig) -> DataBundle:
 
 def load(cfg: DataConfig) -> DataBundle:
     """Open the data named by `cfg`, or fail with one line that says what to do."""
-    if cfg.image_size is not None and cfg.image_size < MIN_IMAGE_SIZE:
-        raise CompressError(f"--image-size {cfg.image_size} is too small: VGG16 needs at least {MIN_IMAGE_SIZE}")
     if cfg.data:
         return _folder(cfg)
     if cfg.dataset == "digits":

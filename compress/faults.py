@@ -5,6 +5,7 @@ A traceback tells a user where our code is, not what to change in their command.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -44,13 +45,43 @@ def one_line_errors() -> Iterator[Outcome]:
         _say("error: out of memory: lower --batch-size or --image-size, or use a machine with more memory; "
              "stored results are intact")
         outcome.code = 2
-    except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
-        if "out of memory" not in str(exc).lower():
+    except (RuntimeError, OSError) as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
+        code = _known_failure(exc)
+        if code is None:
             raise
-        where = "the GPU" if "cuda" in str(exc).lower() else "the device"
-        _say(f"error: {where} ran out of memory ({str(exc).splitlines()[0][:120]}): lower --batch-size, or pass "
-             "--device cpu; stored results are intact")
-        outcome.code = 2
+        outcome.code = code
+
+
+OOM_WORDS = ("out of memory", "can't allocate memory", "not enough memory", "failed to allocate", "bad_alloc")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return seen
+
+
+def _known_failure(exc: BaseException) -> int | None:
+    """Interrupts, full disks and exhausted memory that reach us wrapped in another error: one line each."""
+    chain = _chain(exc)
+    text = " ".join(str(e) for e in chain).lower()
+    if any(isinstance(e, KeyboardInterrupt) for e in chain) or "keyboardinterrupt" in text:
+        _say("interrupted; stored results are intact (an interrupted training continues with --resume)")
+        return INTERRUPTED
+    full = next((e for e in chain if isinstance(e, OSError) and e.errno == errno.ENOSPC), None)
+    if full is not None or "no space left" in text:
+        where = getattr(full, "filename", None) or "the output folder"
+        _say(f"error: no space left on the disk writing {where}: free space there (or pass --workdir on another "
+             "disk) and run again; nothing half-written was kept and stored results are intact")
+        return 2
+    if any(word in text for word in OOM_WORDS):
+        where = "the GPU" if "cuda" in text else "the device"
+        _say(f"error: {where} ran out of memory ({str(exc).splitlines()[0][:120]}): lower --batch-size or "
+             "--image-size, or pass --device cpu; stored results are intact")
+        return 2
+    return None
 
 
 def check_writable(targets: list[tuple[Any, str]]) -> None:

@@ -7,6 +7,7 @@ field, parsed by the field's type (bool: --x/--no-x, Literal: choices, tuple: co
 from __future__ import annotations
 
 import argparse
+import math
 import types
 from dataclasses import MISSING, fields
 from typing import Any, Literal, Sequence, Union, get_args, get_origin, get_type_hints
@@ -59,12 +60,24 @@ def unwrap_optional(t: Any) -> Any:
     return t
 
 
+def finite_float(text: str) -> float:
+    """A float flag: NaN and infinity are refused when the command line is read, not after hours of work."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
 def list_of(kind: type) -> Any:
     def parse(text: str) -> tuple[Any, ...]:
         try:
-            return tuple(kind(v) for v in text.split(",") if v.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+            return tuple((finite_float if kind is float else kind)(v) for v in text.split(",") if v.strip())
+        except (ValueError, argparse.ArgumentTypeError):
+            finite = " (finite numbers)" if kind is float else ""
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s{finite}, got {text!r}") from None
     parse.__name__ = f"list of {kind.__name__}"
     return parse
 
@@ -108,7 +121,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
         elif get_origin(t) is tuple:
             kw["type"] = list_of(get_args(t)[0])
         else:
-            kw["type"] = t
+            kw["type"] = finite_float if t is float else t
         kw["help"] = kw["help"].replace("%", "%%")  # argparse %-formats help strings
         default = kw.get("default")
         if kw["help"] and default not in (None, False, ()):

@@ -83,6 +83,11 @@ def scan(root: Path, size: int, strict: bool, flag: str = "--data") -> tuple[lis
     if not class_dirs:
         raise CompressError(f"{flag} {root} has no class folders: expected {root}/<class name>/<image files>")
     classes = [unicodedata.normalize("NFC", p.name) for p in class_dirs]
+    if len(classes) < 2:
+        skipped = sorted(p.name for p in root.iterdir() if p.is_dir() and _hidden(Path(p.name)))
+        raise CompressError(f"{flag} {root} has {len(classes)} class folder ({', '.join(classes)}): a classifier needs "
+                            f"at least two, one sub-folder of images per class"
+                            + (f" (hidden folders ignored: {', '.join(skipped)})" if skipped else ""))
     samples: list[tuple[str, int]] = []
     empty, bad, ignored = [], [], 0
     for label, cdir in enumerate(class_dirs):

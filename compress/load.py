@@ -80,9 +80,10 @@ def between(before: Counters | None, after: Counters | None, cores: int | None =
                 after.wall - before.wall, cores)
 
 
-def wait_until_quiet(timeout_s: float, source: Source = read_counters,
-                     sleep: Callable[[float], None] = time.sleep) -> Load | None:
+def wait_until_quiet(timeout_s: float, source: Source | None = None,
+                     sleep: Callable[[float], None] | None = None) -> Load | None:
     """--require-quiet: watch the machine until other work stays under BUSY_WARN, or give up at timeout_s."""
+    source, sleep = source or read_counters, sleep or time.sleep  # looked up now: replaceable in tests
     waited = 0.0
     while True:
         before = source()

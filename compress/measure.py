@@ -8,6 +8,7 @@ columns because compressors that change the first need not change the second.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from contextlib import contextmanager
@@ -63,13 +64,19 @@ class LatencyConfig:
             raise CompressError("latency settings need warmup >= 0 and 1 <= min_calls <= max_calls")
         if self.threads is not None and self.threads < 1:
             raise CompressError(f"--threads must be >= 1, got {self.threads}")
+        if self.threads is not None and self.threads > 1024:
+            raise CompressError(f"--threads must be at most 1024, got {self.threads}")
         if not self.batches or min(self.batches) < 1:
             raise CompressError(f"--latency-batches must be positive batch sizes, got {self.batches}")
-        if self.budget_s < 0:
+        if max(self.batches) > 65_536:
+            raise CompressError(f"--latency-batches must be at most 65536, got {self.batches}")
+        if self.max_calls > 100_000 or self.warmup > 10_000:
+            raise CompressError("latency settings need --latency-max-calls <= 100000 and --latency-warmup <= 10000")
+        if not (math.isfinite(self.budget_s) and self.budget_s >= 0):
             raise CompressError(f"--latency-budget-s must be >= 0, got {self.budget_s}")
-        if not self.quiet_timeout_s > 0:
+        if not (math.isfinite(self.quiet_timeout_s) and self.quiet_timeout_s > 0):
             raise CompressError(f"--latency-quiet-timeout-s must be positive, got {self.quiet_timeout_s}")
-        if not self.max_s > 0:
+        if not (math.isfinite(self.max_s) and self.max_s > 0):
             raise CompressError(f"--latency-max-s must be positive, got {self.max_s}")
 
 

@@ -29,6 +29,11 @@ VGG11_WIDTHS: tuple[int, ...] = (64, 128, 256, 256, 512, 512, 512, 512)  # VGG c
 POOLS = {"vgg16": POOL_AFTER, "vgg16_bn": POOL_AFTER, "vgg16_dw": POOL_AFTER, "vgg11_bn": (0, 1, 3, 5, 7)}
 ALL_ARCHS = (*ARCHS, "vgg16_dw", "vgg11_bn", "seed-student")
 CHECKPOINT_FORMAT = "compress-checkpoint/1"
+MAX_WIDTH, MAX_CLASSES = 65_536, 1_000_000  # a spec past these is damaged, not a model
+
+
+def _whole(v: Any, low: int, high: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
 DYNAMIC_INT8 = "torch-dynamic-int8-linear"  # extra["quantization"] of a PyTorch dynamic-int8 checkpoint
 DYNAMIC_INT8_BACKEND = "pytorch dynamic int8 (Linear layers; convolutions fp32)"  # what its rows say ran
 
@@ -50,11 +55,27 @@ class ModelSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+    def from_dict(cls, d: Any) -> "ModelSpec":
+        """A spec read from a file, validated as data first: a damaged checkpoint is one clear error."""
+        if not isinstance(d, dict):
+            raise CompressError(f"the checkpoint's model spec is a {type(d).__name__}, not a mapping")
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise CompressError(f"the checkpoint's model spec has unknown field(s) {', '.join(map(str, unknown))}")
         d = dict(d)
         for key in ("conv_widths", "hidden"):
             if key in d:
+                if not isinstance(d[key], (list, tuple)) or not all(_whole(v, 1, MAX_WIDTH) for v in d[key]):
+                    raise CompressError(f"the checkpoint's model spec has {key}={d[key]!r}: expected a list of "
+                                        f"whole numbers from 1 to {MAX_WIDTH}")
                 d[key] = tuple(int(v) for v in d[key])
+        checks = {"arch": lambda v: v in ALL_ARCHS, "num_classes": lambda v: _whole(v, 1, MAX_CLASSES),
+                  "head": lambda v: v in ("mlp", "gap"), "keep_first": lambda v: isinstance(v, bool),
+                  "dropout": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
+                  "input_size": lambda v: v is None or _whole(v, 1, 100_000)}
+        for key, ok in checks.items():
+            if key in d and not ok(d[key]):
+                raise CompressError(f"the checkpoint's model spec has {key}={d[key]!r}, which no model can have")
         return cls(**d)
 
 
@@ -295,7 +316,17 @@ def load_model(path: Path, arch: str | None = None, num_classes: int | None = No
     obj = read_checkpoint(path, trust_pickle)
     extra: dict[str, Any] = {}
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        spec, sd, layout, extra = ModelSpec.from_dict(obj["spec"]), obj["state_dict"], "compress", obj.get("extra", {})
+        if "spec" not in obj or not isinstance(obj.get("state_dict"), dict):
+            raise CompressError(f"{path} says it is a compress checkpoint but has no "
+                                f"{'spec' if 'spec' not in obj else 'state dict'}: it is damaged; measure or "
+                                "compress the run again")
+        try:
+            spec = ModelSpec.from_dict(obj["spec"])
+        except CompressError as exc:
+            raise CompressError(f"{path}: {exc}") from None
+        sd, layout, extra = obj["state_dict"], "compress", obj.get("extra") or {}
+        if not isinstance(extra, dict):
+            extra = {}
         if extra.get("quantization") == DYNAMIC_INT8:  # rebuild the quantized skeleton, then load
             qmodel = torch.ao.quantization.quantize_dynamic(build(spec).eval(), {nn.Linear}, dtype=torch.qint8)
             qmodel.load_state_dict(sd)
@@ -312,6 +343,7 @@ def load_model(path: Path, arch: str | None = None, num_classes: int | None = No
     if arch is not None and arch != spec.arch:
         raise CompressError(f"{path} is a {spec.arch} checkpoint ({'with' if spec.arch == 'vgg16_bn' else 'without'} "
                             f"BatchNorm), but --arch is {arch}: pass --arch {spec.arch}")
+    _check_finite(sd, path)
     model = build(spec)
     missing, unexpected = _diff_keys(model.state_dict(), sd)
     mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
@@ -328,6 +360,15 @@ def load_model(path: Path, arch: str | None = None, num_classes: int | None = No
                             + "; ".join(parts))
     model.load_state_dict(sd)
     return Imported(model=model, spec=spec, layout=layout, extra=extra)
+
+
+def _check_finite(sd: dict[str, Any], path: Path) -> None:
+    """A checkpoint with NaN or infinite weights is broken, not a model to measure (it scores like chance)."""
+    bad = [k for k, v in sd.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CompressError(f"{path} holds non-finite weights (NaN or infinity) in {len(bad)} tensor(s), first "
+                            f"{bad[0]}: the training that wrote it diverged; use an earlier checkpoint")
 
 
 def _diff_keys(expected: dict[str, Any], found: dict[str, Any]) -> tuple[list[str], list[str]]:

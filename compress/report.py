@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from compress import compressors
-from compress.cells import lat, mb, p_cell, ratio, significance, speedup, summary
+from compress.cells import code, file_stem, lat, mb, p_cell, plain, ratio, significance, speedup, summary
 from compress.atomic import write_text
 from compress.errors import CompressError
 from compress.load import BUSY_WARN
@@ -309,7 +309,7 @@ def _closing(rows: list[ResultRow]) -> list[str]:
                   f"speed-ups): {'; '.join(busy)}.", ""]
     parts += ["## Environment", "", "Measured on (from the newest row):", "", _env_block(rows), "",
               "## Commands that produced these rows", ""]
-    parts += [f"- {r.compressor}: `{r.command}` (row `{r.row_id}`, {r.created})" for r in rows]
+    parts += [f"- {plain(r.compressor)}: {code(r.command)} (row {code(r.row_id)}, {r.created})" for r in rows]
     return parts + [""]
 
 
@@ -321,7 +321,7 @@ def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]
     baselines = {r.row_id: r for r in all_rows if r.compressor == "baseline"}
     by_id = {r.row_id: r for r in all_rows}
     first = rows[0]
-    parts = [f"# compress report: {dataset}", "",
+    parts = [f"# compress report: {plain(dataset)}", "",
              f"{len(rows)} model(s), {first.test_images} test images at {first.image_size}x{first.image_size}, "
              f"{first.num_classes} classes. Generated from the results store by `python -m compress report`.", "",
              *_run_all_block(run_all), "## Comparison", "", to_markdown(rows, baselines, batch), "",
@@ -350,7 +350,10 @@ def write_report(dataset: str, rows: list[ResultRow], out_dir: Path, run_all: di
 
     if not rows:
         raise CompressError(f"no stored results for dataset {dataset!r}: run `python -m compress run slim-head` first")
-    plots = tradeoff_plots(latest(rows), Path(out_dir), dataset, batch)
-    path = Path(out_dir) / f"{dataset}.md"
+    stem = file_stem(dataset)
+    path = Path(out_dir) / f"{stem}.md"
+    if Path(out_dir).resolve() not in path.resolve().parents:
+        raise CompressError(f"the report for {dataset!r} would be written outside {out_dir}: refused")
+    plots = tradeoff_plots(latest(rows), Path(out_dir), stem, batch)
     write_text(path, render(dataset, rows, plots, run_all, batch))
     return path

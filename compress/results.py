@@ -240,16 +240,27 @@ class Store:
                 con.execute("INSERT INTO rows VALUES (?, ?, ?, ?, ?)",
                             (row.row_id, row.dataset, row.compressor, row.created,
                              json.dumps(row.to_dict(), default=str)))
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc).lower():
+                raise CompressError(f"the disk holding {self.path} is full ({_free(self.path)} free): free space "
+                                    "there and run again; the rows already stored are intact") from None
+            raise
         finally:
             con.close()
+
+    def check(self) -> None:
+        """Open an existing store once, so a damaged one is found before any work, not after it."""
+        if self.path.exists():
+            self._connect().close()
 
     def rows(self, dataset: str | None = None) -> list[ResultRow]:
         if not self.path.exists():
             return []
         con = self._connect()
         try:
-            q = "SELECT payload FROM rows" + (" WHERE dataset = ?" if dataset else "") + " ORDER BY created, row_id"
-            return [ResultRow.from_dict(json.loads(p)) for (p,) in con.execute(q, (dataset,) if dataset else ())]
+            q = "SELECT row_id, payload FROM rows" + (" WHERE dataset = ?" if dataset else "") + \
+                " ORDER BY created, row_id"
+            return _readable(con.execute(q, (dataset,) if dataset else ()).fetchall(), self.path)
         finally:
             con.close()
 
@@ -261,6 +272,31 @@ class Store:
             return [d for (d,) in con.execute("SELECT DISTINCT dataset FROM rows ORDER BY dataset")]
         finally:
             con.close()
+
+
+def _free(path: Path) -> str:
+    import shutil
+
+    try:
+        return f"{shutil.disk_usage(Path(path).parent).free / 1e6:.1f} MB"
+    except OSError:
+        return "unknown space"
+
+
+def _readable(found: list[tuple[str, str]], path: Path) -> list[ResultRow]:
+    """Every stored row that still parses; a damaged one is named and skipped, never a traceback."""
+    import sys
+
+    rows, bad = [], []
+    for row_id, payload in found:
+        try:
+            rows.append(ResultRow.from_dict(json.loads(payload)))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            bad.append(row_id)
+    if bad:
+        print(f"warning: skipped {len(bad)} damaged row(s) in {path}: {', '.join(bad[:5])}; each run folder keeps "
+              "its row.json", file=sys.stderr)
+    return rows
 
 
 def save_run(store: Store, row: ResultRow, preds: np.ndarray | None, run_dir: Path) -> None:

@@ -7,6 +7,8 @@ their best model by test accuracy, which inflates the accuracy they then report.
 from __future__ import annotations
 
 import copy
+import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,6 +22,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from compress.errors import CompressError
+
+
+MAX_EPOCHS, MAX_BATCH = 10_000, 65_536  # past these a flag is a typo, not a plan
 
 
 @dataclass(frozen=True)
@@ -36,11 +41,17 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 0:
             raise CompressError(f"--epochs must be >= 0, got {self.epochs}")
+        if self.epochs > MAX_EPOCHS:
+            raise CompressError(f"--epochs must be at most {MAX_EPOCHS}, got {self.epochs}")
         if self.batch_size <= 0:
             raise CompressError(f"--batch-size must be positive, got {self.batch_size}")
-        if not self.lr > 0:
+        if self.batch_size > MAX_BATCH:
+            raise CompressError(f"--batch-size must be at most {MAX_BATCH}, got {self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
             raise CompressError(f"--lr must be positive, got {self.lr}")
-        if self.weight_decay < 0:
+        if self.lr > 10:
+            raise CompressError(f"--lr must be at most 10, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise CompressError(f"--weight-decay must be >= 0, got {self.weight_decay}")
 
 
@@ -129,6 +140,9 @@ def fit(model: nn.Module, train: Iterable[Any], val: DataLoader, cfg: TrainConfi
     opt = make_adam(model, cfg)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.schedule == "cosine" else None
     loss_fn = loss_fn or nn.CrossEntropyLoss()
+    if checkpoint is not None and cfg.epochs:  # whose checkpoints these are: a later run cleans them only if we died
+        Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        Path(checkpoint).with_suffix(".owner").write_text(str(os.getpid()))
     if resume and checkpoint is not None and Path(checkpoint).exists():
         prog = _restore(Path(checkpoint), cfg, model, opt, sched, train)
         tqdm.write(f"{desc}: resuming after epoch {prog.first - 1}/{cfg.epochs} from {checkpoint}", file=sys.stderr)
@@ -164,8 +178,8 @@ def fit(model: nn.Module, train: Iterable[Any], val: DataLoader, cfg: TrainConfi
                 "seconds": prog.done_before + time.perf_counter() - start})
     model.load_state_dict(prog.best_state)
     if checkpoint is not None:  # finished: nothing left to resume
-        Path(checkpoint).unlink(missing_ok=True)
-        Path(checkpoint).with_suffix(".best.pt").unlink(missing_ok=True)
+        for suffix in (".pt", ".best.pt", ".owner"):
+            Path(checkpoint).with_suffix(suffix).unlink(missing_ok=True)
     return TrainResult(prog.best_epoch, prog.best_key[0], prog.done_before + time.perf_counter() - start,
                        prog.history)
 
@@ -181,9 +195,13 @@ def _train_epoch(model: nn.Module, train: Iterable[Any], opt: torch.optim.Optimi
         x, y, *extra = (t.to(device) for t in batch)
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y, *extra)
+        value = loss.item()
+        if not math.isfinite(value):  # NaN weights would be cached and measured as if they were a model
+            raise CompressError(f"{desc}: the training loss became {value} at batch {n // max(len(y), 1) + 1}: "
+                                "training diverged and nothing was saved; lower --lr or check the data")
         loss.backward()
         opt.step()
-        total, n = total + loss.item() * len(y), n + len(y)
+        total, n = total + value * len(y), n + len(y)
         bar.set_postfix(loss=f"{total / n:.3f}")
     return total / max(n, 1)
 
