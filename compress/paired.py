@@ -1,7 +1,8 @@
 """Speed-ups measured as pairs: candidate and reference timed in alternating blocks, ratio with a 95% CI.
 
 Two medians taken minutes apart divide two different machines when the load changes between
-them (measured here: the same int8 speed-up read 1.70x and 3.36x in two invocations). Timing
+them (measured here under a load that came and went: the same int8 speed-up read 4.11x, 1.63x and
+1.70x in three invocations). Timing
 both in interleaved blocks (A B, then B A, ...) in the same process, runtime, threads and batch
 lets a slow period hit both; each block pair gives one ratio, and the spread of those ratios
 says how far the figure can be trusted (a bootstrap interval of their median, as pyperf and

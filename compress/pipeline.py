@@ -20,7 +20,7 @@ from compress import compressors, kd, models
 from compress import data as data_mod
 from compress.atomic import write_json
 from compress.baseline import EVAL_BATCH, Reference, reference, stored_split
-from compress.compressors import Artifact, Compressor, Context
+from compress.compressors import Artifact, Context
 from compress.data import Loaders
 from compress.errors import CompressError
 from compress.harness import PairWith, RowInfo, Subject, measure_row
@@ -125,7 +125,7 @@ def _run_dir(session: Session, job: Job, config: dict[str, Any]) -> tuple[str, P
     return row_id, run_dir
 
 
-def _train(session: Session, job: Job, comp: Compressor, model: nn.Module, ld: Loaders, ref: Reference,
+def _train(session: Session, job: Job, model: nn.Module, ld: Loaders, ref: Reference,
            run_dir: Path) -> TrainResult:
     """Fine-tune (or distil into) the compressed model for the job's budget; best epoch on validation."""
     epochs, device, ft = job.finetune.epochs, session.device, job.finetune
@@ -183,7 +183,7 @@ def run_compressor(session: Session, job: Job, ref: Reference | None = None,
         before = accuracy(fp32.to(session.device), ld.test, session.device)
         if epochs:
             log(f"{job.compressor}: test accuracy before training {100 * before:.2f}%; {epochs} epochs")
-            result = _train(session, job, comp, fp32, ld, ref, run_dir)
+            result = _train(session, job, fp32, ld, ref, run_dir)
         if comp.finalize is not None:
             fp32 = comp.finalize(fp32)
         models.save_checkpoint(fp32, spec, run_dir / "model.pt", extra={
