@@ -13,7 +13,7 @@ import json
 import platform
 import sqlite3
 import subprocess
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -233,13 +233,33 @@ class Store:
                                 "every row is also kept as row.json in its run folder") from None
         return con
 
+    @property
+    def root(self) -> Path:
+        """The workdir the store belongs to: model paths inside it are stored relative to it."""
+        return self.path.parent
+
+    def payload(self, row: ResultRow) -> dict[str, Any]:
+        """The row as stored: its model path relative to the workdir, so a copied or moved workdir
+        still finds its own files (an absolute path would silently load the original's)."""
+        d = row.to_dict()
+        try:
+            d["model_path"] = Path(row.model_path).resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:  # a file outside the workdir (measure --weights elsewhere): kept absolute
+            d["model_path"] = str(Path(row.model_path).resolve())
+        return d
+
+    def located(self, row: ResultRow) -> ResultRow:
+        """The row with its model path resolved against this store's workdir."""
+        p = Path(row.model_path)
+        return row if p.is_absolute() else replace(row, model_path=str(self.root / p))
+
     def add(self, row: ResultRow) -> None:
         con = self._connect()
         try:
             with con:  # one transaction: the row is in or it is not
                 con.execute("INSERT INTO rows VALUES (?, ?, ?, ?, ?)",
                             (row.row_id, row.dataset, row.compressor, row.created,
-                             json.dumps(row.to_dict(), default=str)))
+                             json.dumps(self.payload(row), default=str)))
         except sqlite3.OperationalError as exc:
             if "full" in str(exc).lower():
                 raise CompressError(f"the disk holding {self.path} is full ({_free(self.path)} free): free space "
@@ -260,7 +280,8 @@ class Store:
         try:
             q = "SELECT row_id, payload FROM rows" + (" WHERE dataset = ?" if dataset else "") + \
                 " ORDER BY created, row_id"
-            return _readable(con.execute(q, (dataset,) if dataset else ()).fetchall(), self.path)
+            found = _readable(con.execute(q, (dataset,) if dataset else ()).fetchall(), self.path)
+            return [self.located(r) for r in found]
         finally:
             con.close()
 
@@ -301,7 +322,7 @@ def _readable(found: list[tuple[str, str]], path: Path) -> list[ResultRow]:
 
 def save_run(store: Store, row: ResultRow, preds: np.ndarray | None, run_dir: Path) -> None:
     """row.json and the predictions beside the model, then the store: the store feeds the reports."""
-    write_json(run_dir / "row.json", row.to_dict())
+    write_json(run_dir / "row.json", store.payload(row))
     if preds is not None:
         with atomic_open(run_dir / "predictions.npy", "wb") as fh:
             np.save(fh, preds)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,8 @@ def test_two_processes_writing_at_once_lose_no_rows(tmp_path: Path) -> None:
 def test_rows_round_trip_with_nested_latency(tmp_path: Path) -> None:
     store = Store(tmp_path / "r.sqlite")
     row = _row(1, 0)
-    store.add(row)
-    assert store.rows("digits") == [row] and store.rows("other") == [] and store.datasets() == ["digits"]
+    store.add(row)  # model_path "m.pt" is relative to the cwd (tmp_path), read back against the store's folder
+    assert store.rows("digits") == [replace(row, model_path=str(tmp_path / "m.pt"))] and store.rows("other") == [] and store.datasets() == ["digits"]
 
 
 def test_rows_of_the_old_schema_load_keyed_by_runtime_and_batch() -> None:
@@ -67,3 +68,40 @@ def test_rows_of_the_old_schema_load_keyed_by_runtime_and_batch() -> None:
     assert row.config["compressor"] == {"kd": True, "head": "gap"}  # depthwise's switch is now --kd
     again = ResultRow.from_dict(json.loads(json.dumps(row.to_dict())))  # the new schema round-trips
     assert again == row
+
+
+def test_a_copied_workdir_finds_its_own_model_files_not_the_originals(tmp_path: Path) -> None:
+    import shutil
+
+    from compress.errors import CompressError
+    from compress.pipeline import find_row
+    from compress.session import Workspace
+
+    original = tmp_path / "original"
+    (original / "digits" / "baseline" / "w0-0").mkdir(parents=True)
+    model = original / "digits" / "baseline" / "w0-0" / "model.pt"
+    model.write_bytes(b"stand-in")
+    row = replace(_row(0, 0), model_path=str(model))
+    Store(original / "results.sqlite").add(row)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    shutil.rmtree(original)
+    stored = json.loads(__import__("sqlite3").connect(copy / "results.sqlite")
+                        .execute("SELECT payload FROM rows").fetchone()[0])
+    assert stored["model_path"] == "digits/baseline/w0-0/model.pt"  # relative: nothing ties it to /original
+    found = find_row(Workspace(copy), "w0-0", "digits")
+    assert Path(found.model_path) == copy / "digits" / "baseline" / "w0-0" / "model.pt"
+    (copy / "digits" / "baseline" / "w0-0" / "model.pt").unlink()
+    try:
+        find_row(Workspace(copy), "w0-0", "digits")
+    except CompressError as exc:  # a missing file is one line naming it
+        assert "is gone" in str(exc) and str(copy) in str(exc)
+    else:
+        raise AssertionError("a row whose model file is gone was accepted")
+
+
+def test_a_model_outside_the_workdir_keeps_its_absolute_path(tmp_path: Path) -> None:
+    row = replace(_row(0, 0), model_path=str(tmp_path / "elsewhere" / "best_model.pth"))
+    store = Store(tmp_path / "runs" / "results.sqlite")
+    store.add(row)
+    assert store.rows()[0].model_path == str((tmp_path / "elsewhere" / "best_model.pth").resolve())
