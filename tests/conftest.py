@@ -20,7 +20,8 @@ def quick_latency() -> LatencyConfig:
 QUICK_DATA = ["--max-samples", "80"]
 # ONNX export + ORT timing is off here (it costs ~10 s per full-size model); the tests that check it turn it on.
 QUICK_LATENCY = ["--latency-warmup", "1", "--latency-min-calls", "2", "--latency-max-calls", "2",
-                 "--latency-budget-s", "0", "--latency-batches", "1,32", "--no-latency-gpu", "--no-latency-ort"]
+                 "--latency-budget-s", "0", "--latency-max-s", "0.001", "--latency-batches", "1,32", "--no-latency-gpu",
+                 "--no-latency-ort"]
 QUICK_CLI = [*QUICK_DATA, *QUICK_LATENCY, "--batch-size", "16"]
 
 

@@ -130,3 +130,20 @@ def test_amount_outside_open_interval_is_rejected(amount: float) -> None:
         PruningConfig(amount=amount)
     with pytest.raises(CompressError, match="--round-to must be >= 1"):
         PruningConfig(round_to=0)
+
+
+def test_fast_l1_mask_is_torchs_l1_unstructured_mask() -> None:
+    """The partition-based mask zeroes exactly the weights torch's topk-based L1Unstructured zeroes."""
+    import torch
+    from torch import nn
+    from torch.nn.utils import prune
+
+    from compress.compressors.pruning import l1_mask
+
+    torch.manual_seed(0)
+    for amount in (0.1, 0.5, 0.9):
+        layer = nn.Linear(300, 200)
+        prune.l1_unstructured(layer, "weight", amount=amount)
+        assert torch.equal(l1_mask(layer.weight_orig, amount), layer.weight_mask)
+    tied = torch.tensor([[0.0, 0.0, 0.0, 1.0, -1.0, 2.0]])  # ties at the threshold: exactly round(a * n) zeroed
+    assert int((l1_mask(tied, 0.5) == 0).sum()) == 3 and l1_mask(tied, 0.5)[0, 5] == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune
@@ -116,10 +117,26 @@ def _unstructured(model: nn.Module, spec: ModelSpec, cfg: PruningConfig) -> tupl
             if cfg.importance == "random":
                 prune.random_unstructured(m, "weight", amount=cfg.amount)
             else:  # a single weight's L1 and L2 norms are the same number: |w|
-                prune.l1_unstructured(m, "weight", amount=cfg.amount)
+                prune.custom_from_mask(m, "weight", l1_mask(m.weight, cfg.amount))
     # The masks stay on through fine-tuning (weight = weight_orig * mask), so training cannot regrow
     # the zeroed weights; make_permanent() drops them before the model is measured and saved.
     return model, spec
+
+
+def l1_mask(weight: torch.Tensor, amount: float) -> torch.Tensor:
+    """torch's L1Unstructured mask (the round(amount * n) smallest |w| zeroed; ties broken arbitrarily, as
+    there) from a linear-time partition instead of a full topk: VGG16's first Linear has 102.8M weights,
+    and topk over them took 15 s of a 2-core run, the partition about 1 s."""
+    flat = weight.detach().abs().flatten().cpu()
+    k = round(amount * flat.numel())
+    mask = torch.ones(flat.numel(), dtype=weight.dtype)
+    if k > 0:
+        kth = float(np.partition(flat.numpy(), k - 1)[k - 1])
+        below = flat < kth
+        ties = (flat == kth).nonzero().flatten()[: k - int(below.sum())]
+        mask[below] = 0
+        mask[ties] = 0
+    return mask.view_as(weight).to(weight.device)
 
 
 def make_permanent(model: nn.Module) -> nn.Module:
