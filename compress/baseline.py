@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from compress import data as data_mod
-from compress import models, pretrained
+from compress import dist, models, pretrained
 from compress.atomic import write_json
 from compress.compressors import Artifact
 from compress.data import DataBundle, DataConfig, Loaders, Split
@@ -119,18 +119,24 @@ def ensure_baseline(session: Session) -> Baseline:
                             "the baseline: drop one of them")
     bundle = data_mod.load(data_cfg)
     bdir = baseline_dir(session)
-    cached = (bdir / "meta.json").exists() and (bdir / "model.pt").exists() and not session.retrain
-    if src.imported:
-        return _imported(session, bdir, bundle, cached)
+    if src.imported:  # under torchrun rank 0 converts and caches it, then the others load that
+        with dist.main_first():
+            return _imported(session, bdir, bundle, _is_cached(session, bdir))
+    cached = dist.same(_is_cached(session, bdir))  # every rank takes rank 0's answer: all train, or none
     state = None
     if src.pretrained is not None and not cached:  # a missing weights file fails before the split is stored
         state = pretrained.imagenet_state_dict(session.arch, src.pretrained, src.download)
-    if session.retrain and not session.resume:
-        ws.split_path(data_cfg).unlink(missing_ok=True)
-    split = stored_split(ws, data_cfg, bundle)
+    with dist.main_first():
+        if session.retrain and not session.resume and dist.current().main:
+            ws.split_path(data_cfg).unlink(missing_ok=True)
+        split = stored_split(ws, data_cfg, bundle)
     if cached:
         return _cached(session, bdir, bundle, split)
     return _train(session, bdir, bundle, split, state)
+
+
+def _is_cached(session: Session, bdir: Path) -> bool:
+    return (bdir / "meta.json").exists() and (bdir / "model.pt").exists() and not session.retrain
 
 
 def _check_classes(path: Path, spec: ModelSpec, known: Any, bundle: DataBundle) -> None:
@@ -200,21 +206,27 @@ def _train(session: Session, bdir: Any, bundle: DataBundle, split: Split,
     result = fit(model, ld.train, ld.val, train_cfg, device, desc="baseline", checkpoint=checkpoint,
                  resume=session.resume)
     pretrained.freeze_features(model, False)  # compressors fine-tune every layer
-    test_acc = accuracy(model, ld.test, device)
     ckpt = bdir / "model.pt"
-    models.save_checkpoint(model, spec, ckpt, extra={"classes": bundle.classes, "image_size": data_cfg.size})
-    meta = {"arch": session.arch, "data": asdict(data_cfg), "train": asdict(train_cfg),
-            "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
-            "test_accuracy": test_acc, "train_seconds": result.seconds, "history": result.history,
-            "classes": bundle.classes, "fingerprint": bundle.fingerprint}
-    if src.pretrained is not None:
-        meta["source"] = {"kind": "pretrained", "weights": src.pretrained if src.pretrained != pretrained.IMAGENET
-                          else f"torchvision {session.arch} IMAGENET1K_V1 ({pretrained.hub_file(session.arch).name})",
-                          "freeze_features": src.freeze_features, "normalization": data_cfg.normalization}
-    write_json(bdir / "meta.json", meta)  # written last: a baseline without meta.json is not a cached baseline
-    log(f"baseline: best epoch {result.best_epoch}, val {100 * result.best_val_accuracy:.2f}%, "
-        f"test {100 * test_acc:.2f}%, {result.seconds:.0f}s; saved {ckpt}")
-    return Baseline(model.cpu(), spec, ckpt, meta, bundle, split, data_cfg)
+
+    def store() -> dict[str, Any]:  # rank 0 alone scores and writes; the others receive the meta
+        test_acc = accuracy(model, ld.test, device)
+        models.save_checkpoint(model, spec, ckpt, extra={"classes": bundle.classes, "image_size": data_cfg.size})
+        meta = {"arch": session.arch, "data": asdict(data_cfg), "train": asdict(train_cfg),
+                "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
+                "test_accuracy": test_acc, "train_seconds": result.seconds, "history": result.history,
+                "classes": bundle.classes, "fingerprint": bundle.fingerprint,
+                "distributed": dist.current().record(train_cfg.batch_size)}
+        if src.pretrained is not None:
+            meta["source"] = {"kind": "pretrained", "weights": src.pretrained if src.pretrained != pretrained.IMAGENET
+                              else f"torchvision {session.arch} IMAGENET1K_V1 "
+                                   f"({pretrained.hub_file(session.arch).name})",
+                              "freeze_features": src.freeze_features, "normalization": data_cfg.normalization}
+        write_json(bdir / "meta.json", meta)  # written last: a baseline without meta.json is not a cached baseline
+        log(f"baseline: best epoch {result.best_epoch}, val {100 * result.best_val_accuracy:.2f}%, "
+            f"test {100 * test_acc:.2f}%, {result.seconds:.0f}s; saved {ckpt}")
+        return meta
+
+    return Baseline(model.cpu(), spec, ckpt, dist.from_main(store), bundle, split, data_cfg)
 
 
 def _scratch() -> Path:
@@ -233,7 +245,8 @@ def measure_baseline(session: Session, base: Baseline) -> tuple[ResultRow, Path 
     info = RowInfo(dataset=base.data_cfg.name, compressor="baseline", config=config, seed=base.data_cfg.seed,
                    command=session.command, finetune_epochs=0, best_epoch=base.meta["best_epoch"],
                    train_seconds=base.meta["train_seconds"],
-                   caveats=(LEAKAGE,) if imported and not base.bundle.official_test else ())
+                   caveats=(LEAKAGE,) if imported and not base.bundle.official_test else (),
+                   distributed=base.meta.get("distributed"))  # how the (cached) baseline was trained
     row_id = new_row_id("baseline", config)
     run_dir = session.workspace.run_dir(base.data_cfg.name, "baseline", row_id)
     subject = Subject(base.model, base.spec, Artifact.fp32(base.model, base.path), base.data_cfg.size, "baseline")
@@ -248,4 +261,4 @@ def measure_baseline(session: Session, base: Baseline) -> tuple[ResultRow, Path 
 def reference(session: Session) -> Reference:
     """Load (or train) the baseline and measure it now, so every row of this invocation has its reference."""
     base = ensure_baseline(session)
-    return Reference(base, *measure_baseline(session, base))
+    return Reference(base, *dist.from_main(lambda: measure_baseline(session, base)))  # measured once, on rank 0

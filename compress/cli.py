@@ -16,7 +16,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from compress import compressors, data, models, pipeline, pretrained, report, suite
+from compress import collect, compressors, data, dist, models, pipeline, pretrained, report, suite
 from compress.baseline import reference
 from compress.atomic import clean_stale
 from compress.errors import CompressError
@@ -113,6 +113,13 @@ def _run_all_parser(subs: Any) -> None:
                    help="print the plan (steps, what each trains, stored training times) and run nothing")
 
 
+def _shard(text: str) -> suite.Shard:
+    try:
+        return suite.Shard.parse(text)
+    except CompressError as exc:  # argparse reports it in its one line
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="compress", description="Compress a VGG16 classifier and measure what it buys you.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -123,8 +130,12 @@ def build_parser() -> Parser:
     p.add_argument("--retrain", action="store_true", help="train again even if a cached baseline exists")
     p = sub.add_parser("run", help="compress the baseline with one compressor (or `all`), fine-tune, measure")
     _run_all_parser(_compressor_parsers(p, sweep=False))
-    _compressor_parsers(sub.add_parser("sweep", help="run one compressor over a grid of settings "
-                                                     "(comma-separated values)"), sweep=True)
+    sweeps = _compressor_parsers(sub.add_parser("sweep", help="run one compressor over a grid of settings "
+                                                              "(comma-separated values)"), sweep=True)
+    for q in sweeps.choices.values():
+        q.add_argument("--shard", type=_shard, default=suite.Shard(), metavar="K/N",
+                       help="run only the K-th of N interleaved parts of the grid (point i goes to shard "
+                            "((i-1) mod N)+1), e.g. one Slurm array task each; merge with `compress collect`")
     p = sub.add_parser("measure", help="measure a checkpoint you already have")
     _common(p), _latency_flags(p)
     p.add_argument("--weights", type=Path, required=True, help="a state dict (.pth) or a compress checkpoint")
@@ -138,6 +149,12 @@ def build_parser() -> Parser:
     p.add_argument("--onnx-out", type=Path, default=None, metavar="PATH",
                    help="keep the parity-checked ONNX export of the checkpoint at PATH")
     _data_flags(p, dataset=None)
+    p = sub.add_parser("collect", help="merge the rows of other workdirs (sweep shards) into this one's store",
+                       description="Add every row of the given workdirs' stores to this workdir's store (--workdir), "
+                                   "once: collecting twice adds nothing. Rows whose baseline differs from the one "
+                                   "already collected for the same recipe are refused, with the reason.")
+    _common(p)
+    p.add_argument("sources", nargs="+", type=Path, metavar="DIR", help="workdirs to collect (each with results.sqlite)")
     p = sub.add_parser("report", help="regenerate reports/<dataset>.md from the stored rows")
     _common(p)
     p.add_argument("--dataset", default=None, help="only this dataset (default: every dataset in the store)")
@@ -167,7 +184,7 @@ def _prepare(ns: argparse.Namespace) -> None:
         targets.append((ws.root, _workdir_flag(ns)))
     check_writable(targets)
     ws.store.check()
-    if ns.command != "report":
+    if ns.command != "report" and dist.current().main:  # under torchrun rank 0 alone cleans (and writes)
         files, freed = clean_stale(ws.root, STARTED)
         if files:
             log(f"cleaned {files} leftover file(s) of interrupted runs under {ws.root} ({freed / 1e6:.1f} MB freed)")
@@ -204,6 +221,8 @@ def session_from(ns: argparse.Namespace, command: str) -> Session:
 # ---------------------------------------------------------------------------------------
 
 def _emit(rows: list[Any], ns: argparse.Namespace, baselines: dict[str, Any] | None = None) -> None:
+    if not dist.current().main:  # every rank holds the rows; one prints them
+        return
     if ns.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2, default=str))
     else:
@@ -211,6 +230,8 @@ def _emit(rows: list[Any], ns: argparse.Namespace, baselines: dict[str, Any] | N
 
 
 def _refresh_report(session: Session, dataset: str, reports_dir: Path) -> None:
+    if not dist.current().main:
+        return
     rows = session.store.rows(dataset)
     path = report.write_report(dataset, rows, reports_dir, suite.last_record(session.workspace.root, dataset),
                                session.report_batch)
@@ -249,7 +270,8 @@ def cmd_run_all(ns: argparse.Namespace, command: str) -> None:
         return
     rows, seconds = suite.run_all(session, options, ns.epochs,
                                   lambda rows: _refresh_report(session, rows[0].dataset, ns.reports_dir))
-    suite.record(session, rows[0].dataset, seconds, rows)
+    if dist.current().main:
+        suite.record(session, rows[0].dataset, seconds, rows)
     _refresh_report(session, rows[0].dataset, ns.reports_dir)
     log(f"run all: {len(rows)} rows in {seconds / 60:.1f} min")
     _emit(rows, ns, {rows[0].row_id: rows[0]})
@@ -277,7 +299,7 @@ def cmd_sweep(ns: argparse.Namespace, command: str) -> None:
     chosen = {f.name: getattr(ns, "c_" + f.name) for f in fields(comp.config) if f.init}
     points, finetune = suite.grid(comp, chosen), _finetune(ns)  # every point validated before any work
     session = session_from(ns, command)
-    rows = suite.sweep(session, ns.compressor, points, finetune, ns.from_run)
+    rows = suite.sweep(session, ns.compressor, points, finetune, ns.from_run, ns.shard)
     _emit(rows, ns, {rows[0].row_id: rows[0]})
     _refresh_report(session, rows[0].dataset, ns.reports_dir)
 
@@ -306,9 +328,23 @@ def cmd_report(ns: argparse.Namespace, command: str) -> None:
         print(json.dumps(written, indent=2))
 
 
+def cmd_collect(ns: argparse.Namespace, command: str) -> None:
+    ws = workspace(ns)
+    got = collect.collect(ws, ns.sources)
+    for reason in got.refused:
+        log(f"refused: {reason}")
+    log(f"collected {len(got.added)} new row(s) into {ws.store.path} ({got.present} already there, "
+        f"{len(got.refused)} baseline(s) refused); `compress report --workdir {ws.root}` writes the merged report")
+    if ns.json:
+        print(json.dumps({"added": got.added, "already_present": got.present, "refused": got.refused}, indent=2))
+    if got.refused:
+        raise CompressError(f"{len(got.refused)} baseline(s) and their rows were refused (reasons above); the rows "
+                            "that were collected are stored")
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, str], None]] = {
     "list": cmd_list, "baseline": cmd_baseline, "run": cmd_run, "sweep": cmd_sweep, "measure": cmd_measure,
-    "report": cmd_report,
+    "collect": cmd_collect, "report": cmd_report,
 }
 
 
@@ -317,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m compress " + shlex.join(argv)
     ns = build_parser().parse_args(argv)
     with sigterm_as_interrupt(), one_line_errors() as outcome:
+        dist.start(getattr(ns, "device", "auto"))  # under torchrun: join the job before anything is checked
         _prepare(ns)
         COMMANDS[ns.command](ns, command)
+        dist.stop()
     return outcome.code

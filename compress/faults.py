@@ -18,6 +18,7 @@ from typing import Any, Iterator
 from compress.errors import CompressError
 
 INTERRUPTED = 130
+TERMINATED = 143  # 128 + SIGTERM: under torchrun, stopped because another rank failed
 
 
 @dataclass
@@ -26,7 +27,11 @@ class Outcome:
 
 
 def _say(msg: str) -> None:
-    print(f"compress: {msg}", file=sys.stderr)
+    from compress import dist
+
+    world = dist.current()
+    who = f" [rank {world.rank}/{world.size}]" if world.active else ""
+    print(f"compress{who}: {msg}", file=sys.stderr, flush=True)
 
 
 @contextmanager
@@ -38,6 +43,16 @@ def one_line_errors() -> Iterator[Outcome]:
     except CompressError as exc:
         _say(f"error: {exc}")
         outcome.code = 2
+    except Terminated:
+        from compress import dist
+
+        if dist.current().active:  # torchrun stops the other ranks when one fails
+            _say("stopped by torchrun (another process of this job failed, its message is above, or the job was "
+                 "cancelled); stored results are intact (continue with --resume)")
+            outcome.code = TERMINATED
+        else:
+            _say("interrupted; stored results are intact (an interrupted training continues with --resume)")
+            outcome.code = INTERRUPTED
     except KeyboardInterrupt:
         _say("interrupted; stored results are intact (an interrupted training continues with --resume)")
         outcome.code = INTERRUPTED
@@ -76,12 +91,32 @@ def _known_failure(exc: BaseException) -> int | None:
         _say(f"error: no space left on the disk writing {where}: free space there (or pass --workdir on another "
              "disk) and run again; nothing half-written was kept and stored results are intact")
         return 2
+    if _peer_gone(chain, text):
+        _say("stopped: another process of this torchrun job failed or was stopped (its one-line message is "
+             "above); stored results are intact")
+        return 3
     if any(word in text for word in OOM_WORDS):
         where = "the GPU" if "cuda" in text else "the device"
         _say(f"error: {where} ran out of memory ({str(exc).splitlines()[0][:120]}): lower --batch-size or "
              "--image-size, or pass --device cpu; stored results are intact")
         return 2
     return None
+
+
+PEER_WORDS = ("connection closed by peer", "connection reset by peer", "broken pipe", "socket closed",
+              "timed out", "nccl communicator was aborted")
+
+
+def _peer_gone(chain: list[BaseException], text: str) -> bool:
+    """A collective failed because another rank died: that rank says why; this one only says it stops."""
+    from compress import dist
+
+    if not dist.current().active:
+        return False
+    import torch.distributed
+
+    dist_error = getattr(torch.distributed, "DistError", ())
+    return any(isinstance(e, dist_error) for e in chain) or any(w in text for w in PEER_WORDS)
 
 
 def check_writable(targets: list[tuple[Any, str]]) -> None:
@@ -99,8 +134,16 @@ def check_writable(targets: list[tuple[Any, str]]) -> None:
             raise CompressError(f"{flag} {path} is not writable: pass a folder you can write to")
 
 
+_stopping = threading.Event()  # an error is being reported: a SIGTERM now (torchrun stopping the others) is moot
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: unwinds like Ctrl-C; under torchrun it usually means another rank failed."""
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    if not _stopping.is_set():
+        raise Terminated
 
 
 def terminate_as_interrupt() -> None:

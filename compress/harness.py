@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress import export, load, measure, stats
+from compress import dist, export, load, measure, stats
 from compress.compressors import Artifact
 from compress.measure import ORT_CPU, TORCH_CPU, TORCH_CUDA, Latency, LatencyConfig
 from compress.models import ModelSpec
@@ -60,6 +60,7 @@ class RowInfo:
     source_row_id: str | None = None
     control_row_id: str | None = None
     caveats: tuple[str, ...] = ()  # what a reader must know to read the row right (e.g. possible leakage)
+    distributed: dict[str, Any] | None = None  # how it was trained (dist.World.record); None: nothing trained here
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,7 @@ def _row(subject: Subject, info: RowInfo, counts: Counts, timings: Timings, pred
         env={**environment(cfg.threads or measure.default_threads(), art.dtype), **measure.pinning(cfg.threads)},
         command=info.command, paired=timings.paired,
         load=None if during is None else {**asdict(during), "busy": during.busy},
+        distributed=info.distributed or dist.current().record(None),
         onnx_size_bytes=timings.onnx_size, onnx_parity=timings.parity, backend=art.backend,
         source_row_id=info.source_row_id, control_row_id=info.control_row_id, conv_macs=counts.conv_macs,
         correct=None if correct is None else stats.encode(correct), caveats=list(info.caveats))

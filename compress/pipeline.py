@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress import compressors, kd, models
+from compress import compressors, dist, kd, models
 from compress import data as data_mod
 from compress.atomic import write_json
 from compress.baseline import EVAL_BATCH, Reference, reference, stored_split
@@ -90,9 +90,13 @@ def start_from(session: Session, old: ResultRow, ref: Reference, test_loader: An
     log(f"re-measuring --from {old.row_id} ({old.compressor}) beside this run's baseline")
     subject = Subject(imported.model, imported.spec, Artifact.fp32(imported.model, Path(old.model_path)),
                       old.image_size, old.compressor)
-    row, _ = measure_row(subject, info, session.latency, test_loader, session.device, pair=ref.pair())
-    session.store.add(row)
-    return Start(imported.model, imported.spec, row)
+
+    def remeasure() -> ResultRow:  # rank 0 alone under torchrun
+        row, _ = measure_row(subject, info, session.latency, test_loader, session.device, pair=ref.pair())
+        session.store.add(row)
+        return row
+
+    return Start(imported.model, imported.spec, dist.from_main(remeasure))
 
 
 def interrupted_run(ws: Workspace, dataset: str, name: str, config: dict[str, Any]) -> Path | None:
@@ -152,14 +156,73 @@ def _pair(artifact: Artifact, ref: Reference, start: Start) -> PairWith:
     return PairWith(source, start.model if artifact.module is not None else None, artifact.fp32_onnx)
 
 
+@dataclass
+class _Step:
+    """One compressor run once its folder is chosen: compress, (train), then measure and store."""
+
+    session: Session
+    job: Job
+    ref: Reference
+    start: Start
+    ld: Loaders
+    config: dict[str, Any]
+    row_id: str
+    run_dir: Path
+    control_row_id: str | None = None
+
+    def compress(self) -> Artifact | tuple[nn.Module, ModelSpec]:
+        s = self.session
+        ctx = Context(loaders=self.ld, device=s.device, num_classes=self.ref.baseline.bundle.num_classes,
+                      image_size=s.data.size, run_dir=self.run_dir, threads=s.latency.threads, keep_onnx=s.keep_onnx)
+        torch.manual_seed(s.data.seed)  # the same model on every rank under torchrun
+        return compressors.get(self.job.compressor).fn(copy.deepcopy(self.start.model), self.start.spec,
+                                                       self.job.config, ctx)
+
+    def before(self, model: nn.Module) -> float:
+        return accuracy(model.to(self.session.device), self.ld.test, self.session.device)
+
+    def finish(self, out: Artifact | tuple[nn.Module, ModelSpec], result: TrainResult | None,
+               before: float | None) -> ResultRow:
+        """Save the model, measure it beside the baseline, store the row (rank 0 alone)."""
+        s, job, comp = self.session, self.job, compressors.get(self.job.compressor)
+        if isinstance(out, Artifact):  # int8 and the like: measured as what it is, nothing to fine-tune
+            artifact, fp32, spec = out, None, self.start.spec
+        else:
+            fp32, spec = out
+            if comp.finalize is not None:
+                fp32 = comp.finalize(fp32)
+            models.save_checkpoint(fp32, spec, self.run_dir / "model.pt", extra={
+                "compressor": job.compressor, "config": self.config, "classes": self.ref.baseline.bundle.classes,
+                "image_size": s.data.size})
+            artifact = Artifact.fp32(fp32, self.run_dir / "model.pt")
+        epochs = result is not None
+        info = RowInfo(dataset=s.data.name, compressor=job.compressor, config=self.config, seed=s.data.seed,
+                       command=s.command, baseline_row_id=self.ref.row.row_id, finetune_epochs=job.finetune.epochs
+                       if epochs else 0, best_epoch=result.best_epoch if result else None,
+                       train_seconds=result.seconds if result else 0.0, accuracy_before_finetune=before,
+                       source_row_id=self.start.row.row_id if self.start.row else None,
+                       control_row_id=self.control_row_id,
+                       distributed=dist.current().record(job.finetune.batch_size if epochs else None))
+        subject = Subject(fp32 if fp32 is not None else self.start.model, spec, artifact, s.data.size,
+                          job.compressor)
+        row, preds = measure_row(subject, info, s.latency, self.ld.test, s.device, self.row_id,
+                                 self.run_dir / "model.onnx" if s.keep_onnx else None,
+                                 _pair(artifact, self.ref, self.start))
+        save_run(s.store, row, preds, self.run_dir)
+        return row
+
+
 def run_compressor(session: Session, job: Job, ref: Reference | None = None,
                    control_row_id: str | None = None) -> tuple[ResultRow, ResultRow]:
     """Compress the baseline (or the --from run), fine-tune, measure both alike; returns (baseline row, row).
 
-    A sweep passes `ref` so the baseline is loaded and timed once for all points.
+    A sweep passes `ref` so the baseline is loaded and timed once for all points. Under torchrun
+    every rank compresses and trains (DDP); rank 0 alone measures and writes, and every rank
+    returns its rows.
     """
     comp = compressors.get(job.compressor)
-    old = find_row(session.workspace, job.from_run, session.data.name) if job.from_run else None  # fail early
+    old = dist.from_main(lambda: find_row(session.workspace, job.from_run, session.data.name)) \
+        if job.from_run else None  # a bad --from fails before any work
     ref = ref or reference(session)
     ld = ref.baseline.loaders(job.finetune.batch_size, job.finetune.augment)
     start = start_from(session, old, ref, ld.test) if old else Start(ref.baseline.model, ref.baseline.spec)
@@ -168,38 +231,21 @@ def run_compressor(session: Session, job: Job, ref: Reference | None = None,
               "arch": ref.baseline.spec.arch, "data": asdict(session.data)}
     if start.row is not None and start.row.compressor != "baseline":
         config["source"] = {"compressor": start.row.compressor, "config_hash": start.row.config_hash}
-    row_id, run_dir = _run_dir(session, job, config)
-    ctx = Context(loaders=ld, device=session.device, num_classes=ref.baseline.bundle.num_classes,
-                  image_size=session.data.size, run_dir=run_dir, threads=session.latency.threads,
-                  keep_onnx=session.keep_onnx)
-    torch.manual_seed(session.data.seed)
-    fp32 = copy.deepcopy(start.model)
-    out = comp.fn(fp32, start.spec, job.config, ctx)
-    result, before = TrainResult(best_epoch=0, best_val_accuracy=float("nan"), seconds=0.0), None
-    if isinstance(out, Artifact):  # int8 and the like: measured as what it is, nothing to fine-tune
-        artifact, spec = out, start.spec
-    else:
-        fp32, spec = out
-        before = accuracy(fp32.to(session.device), ld.test, session.device)
-        if epochs:
-            log(f"{job.compressor}: test accuracy before training {100 * before:.2f}%; {epochs} epochs")
-            result = _train(session, job, fp32, ld, ref, run_dir)
-        if comp.finalize is not None:
-            fp32 = comp.finalize(fp32)
-        models.save_checkpoint(fp32, spec, run_dir / "model.pt", extra={
-            "compressor": job.compressor, "config": config, "classes": ref.baseline.bundle.classes,
-            "image_size": session.data.size})
-        artifact = Artifact.fp32(fp32, run_dir / "model.pt")
-    info = RowInfo(dataset=session.data.name, compressor=job.compressor, config=config, seed=session.data.seed,
-                   command=session.command, baseline_row_id=ref.row.row_id, finetune_epochs=epochs,
-                   best_epoch=result.best_epoch if epochs else None, train_seconds=result.seconds,
-                   accuracy_before_finetune=before, source_row_id=start.row.row_id if start.row else None,
-                   control_row_id=control_row_id)
-    row, preds = measure_row(Subject(fp32, spec, artifact, session.data.size, job.compressor), info,
-                             session.latency, ld.test, session.device, row_id,
-                             run_dir / "model.onnx" if session.keep_onnx else None, _pair(artifact, ref, start))
-    save_run(session.store, row, preds, run_dir)
-    return ref.row, row
+    row_id, run_dir = dist.from_main(lambda: _run_dir(session, job, config))
+    step = _Step(session, job, ref, start, ld, config, row_id, run_dir, control_row_id)
+    if not epochs:  # nothing to train: rank 0 compresses and measures, the others only wait for the row
+        return ref.row, dist.from_main(lambda: _untrained(step))
+    dist.current().per_rank(job.finetune.batch_size)  # an uneven global batch fails before compressing
+    fp32, spec = step.compress()  # type: ignore[misc]  # a compressor that fine-tunes returns a module
+    before = dist.from_main(lambda: step.before(fp32))
+    log(f"{job.compressor}: test accuracy before training {100 * before:.2f}%; {epochs} epochs")
+    result = _train(session, job, fp32, ld, ref, run_dir)
+    return ref.row, dist.from_main(lambda: step.finish((fp32, spec), result, before))
+
+
+def _untrained(step: _Step) -> ResultRow:
+    out = step.compress()
+    return step.finish(out, None, None if isinstance(out, Artifact) else step.before(out[0]))
 
 
 def run_with_control(session: Session, job: Job, ref: Reference | None = None) -> list[ResultRow]:

@@ -66,6 +66,8 @@ class ResultRow:
     # speed-ups timed interleaved with a reference (runtime -> batch -> Paired), and the machine's load meanwhile
     paired: dict[str, dict[int, Paired]] = field(default_factory=dict)
     load: dict[str, Any] | None = None  # compress.load.Load as a dict, plus "busy"
+    # how the model was trained: {"world_size", "backend" (None: one process), "per_rank_batch" (None: no training)}
+    distributed: dict[str, Any] = field(default_factory=dict)
 
     def lat(self, runtime: str, batch: int) -> Latency | None:
         """The statistics of one runtime at one batch size, or None when it was not timed."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from compress import dist
 from compress.data import DataConfig
 from compress.errors import CompressError
 from compress.measure import LatencyConfig
@@ -23,8 +24,9 @@ REPORT_BATCH = 32  # the batch the report's speed-ups and plots use unless told 
 
 
 def log(msg: str) -> None:
-    """Progress and notes go to stderr: stdout is for results (`--json`)."""
-    print(msg, file=sys.stderr, flush=True)
+    """Progress and notes go to stderr: stdout is for results (`--json`). Under torchrun, rank 0 speaks."""
+    if dist.current().main:
+        print(msg, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,8 @@ class Workspace:
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CompressError("--device cuda was asked for, but no CUDA device is available here: use --device cpu")
-    if name not in ("cpu", "cuda"):
-        raise CompressError(f"unknown --device {name!r}: expected auto, cpu or cuda")
-    return torch.device(name)
+    """The device of this process: under torchrun, this rank's GPU (or the CPU), after joining the job."""
+    return dist.start(name)
 
 
 @dataclass(frozen=True)

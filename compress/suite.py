@@ -16,10 +16,11 @@ from typing import Any, Callable, get_origin, get_type_hints
 
 from tqdm import tqdm
 
-from compress import compressors, kd
+from compress import compressors, dist, kd
 from compress.atomic import write_json
 from compress.baseline import baseline_dir, reference
 from compress.compressors import Compressor, PlanOptions
+from compress.errors import CompressError
 from compress.pipeline import Job, run_with_control
 from compress.results import ResultRow
 from compress.session import Session, log
@@ -80,7 +81,8 @@ def run_all(session: Session, options: PlanOptions, epochs: int | None,
         log(f"run all: {100 * done / total:.0f}% done, {elapsed / 60:.1f} min elapsed, about "
             f"{left / 60:.0f} min left; next: {next_label}")
 
-    with tqdm(total=round(total, 1), desc="run all", unit="epoch-eq", dynamic_ncols=True, disable=None,
+    with tqdm(total=round(total, 1), desc="run all", unit="epoch-eq", dynamic_ncols=True,
+              disable=None if dist.current().main else True,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, ~{remaining} left") as bar:
         bar.set_description("run all: baseline")
         ref = reference(session)
@@ -137,14 +139,47 @@ def grid(comp: Compressor, chosen: dict[str, Any]) -> list[Any]:
             for values in itertools.product(*(chosen[n] for n in swept))]
 
 
+@dataclass(frozen=True)
+class Shard:
+    """`--shard K/N`: the K-th of N interleaved parts of a grid (K from 1, as Slurm array ids usually are).
+
+    Point i of the grid (from 1, in the grid's order) belongs to shard ((i - 1) mod N) + 1:
+    interleaved rather than in blocks, so every shard gets cheap and costly points alike.
+    """
+
+    index: int = 1
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        try:
+            k, n = (int(v) for v in text.split("/"))
+        except ValueError:
+            raise CompressError(f"--shard {text!r}: expected K/N with whole numbers, e.g. --shard 2/8") from None
+        if n < 1 or not 1 <= k <= n:
+            raise CompressError(f"--shard {text}: K must be between 1 and N (Slurm: --array=1-{max(n, 1)} and "
+                                "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+        return cls(k, n)
+
+    def take(self, points: list[Any]) -> list[tuple[int, Any]]:
+        """(grid position from 1, point) of this shard's points."""
+        return [(i, p) for i, p in enumerate(points, 1) if (i - 1) % self.count == self.index - 1]
+
+
 def sweep(session: Session, name: str, points: list[Any], finetune: FinetuneConfig,
-          from_run: str | None = None) -> list[ResultRow]:
-    """Every point against one baseline measured once; returns [baseline row, *point rows]."""
+          from_run: str | None = None, shard: Shard = Shard()) -> list[ResultRow]:
+    """This shard's points (all of them by default) against one baseline measured once;
+    returns [baseline row, *point rows]."""
     swept = grid_fields(compressors.get(name))
+    mine = shard.take(points)
+    if not mine:
+        raise CompressError(f"--shard {shard.index}/{shard.count} has no point: the grid has {len(points)} "
+                            f"point(s), so use at most {len(points)} shards")
     ref = reference(session)
     rows = [ref.row]
-    for i, cfg in enumerate(points, 1):
-        log(f"[{i}/{len(points)}] {name}: " + ", ".join(f"{n}={getattr(cfg, n)}" for n in swept))
+    part = f" (shard {shard.index}/{shard.count})" if shard.count > 1 else ""
+    for i, cfg in mine:
+        log(f"[point {i}/{len(points)}{part}] {name}: " + ", ".join(f"{n}={getattr(cfg, n)}" for n in swept))
         rows += run_with_control(session, Job(name, cfg, finetune, from_run), ref)[1:]
     return rows
 

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from compress import dist
 from compress.errors import CompressError
 
 
@@ -71,8 +72,8 @@ class TrainResult:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) over a loader."""
+def _sums(model: nn.Module, loader: DataLoader, device: torch.device) -> list[float]:
+    """[correct, summed cross-entropy, images] over a loader."""
     model.eval()
     correct, loss, n = 0, 0.0, 0
     for x, y in loader:
@@ -81,6 +82,13 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tupl
         loss += nn.functional.cross_entropy(out, y, reduction="sum").item()
         correct += int((out.argmax(1) == y).sum())
         n += len(y)
+    return [float(correct), loss, float(n)]
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) over a loader. Under torchrun each rank scores its share of the
+    split and the sums are reduced, so every rank sees the same figures and picks the same best epoch."""
+    correct, loss, n = dist.all_sum(_sums(model, dist.shard_eval(loader), device))
     return (correct / n, loss / n) if n else (float("nan"), float("nan"))
 
 
@@ -136,24 +144,31 @@ def fit(model: nn.Module, train: Iterable[Any], val: DataLoader, cfg: TrainConfi
     (on digits the rule changed the pick in 2 of 15 sweep runs, once for better, once worse: README).
     """
     model.to(device)
+    world = dist.current()
     start = time.perf_counter()
     opt = make_adam(model, cfg)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.schedule == "cosine" else None
     loss_fn = loss_fn or nn.CrossEntropyLoss()
-    if checkpoint is not None and cfg.epochs:  # whose checkpoints these are: a later run cleans them only if we died
+    writes = checkpoint is not None and world.main  # under torchrun, rank 0 alone writes checkpoints
+    if writes and cfg.epochs:  # whose checkpoints these are: a later run cleans them only if we died
         Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
         Path(checkpoint).with_suffix(".owner").write_text(str(os.getpid()))
-    if resume and checkpoint is not None and Path(checkpoint).exists():
-        prog = _restore(Path(checkpoint), cfg, model, opt, sched, train)
-        tqdm.write(f"{desc}: resuming after epoch {prog.first - 1}/{cfg.epochs} from {checkpoint}", file=sys.stderr)
+    resuming = dist.same(bool(resume and checkpoint is not None and Path(checkpoint).exists()))
+    if resuming:
+        prog = _restore(Path(checkpoint), cfg, model, opt, sched, train)  # type: ignore[arg-type]
+        say(f"{desc}: resuming after epoch {prog.first - 1}/{cfg.epochs} from {checkpoint}")
     else:
         prog = _Progress(best_state=copy.deepcopy(model.state_dict()))
         if cfg.epochs:  # epoch 0: the weights we start from
             prog.best_key = evaluate(model, val, device)
-        if checkpoint is not None and cfg.epochs:
-            _save_state(Path(checkpoint).with_suffix(".best.pt"), prog.best_state)
+        if writes and cfg.epochs:
+            _save_state(Path(checkpoint).with_suffix(".best.pt"), prog.best_state)  # type: ignore[arg-type]
+    if not resuming:  # a resumed run has each rank's own generator state back already
+        dist.decorrelate()
+    net, train = dist.wrap(model, device), dist.shard(train, _seed(train))
     for epoch in range(prog.first, cfg.epochs + 1):
-        train_loss = _train_epoch(model, train, opt, loss_fn, device, f"{desc} epoch {epoch}/{cfg.epochs}")
+        dist.set_epoch(train, epoch)
+        train_loss = _train_epoch(net, train, opt, loss_fn, device, f"{desc} epoch {epoch}/{cfg.epochs}")
         if sched is not None:
             sched.step()
         val_acc, val_loss = evaluate(model, val, device)
@@ -164,24 +179,39 @@ def fit(model: nn.Module, train: Iterable[Any], val: DataLoader, cfg: TrainConfi
             prog.best_key, prog.best_state, prog.best_epoch = (val_acc, val_loss), copy.deepcopy(model.state_dict()), \
                 epoch
             mark = " (best)"
-            if checkpoint is not None and epoch < cfg.epochs:  # written only when it changes: it is a whole model
-                _save_state(Path(checkpoint).with_suffix(".best.pt"), prog.best_state)
-        tqdm.write(f"{desc} epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, "
-                   f"val acc {100 * val_acc:.2f}%, val loss {val_loss:.4f}{mark}", file=sys.stderr)
-        if checkpoint is not None and epoch < cfg.epochs:
+            if writes and epoch < cfg.epochs:  # written only when it changes: it is a whole model
+                _save_state(Path(checkpoint).with_suffix(".best.pt"), prog.best_state)  # type: ignore[arg-type]
+        say(f"{desc} epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, "
+            f"val acc {100 * val_acc:.2f}%, val loss {val_loss:.4f}{mark}")
+        rank_rng = dist.gather(torch.get_rng_state()) if checkpoint is not None and epoch < cfg.epochs else None
+        if writes and epoch < cfg.epochs:
             gen = getattr(train, "generator", None)
             _save_state(Path(checkpoint), {
                 "config": asdict(cfg), "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict() if sched is not None else None, "rng": torch.get_rng_state(),
+                "rank_rng": rank_rng,  # every rank's dropout generator, so a resumed torchrun run is bit-exact
                 "loader_rng": gen.get_state() if gen is not None else None, "best_key": list(prog.best_key),
                 "best_epoch": prog.best_epoch, "history": prog.history,
                 "seconds": prog.done_before + time.perf_counter() - start})
     model.load_state_dict(prog.best_state)
-    if checkpoint is not None:  # finished: nothing left to resume
+    dist.barrier()  # no rank goes on (and rank 0 removes nothing) before every rank has finished training
+    if writes:  # finished: nothing left to resume
         for suffix in (".pt", ".best.pt", ".owner"):
             Path(checkpoint).with_suffix(suffix).unlink(missing_ok=True)
     return TrainResult(prog.best_epoch, prog.best_key[0], prog.done_before + time.perf_counter() - start,
                        prog.history)
+
+
+def say(msg: str) -> None:
+    """A progress line that does not break a running bar; rank 0 alone speaks under torchrun."""
+    if dist.current().main:
+        tqdm.write(msg, file=sys.stderr)
+
+
+def _seed(loader: Any) -> int:
+    """The seed of a loader's shuffling generator: the distributed sampler shuffles from the same seed."""
+    gen = getattr(loader, "generator", None) or getattr(getattr(loader, "loader", None), "generator", None)
+    return int(gen.initial_seed()) if gen is not None else 0
 
 
 def _train_epoch(model: nn.Module, train: Iterable[Any], opt: torch.optim.Optimizer,
@@ -189,8 +219,8 @@ def _train_epoch(model: nn.Module, train: Iterable[Any], opt: torch.optim.Optimi
     """One pass over the training batches; returns the mean training loss."""
     model.train()
     total, n = 0.0, 0
-    bar = tqdm(train, desc=desc, leave=False, unit="batch",
-               disable=None)  # None: no bar when stderr is not a terminal (CI logs, pipes)
+    bar = tqdm(train, desc=desc, leave=False, unit="batch",  # None: no bar when stderr is not a terminal
+               disable=None if dist.current().main else True)
     for batch in bar:
         x, y, *extra = (t.to(device) for t in batch)
         opt.zero_grad(set_to_none=True)
@@ -203,6 +233,7 @@ def _train_epoch(model: nn.Module, train: Iterable[Any], opt: torch.optim.Optimi
         opt.step()
         total, n = total + value * len(y), n + len(y)
         bar.set_postfix(loss=f"{total / n:.3f}")
+    total, n = dist.all_sum([total, float(n)])  # under torchrun: the mean over every rank's images
     return total / max(n, 1)
 
 
@@ -214,7 +245,12 @@ def _restore(checkpoint: Path, cfg: TrainConfig, model: nn.Module, opt: torch.op
     opt.load_state_dict(state["optimizer"])
     if sched is not None:
         sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
+    rank_rng = state.get("rank_rng")
+    world = dist.current()
+    if world.active and not (isinstance(rank_rng, list) and len(rank_rng) == world.size):
+        raise CompressError(f"{checkpoint} was written by a run of {len(rank_rng or [None])} process(es), this one "
+                            f"has {world.size}: resume with the same --nproc-per-node, or delete it to start over")
+    torch.set_rng_state(rank_rng[world.rank] if world.active else state["rng"])  # type: ignore[index]
     gen = getattr(train, "generator", None)
     if gen is not None and state.get("loader_rng") is not None:
         gen.set_state(state["loader_rng"])

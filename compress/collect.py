@@ -1,0 +1,79 @@
+"""`compress collect DIR...`: merge the rows of several workdirs (sweep shards, array tasks) into one store.
+
+Each shard of a sweep writes to a workdir of its own, so no SQLite file is ever written by two
+machines: SQLite's locking is unreliable on network file systems (NFS, Lustre, GPFS), where two
+writers can corrupt the file. Collecting afterwards is idempotent (rows are keyed by row id), and
+refuses a row whose baseline is not the baseline the merged store already holds for the same
+recipe: speed-ups and McNemar tests against two different baselines are not comparable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from compress.baseline import file_digest
+from compress.errors import CompressError
+from compress.results import ResultRow, Store
+from compress.session import Workspace
+
+
+@dataclass
+class Collected:
+    added: list[str] = field(default_factory=list)  # row ids
+    present: int = 0  # rows the store had already (collecting twice adds nothing)
+    refused: list[str] = field(default_factory=list)  # one reason per refused baseline and its rows
+
+
+def _weights(row: ResultRow) -> str | None:
+    path = Path(row.model_path)
+    return file_digest(path) if path.is_file() else None
+
+
+def _recipe(row: ResultRow) -> tuple[str, str]:
+    return row.dataset, row.config_hash
+
+
+def collect(dest: Workspace, sources: list[Path]) -> Collected:
+    """Add every row of the sources' stores to `dest`'s store that it lacks (see the module's docstring)."""
+    stores = []
+    for src in sources:
+        store = Store(Path(src) / "results.sqlite")
+        if not store.path.is_file():
+            raise CompressError(f"{src} has no results store ({store.path} not found): pass the --workdir of a "
+                                "finished run or sweep shard")
+        if store.path.resolve() == dest.store.path.resolve():
+            raise CompressError(f"{src} is the destination workdir itself: pass the shards' workdirs only")
+        stores.append(store)
+    target = dest.store
+    have = {r.row_id: r for r in target.rows()}
+    known = {_recipe(r): d for r in have.values() if r.compressor == "baseline" and (d := _weights(r)) is not None}
+    out = Collected()
+    for store in stores:
+        rows = store.rows()
+        banned: set[str] = set()
+        for b in (r for r in rows if r.compressor == "baseline"):
+            digest = _weights(b)
+            theirs = known.get(_recipe(b))
+            if digest is None:
+                reason = f"its model file {b.model_path} is gone, so it cannot be checked against the others"
+            elif theirs is not None and theirs != digest:
+                reason = (f"its weights (sha256 {digest[:12]}) differ from the baseline already collected for the "
+                          f"same recipe (sha256 {theirs[:12]}): train the baseline once and copy its folder into "
+                          "every shard's workdir, or collect these into a separate workdir")
+            else:
+                known[_recipe(b)] = digest
+                continue
+            banned.add(b.row_id)
+            n = sum(r.baseline_row_id == b.row_id for r in rows)
+            out.refused.append(f"{store.root}: baseline {b.row_id} and its {n} row(s) refused: {reason}")
+        for r in rows:
+            if r.row_id in banned or r.baseline_row_id in banned:
+                continue
+            if r.row_id in have:
+                out.present += 1
+                continue
+            target.add(r)
+            have[r.row_id] = r
+            out.added.append(r.row_id)
+    return out
