@@ -47,20 +47,40 @@ def ratio(base: float | None, new: float | None) -> str:
     return f"{base / new:.2f}x"
 
 
-def summary(row: ResultRow) -> str:
-    """A short human label for the configuration of a row."""
+def defaults(compressor: str) -> dict[str, object]:
+    """A compressor's default settings as stored in rows (JSON types); {} when it is not registered."""
+    import json
+    from dataclasses import asdict, fields
+
+    from compress import compressors
+    from compress.errors import CompressError
+
+    try:
+        cls = compressors.get(compressor).config
+    except CompressError:
+        return {}
+    options = {f.name for f in fields(cls) if f.init}  # init=False fields state facts, not settings
+    return json.loads(json.dumps({k: v for k, v in asdict(cls()).items() if k in options}, default=str))
+
+
+def summary(row: ResultRow, full: bool = False) -> str:
+    """A short label for a row's configuration: only what differs from the compressor's defaults
+    (`amount=0.5 importance=random`); "default" when nothing does. `full` lists every setting."""
     if row.compressor == "baseline":
         return row.config.get("arch", "")
     comp = row.config.get("compressor") or {}
+    base = {} if full else defaults(row.compressor)
     source = row.config.get("source")
     parts = [f"from {source['compressor']} {source['config_hash'][:6]};"] if source else []
     for k, v in comp.items():
+        if k in base and base[k] == v or (base and k not in base):  # a default, or a derived fact
+            continue
         if isinstance(v, (list, tuple)):
             if not v:
                 continue
             v = ",".join(map(str, v))
         parts.append(f"{k}={v}")
-    return " ".join(parts)
+    return " ".join(parts) or "default"
 
 
 def significance(row: ResultRow, other: ResultRow | None) -> stats.McNemar | None:
@@ -76,13 +96,38 @@ def p_cell(test: stats.McNemar | None) -> str:
     return f"{test.p_value:.3f}" + (" *" if test.significant else "")
 
 
-def speedup(b: ResultRow | None, r: ResultRow, runtime: str, batch: int) -> str:
-    """`r` against baseline `b`: the interleaved ratio with its 95% interval when `r` was paired with `b`,
-    else the ratio of two separately timed medians; ⚠ when either was timed on a busy machine."""
+def speedup(b: ResultRow | None, r: ResultRow, runtime: str, batch: int, interval: bool = True) -> str:
+    """`r` against baseline `b`: the interleaved ratio (with its 95% interval unless `interval` is off) when
+    `r` was paired with `b`, else the ratio of two separately timed medians; ⚠ when either was timed busy."""
     busy = " ⚠" if r.busy or (b is not None and b.busy) else ""
     paired = r.pair(runtime, batch)
     if paired is not None and b is not None and paired.reference_row_id == b.row_id:
-        return paired.cell() + busy
+        return (paired.cell() if interval else f"{paired.ratio:.2f}x") + busy
     base, new = (b.lat(runtime, batch) if b else None), r.lat(runtime, batch)
     plain = ratio(base.median_ms if base else None, new.median_ms if new else None)
     return plain + busy if plain else ""
+
+
+def brief(row: ResultRow, n: int = 2) -> str:
+    """A compressor's main knobs (its first `n` settings, KD reduced to "KD"): `amount=0.3 scope=uniform`."""
+    import dataclasses
+
+    from compress import compressors
+    from compress.errors import CompressError
+    from compress.kd import KDOptions
+
+    comp = row.config.get("compressor") or {}
+    try:
+        cls = compressors.get(row.compressor).config
+    except CompressError:
+        return summary(row)
+    shared = {f.name for f in dataclasses.fields(KDOptions)} if issubclass(cls, KDOptions) else set()
+    names = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in shared and f.name in comp
+             and comp[f.name] not in ([], (), None, "")][:n]
+    names = [k for k in names if comp[k] is not False]  # a switch that is off says nothing
+    parts = [k if v is True else f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+             for k, v in ((k, comp[k]) for k in names)]
+    if comp.get("kd"):
+        parts.append("KD")
+    source = row.config.get("source")
+    return (f"from {source['compressor']}; " if source else "") + " ".join(parts)

@@ -16,7 +16,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from compress import collect, compressors, data, dist, models, pipeline, pretrained, report, suite
+from compress import collect, compressors, data, dist, models, pipeline, pretrained, report, suite, terminal
 from compress.baseline import reference
 from compress.atomic import clean_stale
 from compress.errors import CompressError
@@ -35,6 +35,8 @@ STARTED = time.time()  # files older than this process and no longer written to 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print result rows as JSON on stdout")
+    p.add_argument("--wide", action="store_true",
+                   help="print the full markdown table (every column) instead of the compact one")
     p.add_argument("--workdir", type=Path, default=None,
                    help="where runs, baselines and the results store live (default ./runs or $COMPRESS_HOME)")
     p.add_argument("--reports-dir", type=Path, default=Path("reports"), help="where reports are written")
@@ -158,6 +160,8 @@ def build_parser() -> Parser:
     p = sub.add_parser("report", help="regenerate reports/<dataset>.md from the stored rows")
     _common(p)
     p.add_argument("--dataset", default=None, help="only this dataset (default: every dataset in the store)")
+    p.add_argument("--html", action="store_true",
+                   help="also write reports/<dataset>.html: the same report in one self-contained file, plots inside")
     return parser
 
 
@@ -225,8 +229,11 @@ def _emit(rows: list[Any], ns: argparse.Namespace, baselines: dict[str, Any] | N
         return
     if ns.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2, default=str))
-    else:
+    elif ns.wide:
         print(report.to_markdown(rows, baselines or {}, ns.report_batch))
+    else:
+        known = {r.row_id: r for r in rows if r.compressor == "baseline"}
+        terminal.show(rows, {**known, **(baselines or {})}, ns.report_batch)
 
 
 def _refresh_report(session: Session, dataset: str, reports_dir: Path) -> None:
@@ -321,9 +328,9 @@ def cmd_report(ns: argparse.Namespace, command: str) -> None:
     written = []
     for name in names:
         path = report.write_report(name, ws.store.rows(name), ns.reports_dir, suite.last_record(ws.root, name),
-                                   ns.report_batch)
+                                   ns.report_batch, html=ns.html)
         written.append({"dataset": name, "path": str(path)})
-        log(f"wrote {path}")
+        log(f"wrote {path}" + (f" and {path.with_suffix('.html')}" if ns.html else ""))
     if ns.json:
         print(json.dumps(written, indent=2))
 

@@ -62,6 +62,17 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return front
 
 
+def _where(key: str, rows: list[ResultRow], batch: int) -> str:
+    """What a plot's x axis was measured with: runtime, batch, machine (MACs and size are not timed)."""
+    env = rows[-1].env
+    machine = f"{env.get('cpu', 'unknown CPU')}, {env.get('threads', '?')} threads"
+    runtime = {"cpu": "PyTorch eager CPU", "ort": "ONNX Runtime CPU"}.get(key.split("_")[0])
+    if runtime is None:
+        what = "theory, not timed" if key == "macs" else "bytes on disk"
+        return f"{what}; accuracy on the test split; models timed on {machine}"
+    return f"{runtime}, batch {batch}, median of timed calls; {machine}"
+
+
 def tradeoff_plots(rows: list[ResultRow], out_dir: Path, stem: str, batch: int = 32) -> list[tuple[str, Path]]:
     """Accuracy against MACs, CPU latency and size; returns (title, path) of each PNG written."""
     import matplotlib
@@ -77,7 +88,7 @@ def tradeoff_plots(rows: list[ResultRow], out_dir: Path, stem: str, batch: int =
         pts = [(metric(r), 100 * r.accuracy, r) for r in rows if metric(r)]  # type: ignore[operator]
         if len(pts) < 2:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(9.5, 4.8))
         families: dict[str, list[tuple[float, float]]] = {}
         for x, y, r in pts:
             families.setdefault("baseline" if r.compressor == "baseline" else series_label(r), []).append((x, y))
@@ -93,9 +104,10 @@ def tradeoff_plots(rows: list[ResultRow], out_dir: Path, stem: str, batch: int =
         ax.set_xlabel(xlabel)
         ax.set_ylabel("top-1 accuracy on the test split (%)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        # outside the axes, right of them: a legend never covers a point
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
         title = f"accuracy vs {xlabel.split(' (')[0]}"
-        ax.set_title(title)
+        ax.set_title(f"{title}\n{_where(key, rows, batch)}", fontsize=10)
         path = Path(out_dir) / f"{stem}_acc_vs_{key}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.tight_layout()

@@ -11,22 +11,21 @@ each of its lines with measured numbers. (It is unrelated to `--seed`, the rando
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from compress import compressors
-from compress.cells import code, file_stem, lat, mb, p_cell, plain, ratio, significance, speedup, summary
 from compress.atomic import write_text
+from compress.cells import code, defaults, file_stem, lat, mb, p_cell, plain, ratio, significance, speedup, summary
 from compress.errors import CompressError
+from compress.headline import baseline_line, compact
 from compress.load import BUSY_WARN
 from compress.measure import ORT_CPU, RUNTIMES, TORCH_CPU, TORCH_CUDA
 from compress.results import ResultRow
 
 LABEL = {TORCH_CPU: "CPU", ORT_CPU: "ORT", TORCH_CUDA: "GPU"}  # column names of each runtime
+NAME = {TORCH_CPU: "PyTorch eager (CPU)", ORT_CPU: "ONNX Runtime (CPU)", TORCH_CUDA: "PyTorch (CUDA)"}
 REPORT_BATCH = 32
 
 
@@ -200,14 +199,9 @@ SEED_004 = (
 
 def is_default(row: ResultRow) -> bool:
     """The row made with the compressor's default settings, from the baseline (what seed 004 describes)."""
-    try:
-        cls = compressors.get(row.compressor).config
-    except CompressError:
-        return False
-    options = {f.name for f in fields(cls) if f.init}  # init=False fields state facts, not settings
-    default = json.loads(json.dumps({k: v for k, v in asdict(cls()).items() if k in options}))
-    given = {k: v for k, v in (row.config.get("compressor") or {}).items() if k in options}
-    return given == default and not row.config.get("source")
+    default = defaults(row.compressor)
+    given = {k: v for k, v in (row.config.get("compressor") or {}).items() if k in default}
+    return bool(default) and given == default and not row.config.get("source")
 
 
 def _seed_table(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int) -> list[str]:
@@ -232,15 +226,6 @@ def _seed_table(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: i
     if not out:
         return []
     return [pd.DataFrame(out).to_markdown(index=False)]
-
-
-def _run_all_block(record: dict[str, Any] | None) -> list[str]:
-    if not record:
-        return []
-    env = record.get("env") or {}
-    return [f"The last complete `run all` took **{record['seconds'] / 60:.1f} minutes** of wall-clock time "
-            f"(baseline training included when it was not cached) on {env.get('cpu', 'this machine')} with "
-            f"{env.get('threads', '?')} threads, finished {record.get('finished')}: `{record['command']}`.", ""]
 
 
 def _section(title: str, intro: str, lines: list[str]) -> list[str]:
@@ -292,60 +277,108 @@ def _plots_block(plots: list[tuple[str, Path]]) -> list[str]:
             *[f"![{title}]({path.name})" for title, path in plots], ""]
 
 
-def _closing(rows: list[ResultRow]) -> list[str]:
-    """GPU notes, noisy figures, the environment and the commands behind every row."""
+def _noise_line(rows: list[ResultRow]) -> list[str]:
+    """Noisy figures are marked where they stand; here they are counted once, not listed."""
+    warns = _warnings(rows)
+    busy = [r for r in rows if r.busy and r.load]
+    out = []
+    if warns:
+        out.append(f"{len(warns)} latency figure(s) are noisy (IQR/median > 0.10) and marked ⚠ in the full table; "
+                   "the speed-ups come from interleaved timing, which cancels most of that noise.")
+    if busy:
+        out.append(f"{len(busy)} row(s) were timed while other processes used more than {BUSY_WARN:.0%} of the "
+                   "machine (⚠ on their speed-ups).")
+    return [" ".join(out), ""] if out else []
+
+
+def _opening(rows: list[ResultRow], batch: int, run_all: dict[str, Any] | None) -> list[str]:
+    """One sentence: what was measured, on what data and which machine."""
+    first, env = rows[0], rows[-1].env
+    runtimes = [NAME[rt] for rt in RUNTIMES if any(r.lat(rt, batch) for r in rows)]
+    vnni = {True: ", VNNI", False: ", no VNNI"}.get(env.get("cpu_vnni"), "")
+    took = ""
+    if run_all:
+        took = f" The last complete `run all` took {run_all['seconds'] / 60:.0f} minutes."
+    return [f"{first.config.get('arch', 'VGG16').upper()} on {plain(first.dataset)} ({first.num_classes} classes, "
+            f"{first.test_images} test images at {first.image_size}x{first.image_size}), {len(rows)} models "
+            f"measured on {env.get('cpu', 'this machine')} ({env.get('threads', '?')} threads{vnni}) with "
+            f"{', '.join(runtimes) or 'no timing'}; speed-ups at batch {batch}.{took}", ""]
+
+
+def _headline(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int) -> list[str]:
+    """Each of seed 004's five methods at its default, in at most ten columns."""
+    picked, names = [], {}
+    for method, name, _ in SEED_004:
+        hits = [r for r in rows if r.compressor == name and is_default(r)]
+        if hits:
+            picked.append(hits[-1])
+            names[hits[-1].row_id] = method
+    if not picked:  # no default run yet (e.g. only a sweep): every model, by what differs
+        picked = [r for r in rows if r.compressor != "baseline"]
+    if not picked:
+        return []
+    frame = compact(picked, baselines, batch, method=names, setting="brief")
+    base = baselines.get(picked[0].baseline_row_id or "")
+    return ["## What each method buys", "",
+            frame.to_markdown(index=False, disable_numparse=True), "",
+            f"÷ is baseline ÷ model (theory for params and MACs, bytes on disk for size); × is the measured "
+            f"speed-up at batch {batch}, timed interleaved with the baseline (intervals in the full table); Δ top-1 "
+            f"in points with McNemar's p on the same test images, * when p < 0.05."
+            + (f" The {plain(baseline_line(base, batch))}." if base else ""), ""]
+
+
+def _provenance(rows: list[ResultRow], run_all: dict[str, Any] | None) -> list[str]:
+    lines = [f"- {plain(r.compressor)}: {code(r.command)} (row {code(r.row_id)}, {r.created})" for r in rows]
+    if run_all:
+        lines.insert(0, f"- the last complete `run all` ({run_all['seconds'] / 60:.1f} min of wall-clock time, baseline "
+                        f"training included when it was not cached, finished {run_all.get('finished')}): "
+                        f"{code(run_all['command'])}")
+    return ["## Provenance", "", "<details>", f"<summary>The command and row id behind each of the {len(rows)} "
+            "models</summary>", "", *lines, "", "</details>", ""]
+
+
+def _closing(rows: list[ResultRow], run_all: dict[str, Any] | None) -> list[str]:
+    """GPU notes, the environment and where every row came from."""
     parts: list[str] = []
     no_gpu = sorted({r.note(TORCH_CUDA).removeprefix("n/a (").removesuffix(")")
                      for r in rows if not r.latency.get(TORCH_CUDA)})
     if no_gpu:
         parts += [f"GPU columns read n/a: {'; '.join(no_gpu)}. No GPU figure is ever estimated.", ""]
-    warns = _warnings(rows)
-    if warns:
-        parts += ["Noisy measurements:", "", *warns, ""]
-    busy = [f"{r.compressor} ({summary(r)}): {r.load.get('others_share', 0) * 100:.0f}% of the CPU"
-            for r in rows if r.busy and r.load]
-    if busy:
-        parts += [f"Timed while other processes used more than {BUSY_WARN:.0%} of the machine (⚠ on their "
-                  f"speed-ups): {'; '.join(busy)}.", ""]
-    parts += ["## Environment", "", "Measured on (from the newest row):", "", _env_block(rows), "",
-              "## Commands that produced these rows", ""]
-    parts += [f"- {plain(r.compressor)}: {code(r.command)} (row {code(r.row_id)}, {r.created})" for r in rows]
-    return parts + [""]
+    parts += ["## Environment", "", "Measured on (from the newest row):", "", _env_block(rows), ""]
+    return parts + _provenance(rows, run_all)
 
 
 def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]] | None = None,
            run_all: dict[str, Any] | None = None, batch: int = REPORT_BATCH) -> str:
+    """The report: one sentence, the headline table, the plots; then the details, each under a short title."""
     if not all_rows:
         raise CompressError(f"no stored results for dataset {dataset!r}: run `python -m compress run slim-head` first")
     rows = latest(all_rows)
     baselines = {r.row_id: r for r in all_rows if r.compressor == "baseline"}
     by_id = {r.row_id: r for r in all_rows}
-    first = rows[0]
-    parts = [f"# compress report: {plain(dataset)}", "",
-             f"{len(rows)} model(s), {first.test_images} test images at {first.image_size}x{first.image_size}, "
-             f"{first.num_classes} classes. Generated from the results store by `python -m compress report`.", "",
-             *_run_all_block(run_all), "## Comparison", "", to_markdown(rows, baselines, batch), "",
-             *_caveats(rows), *_how_to_read(batch)]
-    parts += _section("Lower precision against its own fp32 source",
+    parts = [f"# compress report: {plain(dataset)}", "", *_opening(rows, batch, run_all),
+             *_headline(rows, baselines, batch), *_plots_block(plots or []), *_caveats(rows)]
+    parts += ["## All models", "", "Every stored configuration, its newest row; settings are shown where they differ "
+              "from the compressor's defaults.", "", to_markdown(rows, baselines, batch), "", *_noise_line(rows),
+              *_how_to_read(batch)]
+    parts += _section("int8 against its own fp32",
                       "Same thread count, same CPU, same invocation; accuracy from the int8 model itself over the "
                       "whole test split.", _against_source(rows, by_id, batch))
-    parts += _section("Seed 004's comparison, measured",
-                      "Seed 004 ends with a table of five ways to make VGG16 lighter, judged in words. Each line "
-                      f"here is the default setting of the matching compressor on this data, measured (speed-ups at "
-                      f"batch {batch} on the CPU, against the baseline's own backend).",
-                      _seed_table(rows, baselines, batch))
     parts += _section("Distillation against its control",
                       "A KD result without its control is not a result: the control is the same student, same "
                       "data, same epochs, trained on the labels alone.", _against_control(rows, by_id))
-    parts += _section("Measured speed-up against the MACs reduction",
+    parts += _section("Speed-up against MACs",
                       f"MACs are theory; the clock is what the model costs. On CPU at batch {batch}:",
                       _speedup_vs_theory(rows[1:], baselines, batch))
-    return "\n".join(parts + _plots_block(plots or []) + _closing(rows))
+    parts += _section("Seed 004's words",
+                      "Seed 004 ends with a table of five ways to make VGG16 lighter, judged in words; beside each, "
+                      f"its measured row (speed-ups at batch {batch}).", _seed_table(rows, baselines, batch))
+    return "\n".join(parts + _closing(rows, run_all))
 
 
 def write_report(dataset: str, rows: list[ResultRow], out_dir: Path, run_all: dict[str, Any] | None = None,
-                 batch: int = REPORT_BATCH) -> Path:
-    """reports/<dataset>.md plus its PNG plots, each written atomically."""
+                 batch: int = REPORT_BATCH, html: bool = False) -> Path:
+    """reports/<dataset>.md plus its PNG plots (and with `html`, <dataset>.html), each written atomically."""
     from compress.plots import tradeoff_plots
 
     if not rows:
@@ -355,5 +388,10 @@ def write_report(dataset: str, rows: list[ResultRow], out_dir: Path, run_all: di
     if Path(out_dir).resolve() not in path.resolve().parents:
         raise CompressError(f"the report for {dataset!r} would be written outside {out_dir}: refused")
     plots = tradeoff_plots(latest(rows), Path(out_dir), stem, batch)
-    write_text(path, render(dataset, rows, plots, run_all, batch))
+    text = render(dataset, rows, plots, run_all, batch)
+    write_text(path, text)
+    if html:
+        from compress.webpage import to_html
+
+        write_text(path.with_suffix(".html"), to_html(text, Path(out_dir), f"compress report: {dataset}"))
     return path

@@ -76,15 +76,21 @@ def test_saved_model_measures_again_with_the_same_accuracy(slim_run: tuple[int, 
     assert row["row_id"] not in {r.row_id for r in Store(workspace / "runs" / "results.sqlite").rows()}  # no --store
 
 
-def test_second_run_reuses_the_cached_baseline(slim_run: tuple[int, list[dict]], workspace: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["run", "slim-head", "--head", "gap", "--json", "--workdir", str(workspace / "runs"),
+def test_second_run_reuses_the_cached_baseline_and_prints_a_table_that_fits_120_columns(
+        slim_run: tuple[int, list[dict]], workspace: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "120")  # a 120-column terminal
+    code = main(["run", "slim-head", "--head", "gap", "--workdir", str(workspace / "runs"),
                  "--reports-dir", str(workspace / "reports"), "--epochs", "1", *QUICK_CLI])
     captured = capsys.readouterr()
     assert code == 0 and "using cached baseline" in captured.err
-    base, gap = json.loads(captured.out)
-    assert base["accuracy"] == slim_run[1][0]["accuracy"]  # same weights, same test split
-    assert gap["params"] < 0.15 * base["params"]
+    assert max(len(line) for line in captured.out.splitlines()) <= 120, captured.out
+    assert "slim-head" in captured.out and "head=gap" in captured.out and "baseline vgg16:" in captured.out
+    stored = Store(workspace / "runs" / "results.sqlite").rows("digits")
+    gap = next(r for r in reversed(stored) if r.compressor == "slim-head" and r.config["compressor"]["head"] == "gap")
+    base = next(r for r in stored if r.row_id == gap.baseline_row_id)
+    assert base.accuracy == slim_run[1][0]["accuracy"]  # same weights, same test split
+    assert gap.params < 0.15 * base.params
 
 
 def test_sweep_stores_every_point_and_draws_the_tradeoff_plots(slim_run: tuple[int, list[dict]], workspace: Path,
@@ -105,7 +111,7 @@ def test_sweep_stores_every_point_and_draws_the_tradeoff_plots(slim_run: tuple[i
     for key in ("macs", "cpu_b32", "size"):
         png = workspace / "reports" / f"digits_acc_vs_{key}.png"
         assert png.stat().st_size > 5000 and f"]({png.name})" in report
-    assert "Measured speed-up against the MACs reduction" in report
+    assert "## Speed-up against MACs" in report
 
 
 def test_quantize_a_stored_run_with_from(slim_run: tuple[int, list[dict]], workspace: Path,
@@ -128,7 +134,7 @@ def test_quantize_a_stored_run_with_from(slim_run: tuple[int, list[dict]], works
     assert "torch-cpu" not in int8["latency"] and int8["latency"]["ort-cpu"]["32"]["median_ms"] > 0
     assert int8["latency_notes"]["torch-cuda"] == "n/a (CPU int8 backend)" and int8["finetune_epochs"] == 0
     report = (workspace / "reports" / "digits.md").read_text()
-    assert "Lower precision against its own fp32 source" in report and "vs the fp32 ONNX file" in report
+    assert "## int8 against its own fp32" in report and "vs the fp32 ONNX file" in report
 
 
 def test_unstructured_pruning_end_to_end_keeps_its_zeros_and_its_dense_cost(

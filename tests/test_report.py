@@ -77,18 +77,19 @@ def test_report_renders_every_column_and_section_from_synthetic_rows(tmp_path: P
     rows = store.rows("synthetic")  # through the store, as `compress report` reads them
     text = report.render("synthetic", rows, run_all={"seconds": 3000, "command": "python -m compress run all",
                                                      "finished": "now", "env": {"cpu": "test CPU", "threads": 2}})
-    header = next(line for line in text.splitlines() if line.startswith("| model"))
+    full = text.split("## All models")[1]
+    header = next(line for line in full.splitlines() if line.startswith("| model"))
     for col in ("params", "nonzero", "MACs (M)", "conv MACs (M)", "size (MB)", "CPU b1 ms", "CPU b32 ms", "ORT b1 ms",
                 "ORT b32 ms", "GPU b1 ms", "GPU b32 ms", "top-1 %", "Δ top-1 (pts)", "McNemar p", "params ÷",
                 "MACs ÷", "size ÷", "CPU b32 speed-up", "ORT b32 speed-up", "fine-tune epochs"):
         assert f" {col} " in header, col
-    lines = text.splitlines()
+    lines = full.split("\n## ")[0].splitlines()
     table = [ln for ln in lines if ln.startswith("| ") and not ln.startswith("| model") and "---" not in ln]
     assert table[0].startswith("| baseline")  # baseline first
     pruned = next(ln for ln in table if ln.startswith("| pruning"))
     assert "0.000 *" in pruned and "n/a" in pruned  # 38 vs 1 disagreements: significant; no GPU figure
-    assert "took **50.0 minutes**" in text
-    assert "Lower precision against its own fp32 source" in text and "(2.00x)" in text
+    assert "The last complete `run all` took 50 minutes." in text and "(50.0 min of wall-clock time" in text
+    assert "## int8 against its own fp32" in text and "(2.00x)" in text
     # 2 images only the KD student gets right, none the other way: p = 2 * (1/2)^2 = 0.5, not significant
     assert "KD gain +5.00 pts, KD beat the control (McNemar p = 0.500: within what this test set" in text
     assert "## Environment" in text and "abc1234" in text and "python -m compress run pruning" in text
@@ -122,7 +123,7 @@ def test_seed_004_table_answers_each_method_with_its_default_row() -> None:
     other = replace(pruned, row_id="r8", config={"compressor": {**default.config["compressor"], "amount": 0.5}},
                     config_hash="gggg", params=1)
     text = report.render("synthetic", [base, default, other])
-    section = text.split("## Seed 004's comparison, measured")[1].split("\n## ")[0]
+    section = text.split("## Seed 004's words")[1].split("\n## ")[0]
     rows = [ln for ln in section.splitlines() if ln.startswith("| Pruning")]
     assert len(rows) == 1 and "2.04x" in rows[0] and "2.05x" in rows[0]  # params ÷ and MACs ÷ of the default row
     assert "PyTorch 1.38x" in rows[0] and "-2.5 " in rows[0]

@@ -1,0 +1,113 @@
+"""Issue 18: what a person reads in one minute. The terminal table fits the terminal, the report
+opens with a headline of at most ten columns and the plots, config cells say only what differs,
+the markdown parses as the tables it claims to be, and the HTML file stands alone."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from compress import compressors, report, terminal
+from compress.cells import summary
+from compress.measure import ORT_CPU, TORCH_CPU
+from compress.results import ResultRow
+from compress.webpage import markdown_parser
+from tests.test_report import BASE, _correct, _lat, _rows
+
+
+def _defaults(name: str, **changes: object) -> dict:
+    return {"compressor": {**json.loads(json.dumps(asdict(compressors.get(name).config()), default=str)), **changes}}
+
+
+def _five() -> list[ResultRow]:
+    """The baseline and each of seed 004's methods at its default (plus a non-default pruning row)."""
+    rows = [BASE]
+    for i, name in enumerate(("slim-head", "depthwise", "pruning", "quantization", "distillation"), 1):
+        rows.append(replace(BASE, row_id=f"r{i}-{name}", compressor=name, config=_defaults(name),
+                            config_hash=f"h{i}", baseline_row_id=BASE.row_id, params=BASE.params // (i + 1),
+                            macs=BASE.macs // (i + 1), size_bytes=BASE.size_bytes // (i + 1),
+                            latency={TORCH_CPU: {32: _lat(240 / (i + 1), 32)}, ORT_CPU: {32: _lat(180 / i, 32)}},
+                            accuracy=0.95, correct=_correct(38), command=f"python -m compress run {name}"))
+    rows.append(replace(rows[3], row_id="r9-pruning", config=_defaults("pruning", amount=0.7, importance="random"),
+                        config_hash="h9"))
+    return rows
+
+
+def _tables(text: str) -> list[list[str]]:
+    """Each markdown table as its source lines (header, rule, body)."""
+    out, cur = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            cur.append(line)
+        elif cur:
+            out.append(cur)
+            cur = []
+    return out
+
+
+def _cells(line: str) -> int:
+    return len(re.split(r"(?<!\\)\|", line.strip())) - 2  # unescaped pipes delimit cells
+
+
+def test_config_cells_say_only_what_differs_from_the_defaults() -> None:
+    rows = _five()
+    assert summary(rows[3]) == "default"
+    assert summary(rows[-1]) == "amount=0.7 importance=random"
+    assert "scope=uniform" in summary(rows[-1], full=True)
+
+
+def test_terminal_table_fits_120_and_80_columns() -> None:
+    rows = _five()
+    baselines = {BASE.row_id: BASE}
+    for width in (120, 80):
+        text = terminal.render(rows, baselines, 32, width=width)
+        assert max(len(line) for line in text.splitlines()) <= width, text
+        for name in ("slim-head", "depthwise", "pruning", "quantization", "distillation"):
+            assert name in text
+    wide = terminal.render(rows, baselines, 32, width=120)
+    assert "2.00x" in wide and "baseline vgg16: 134.3 M params" in wide  # CPU b32 ×, and the absolute figures
+
+
+def test_the_report_opens_with_the_headline_and_the_plots(tmp_path: Path) -> None:
+    rows = _five()
+    plots = [("accuracy vs MACs", tmp_path / "synthetic_acc_vs_macs.png")]
+    text = report.render("synthetic", rows, plots)
+    first = "\n".join(text.splitlines()[:40])
+    assert text.splitlines()[2].startswith("VGG16 on synthetic (10 classes, 40 test images at 32x32)")
+    head = _tables(first)[0]
+    assert _cells(head[0]) <= 10 and len(head) == 2 + 5  # one line per method at its default
+    for method in ("Reduce the fully connected layers", "Depthwise-separable", "Pruning", "Quantization",
+                   "Knowledge distillation"):
+        assert method in first
+    assert "amount=0.3" in first and "-2.50 (p 1.00)" in first  # main knob; Δ with McNemar's p
+    assert "![accuracy vs MACs](synthetic_acc_vs_macs.png)" in first  # the plots right under it
+    assert text.index("## All models") > text.index("![accuracy vs MACs]")
+    assert "<details>" in text and text.index("## Provenance") > text.index("## Environment")
+    assert "python -m compress run pruning" not in first  # commands and row ids go last
+
+
+def test_every_markdown_table_parses_with_as_many_cells_as_its_header() -> None:
+    text = report.render("synthetic", _five() + _rows()[1:])
+    tables = _tables(text)
+    assert len(tables) >= 3
+    for table in tables:
+        assert all(_cells(line) == _cells(table[0]) for line in table), table[0]
+    tokens = markdown_parser().parse(text)
+    assert sum(t.type == "table_open" for t in tokens) == len(tables)  # a parser sees the same tables
+    assert any(t.type == "html_block" and "<details>" in t.content for t in tokens)
+
+
+def test_html_report_is_one_file_with_the_plots_inside(tmp_path: Path) -> None:
+    from compress.results import Store
+
+    store = Store(tmp_path / "results.sqlite")
+    for r in _five():
+        store.add(r)
+    path = report.write_report("synthetic", store.rows("synthetic"), tmp_path / "reports", html=True)
+    page = path.with_suffix(".html").read_text()
+    assert page.startswith("<!doctype html>") and "<table>" in page and "<details>" in page
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)  # nothing to keep beside it
+    assert "http" not in "".join(re.findall(r'(?:href|src)="([^"]*)"', page))
