@@ -49,5 +49,5 @@ def render(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int, w
     return buf.getvalue()
 
 
-def show(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int, out: TextIO = sys.stdout) -> None:
-    out.write(render(rows, baselines, batch))
+def show(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int, out: TextIO | None = None) -> None:
+    (out or sys.stdout).write(render(rows, baselines, batch))  # sys.stdout at call time (it may be redirected)
