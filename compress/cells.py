@@ -5,6 +5,7 @@ Shared by the markdown report and the terminal table, so both say the same thing
 
 from __future__ import annotations
 
+import functools
 import re
 
 from compress import stats
@@ -47,8 +48,10 @@ def ratio(base: float | None, new: float | None) -> str:
     return f"{base / new:.2f}x"
 
 
+@functools.lru_cache(maxsize=None)
 def defaults(compressor: str) -> dict[str, object]:
-    """A compressor's default settings as stored in rows (JSON types); {} when it is not registered."""
+    """A compressor's default settings as stored in rows (JSON types); {} when it is not registered.
+    Cached: every table cell asks; callers only read it."""
     import json
     from dataclasses import asdict, fields
 

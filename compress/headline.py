@@ -10,7 +10,7 @@ from compress.cells import brief, mb, ratio, significance, speedup, summary
 from compress.measure import ORT_CPU, RUNTIMES, TORCH_CPU, TORCH_CUDA
 from compress.results import ResultRow
 
-LABEL = {TORCH_CPU: "CPU", ORT_CPU: "ORT", TORCH_CUDA: "GPU"}
+LABEL = {TORCH_CPU: "CPU", ORT_CPU: "ORT", TORCH_CUDA: "GPU"}  # column names of each runtime, everywhere
 
 
 def timed_runtimes(rows: list[ResultRow], batch: int) -> list[str]:

@@ -195,14 +195,14 @@ class _Step:
                 "compressor": job.compressor, "config": self.config, "classes": self.ref.baseline.bundle.classes,
                 "image_size": s.data.size})
             artifact = Artifact.fp32(fp32, self.run_dir / "model.pt")
-        epochs = result is not None
+        trained = result is not None
         info = RowInfo(dataset=s.data.name, compressor=job.compressor, config=self.config, seed=s.data.seed,
                        command=s.command, baseline_row_id=self.ref.row.row_id, finetune_epochs=job.finetune.epochs
-                       if epochs else 0, best_epoch=result.best_epoch if result else None,
+                       if trained else 0, best_epoch=result.best_epoch if result else None,
                        train_seconds=result.seconds if result else 0.0, accuracy_before_finetune=before,
                        source_row_id=self.start.row.row_id if self.start.row else None,
                        control_row_id=self.control_row_id,
-                       distributed=dist.current().record(job.finetune.batch_size if epochs else None))
+                       distributed=dist.current().record(job.finetune.batch_size if trained else None))
         subject = Subject(fp32 if fp32 is not None else self.start.model, spec, artifact, s.data.size,
                           job.compressor)
         row, preds = measure_row(subject, info, s.latency, self.ld.test, s.device, self.row_id,

@@ -19,12 +19,11 @@ import pandas as pd
 from compress.atomic import write_text
 from compress.cells import code, defaults, file_stem, lat, mb, p_cell, plain, ratio, significance, speedup, summary
 from compress.errors import CompressError
-from compress.headline import baseline_line, compact
+from compress.headline import LABEL, baseline_line, compact
 from compress.load import BUSY_WARN
 from compress.measure import ORT_CPU, RUNTIMES, TORCH_CPU, TORCH_CUDA
 from compress.results import ResultRow
 
-LABEL = {TORCH_CPU: "CPU", ORT_CPU: "ORT", TORCH_CUDA: "GPU"}  # column names of each runtime
 NAME = {TORCH_CPU: "PyTorch eager (CPU)", ORT_CPU: "ONNX Runtime (CPU)", TORCH_CUDA: "PyTorch (CUDA)"}
 REPORT_BATCH = 32
 
