@@ -251,7 +251,7 @@ def measure_baseline(session: Session, base: Baseline) -> tuple[ResultRow, Path 
     run_dir = session.workspace.run_dir(base.data_cfg.name, "baseline", row_id)
     subject = Subject(base.model, base.spec, Artifact.fp32(base.model, base.path), base.data_cfg.size, "baseline")
     onnx = (run_dir / "model.onnx" if session.keep_onnx else _scratch() / "baseline.onnx") \
-        if session.latency.ort else None
+        if session.latency.onnx else None
     row, preds = measure_row(subject, info, session.latency, base.loaders(EVAL_BATCH).test, session.device, row_id,
                              onnx)
     save_run(session.store, row, preds, run_dir)

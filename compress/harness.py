@@ -10,15 +10,17 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from compress import dist, export, load, measure, stats
+from compress import compiled, dist, export, load, measure, openvino_cpu, stats
 from compress.compressors import Artifact
-from compress.measure import ORT_CPU, TORCH_CPU, TORCH_CUDA, Latency, LatencyConfig
+from compress.errors import CompressError
+from compress.measure import (COMPILE_CPU, OPENVINO_CPU, ORT_CPU, TORCH_CPU, TORCH_CUDA, Latency, LatencyConfig,
+                             time_calls)
 from compress.models import ModelSpec
 from compress.paired import Paired, interleaved
 from compress.results import ResultRow, config_hash, environment, new_row_id, now_iso
@@ -105,24 +107,37 @@ def check_inputs(test_loader: Any | None, image_size: int) -> torch.Tensor:
     return torch.randn(8, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
 
 
+Runner = Callable[[int], Callable[[], object]]  # batch size -> one timed call on a batch allocated beforehand
+
+
+def time_runtime(runtime: str, cfg: LatencyConfig, timings: Timings, candidate: Runner, reference: Runner | None,
+                 reference_row_id: str | None) -> None:
+    """One runtime, every batch: alone, or interleaved with the reference for a paired speed-up."""
+    for b in cfg.batches:
+        if reference is None or reference_row_id is None:
+            timings.latency.setdefault(runtime, {})[b] = time_calls(candidate(b), cfg, b)
+        else:
+            timings.paired.setdefault(runtime, {})[b], timings.latency.setdefault(runtime, {})[b] = \
+                interleaved(reference(b), candidate(b), cfg, b, reference_row_id)
+
+
 def time_torch(subject: Subject, cfg: LatencyConfig, timings: Timings, pair: PairWith | None) -> None:
     """PyTorch eager on the CPU (interleaved with the reference when there is one), and on the GPU."""
     module = subject.artifact.module
     timings.notes[TORCH_CUDA] = subject.artifact.gpu_note or ""
     if module is None:
         return
-    against = f", interleaved with {pair.row_id}" if pair and pair.module is not None else ""
-    log(f"timing {subject.label} with PyTorch on CPU (batches {', '.join(map(str, cfg.batches))}{against})")
-    if pair is None or pair.module is None:
-        timings.latency[TORCH_CPU] = measure.cpu_latencies(module, subject.shape, cfg)
-    else:
+    if cfg.on(TORCH_CPU):
+        paired = pair is not None and pair.module is not None
+        against = f", interleaved with {pair.row_id}" if pair and paired else ""
+        log(f"timing {subject.label} with PyTorch on CPU (batches {', '.join(map(str, cfg.batches))}{against})")
         cpu = torch.device("cpu")
         with measure.torch_threads(cfg.threads):
-            for b in cfg.batches:
-                ref = measure.torch_runner(pair.module, subject.shape, b, cpu)
-                timings.paired.setdefault(TORCH_CPU, {})[b], timings.latency.setdefault(TORCH_CPU, {})[b] = \
-                    interleaved(ref, measure.torch_runner(module, subject.shape, b, cpu), cfg, b, pair.row_id)
-        pair.module.cpu()
+            time_runtime(TORCH_CPU, cfg, timings, lambda b: measure.torch_runner(module, subject.shape, b, cpu),
+                         (lambda b: measure.torch_runner(pair.module, subject.shape, b, cpu)) if paired else None,
+                         pair.row_id if pair else None)
+        if pair is not None and pair.module is not None:
+            pair.module.cpu()
     if subject.artifact.gpu_note is None:
         gpu, timings.notes[TORCH_CUDA] = measure.gpu_latencies(module, subject.shape, cfg)
         if gpu:
@@ -133,14 +148,14 @@ def onnx_file(subject: Subject, cfg: LatencyConfig, timings: Timings, test_loade
               scratch: Path, keep_onnx: Path | None) -> Path | None:
     """The ONNX file ONNX Runtime times: the artifact's own, or a parity-checked export of the module."""
     art = subject.artifact
+    if art.fp32_onnx is not None:  # int8 made from an fp32 ONNX file: the report compares their sizes
+        timings.onnx_size = measure.file_size(art.fp32_onnx)
     if art.onnx is not None:
-        timings.onnx_size = measure.file_size(art.fp32_onnx) if art.fp32_onnx else None
         return art.onnx
-    if not cfg.ort:
-        timings.notes[ORT_CPU] = "n/a (ONNX Runtime timing turned off)"
+    if not cfg.onnx:
         return None
-    if art.dtype != "float32":
-        timings.notes[ORT_CPU] = f"n/a ({art.backend} runs in PyTorch only)"
+    if art.module is None or art.dtype != "float32":
+        timings.notes[ORT_CPU] = f"n/a (the model is {art.backend}; only fp32 models are exported to ONNX)"
         return None
     path = keep_onnx or scratch / "model.onnx"
     log(f"exporting {subject.label} to ONNX and checking it against PyTorch")
@@ -152,27 +167,88 @@ def onnx_file(subject: Subject, cfg: LatencyConfig, timings: Timings, test_loade
 
 def time_ort(path: Path | None, subject: Subject, cfg: LatencyConfig, timings: Timings,
              pair: PairWith | None) -> None:
-    if path is None:
+    if path is None or not cfg.ort:
         return
-    if not cfg.ort:
-        timings.notes[ORT_CPU] = "n/a (ONNX Runtime timing turned off)"
+    ref_onnx = pair.onnx if pair is not None and pair.onnx is not None and Path(pair.onnx).exists() else None
+    log(f"timing {subject.label} with ONNX Runtime on CPU" + (f", interleaved with {pair.row_id}" if ref_onnx and pair
+                                                               else ""))
+    sess = export.session(path, cfg.threads)
+    ref_sess = export.session(ref_onnx, cfg.threads) if ref_onnx else None
+    time_runtime(ORT_CPU, cfg, timings, lambda b: export.ort_runner(sess, subject.shape, b),
+                 (lambda b: export.ort_runner(ref_sess, subject.shape, b)) if ref_sess is not None else None,
+                 pair.row_id if pair else None)
+
+
+def openvino_file(subject: Subject, onnx: Path | None) -> tuple[Path | None, str | None]:
+    """What OpenVINO times: an NNCF int8 IR, or the fp32 ONNX export; else None and why not."""
+    art = subject.artifact
+    if art.ir is not None:
+        return art.ir, None
+    if onnx is not None and art.dtype == "float32":
+        return onnx, None
+    return None, f"n/a (the model is {art.backend}; OpenVINO times fp32 exports and --backend openvino int8)"
+
+
+def time_openvino(onnx: Path | None, subject: Subject, cfg: LatencyConfig, timings: Timings,
+                  pair: PairWith | None, test_loader: Any | None) -> None:
+    """OpenVINO on the CPU, fp32 pinned (not its bf16 default), parity-checked; n/a with the reason if it cannot."""
+    if not cfg.on(OPENVINO_CPU):
         return
-    if pair is None or pair.onnx is None or not Path(pair.onnx).exists():
-        log(f"timing {subject.label} with ONNX Runtime on CPU")
-        timings.latency[ORT_CPU] = export.ort_latencies(path, subject.shape, cfg)
+    path, why = openvino_file(subject, onnx)
+    why = openvino_cpu.missing() or why
+    if why or path is None:
+        timings.notes[OPENVINO_CPU] = why if why and why.startswith("n/a") else f"n/a ({why})"
         return
-    log(f"timing {subject.label} with ONNX Runtime on CPU, interleaved with {pair.row_id}")
-    ref_sess, sess = export.session(pair.onnx, cfg.threads), export.session(path, cfg.threads)
-    for b in cfg.batches:
-        ref, cand = export.ort_runner(ref_sess, subject.shape, b), export.ort_runner(sess, subject.shape, b)
-        timings.paired.setdefault(ORT_CPU, {})[b], timings.latency.setdefault(ORT_CPU, {})[b] = \
-            interleaved(ref, cand, cfg, b, pair.row_id)
+    ref = pair.onnx if pair is not None and pair.onnx is not None and Path(pair.onnx).exists() else None
+    log(f"timing {subject.label} with OpenVINO on CPU" + (f", interleaved with {pair.row_id}" if ref and pair else ""))
+    try:
+        if subject.artifact.module is not None:  # fp32: the file must reproduce PyTorch before it is timed
+            openvino_cpu.parity(subject.artifact.module, path, check_inputs(test_loader, subject.image_size),
+                                cfg.threads)
+        time_runtime(OPENVINO_CPU, cfg, timings,
+                     lambda b: openvino_cpu.runner(openvino_cpu.compile_file(path, cfg.threads, b), subject.shape, b),
+                     (lambda b: openvino_cpu.runner(openvino_cpu.compile_file(ref, cfg.threads, b), subject.shape, b))
+                     if ref is not None else None, pair.row_id if pair else None)
+        timings.notes[OPENVINO_CPU] = f"OpenVINO {openvino_cpu.version()} {openvino_cpu.settings(cfg.threads)}"
+    except CompressError as exc:
+        timings.latency.pop(OPENVINO_CPU, None), timings.paired.pop(OPENVINO_CPU, None)
+        timings.notes[OPENVINO_CPU] = f"n/a ({exc})"
+
+
+def time_compiled(subject: Subject, cfg: LatencyConfig, timings: Timings, pair: PairWith | None,
+                  test_loader: Any | None) -> None:
+    """torch.compile (Inductor) on the CPU, parity-checked against eager; compile time in the notes, not the latency."""
+    if not cfg.on(COMPILE_CPU):
+        return
+    module = subject.artifact.module
+    if module is None:
+        timings.notes[COMPILE_CPU] = f"n/a (the model is {subject.artifact.backend}, not a PyTorch module)"
+        return
+    paired = pair is not None and pair.module is not None
+    log(f"compiling {subject.label} with torch.compile (Inductor) and timing it on CPU"
+        + (f", interleaved with {pair.row_id} (compiled too)" if pair and paired else ""))
+    try:
+        with measure.torch_threads(cfg.threads):
+            cand = compiled.Compiled(module, subject.shape)
+            cand.check(check_inputs(test_loader, subject.image_size))
+            ref = compiled.Compiled(pair.module, subject.shape) if pair is not None and pair.module is not None \
+                else None
+            time_runtime(COMPILE_CPU, cfg, timings, cand.runner, ref.runner if ref else None,
+                         pair.row_id if pair else None)
+        timings.notes[COMPILE_CPU] = cand.note()
+    except CompressError as exc:
+        timings.latency.pop(COMPILE_CPU, None), timings.paired.pop(COMPILE_CPU, None)
+        timings.notes[COMPILE_CPU] = f"n/a ({exc})"
+    finally:
+        torch._dynamo.reset()  # compiled graphs hold the model's weights; drop them with it
 
 
 def score(subject: Subject, onnx: Path | None, test_loader: Any, device: torch.device,
           threads: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Predicted and true labels over the whole test split, from the deployed artifact itself."""
     module = subject.artifact.module
+    if subject.artifact.ir is not None:
+        return openvino_cpu.predict(subject.artifact.ir, test_loader, threads)
     if module is None:
         assert onnx is not None
         return export.predict(onnx, test_loader, threads)
@@ -198,6 +274,8 @@ def measure_row(subject: Subject, info: RowInfo, cfg: LatencyConfig, test_loader
     with tempfile.TemporaryDirectory(prefix="compress-onnx-") as tmp:
         onnx = onnx_file(subject, cfg, timings, test_loader, Path(tmp), keep_onnx)
         time_ort(onnx, subject, cfg, timings, pair)
+        time_openvino(onnx, subject, cfg, timings, pair, test_loader)
+        time_compiled(subject, cfg, timings, pair, test_loader)
         during = load.between(before, load.read_counters())
         if during is not None and during.busy:
             log(f"warning: timed while the machine was busy: {during.note()}; the figures may be slow")

@@ -7,10 +7,11 @@ from __future__ import annotations
 import pandas as pd
 
 from compress.cells import brief, mb, ratio, significance, speedup, summary
-from compress.measure import ORT_CPU, RUNTIMES, TORCH_CPU, TORCH_CUDA
+from compress.measure import COMPILE_CPU, OPENVINO_CPU, ORT_CPU, RUNTIMES, TORCH_CPU, TORCH_CUDA
 from compress.results import ResultRow
 
-LABEL = {TORCH_CPU: "CPU", ORT_CPU: "ORT", TORCH_CUDA: "GPU"}  # column names of each runtime, everywhere
+# column names of each runtime, everywhere
+LABEL = {TORCH_CPU: "CPU", COMPILE_CPU: "compile", ORT_CPU: "ORT", OPENVINO_CPU: "OV", TORCH_CUDA: "GPU"}
 
 
 def timed_runtimes(rows: list[ResultRow], batch: int) -> list[str]:

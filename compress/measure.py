@@ -28,7 +28,12 @@ MIN_TIMED = 5  # timed calls a figure has at least, whatever --latency-max-s say
 
 # The runtimes a row can be timed on; a row's latency is {runtime: {batch: Latency}}.
 TORCH_CPU, ORT_CPU, TORCH_CUDA = "torch-cpu", "ort-cpu", "torch-cuda"
-RUNTIMES = (TORCH_CPU, ORT_CPU, TORCH_CUDA)  # the order tables show them in
+COMPILE_CPU, OPENVINO_CPU = "compile-cpu", "openvino-cpu"
+RUNTIMES = (TORCH_CPU, COMPILE_CPU, ORT_CPU, OPENVINO_CPU, TORCH_CUDA)  # the order tables show them in
+# --runtimes names -> row keys. The default keeps the cost of a run what it was before OpenVINO and
+# torch.compile were added: compiling VGG16 with Inductor takes tens of seconds per batch size.
+CHOICES = {"torch": TORCH_CPU, "compile": COMPILE_CPU, "ort": ORT_CPU, "openvino": OPENVINO_CPU, "cuda": TORCH_CUDA}
+DEFAULT_RUNTIMES = ("torch", "ort", "cuda")
 
 
 @dataclass(frozen=True)
@@ -54,12 +59,18 @@ class LatencyConfig:
     max_s: float = 30.0  # hard stop past this, once MIN_TIMED calls are in (a 224 px batch of 32 takes seconds)
     batches: tuple[int, ...] = (1, 32)
     threads: int | None = field(default=None, metadata={"flag": "--threads"})  # None: all cores; always recorded
-    gpu: bool = True
-    ort: bool = True  # also time the model under ONNX Runtime (CPU), after an export checked for parity
+    runtimes: tuple[str, ...] = field(default=DEFAULT_RUNTIMES, metadata={
+        "flag": "--runtimes", "help": "where each model is timed: torch (PyTorch eager, CPU), compile (torch.compile "
+                                      "with Inductor, CPU), ort (ONNX Runtime, CPU), openvino (OpenVINO, CPU), cuda "
+                                      "(PyTorch on the GPU, when there is one); comma-separated"})
     require_quiet: bool = field(default=False, metadata={"flag": "--require-quiet"})  # wait for a quiet machine
     quiet_timeout_s: float = 60.0  # how long --require-quiet waits before it gives up
 
     def __post_init__(self) -> None:
+        unknown = [r for r in self.runtimes if r not in CHOICES]
+        if unknown or not self.runtimes:
+            raise CompressError(f"--runtimes {','.join(self.runtimes)}: unknown runtime(s) {', '.join(unknown) or '(none given)'}"
+                                f"; choose from {', '.join(CHOICES)}")
         if self.warmup < 0 or self.min_calls < 1 or self.max_calls < self.min_calls:
             raise CompressError("latency settings need warmup >= 0 and 1 <= min_calls <= max_calls")
         if self.threads is not None and self.threads < 1:
@@ -78,6 +89,23 @@ class LatencyConfig:
             raise CompressError(f"--latency-quiet-timeout-s must be positive, got {self.quiet_timeout_s}")
         if not (math.isfinite(self.max_s) and self.max_s > 0):
             raise CompressError(f"--latency-max-s must be positive, got {self.max_s}")
+
+    def on(self, runtime: str) -> bool:
+        """Whether this run times `runtime` (a row key such as ORT_CPU)."""
+        return any(CHOICES[r] == runtime for r in self.runtimes)
+
+    @property
+    def ort(self) -> bool:
+        return self.on(ORT_CPU)
+
+    @property
+    def gpu(self) -> bool:
+        return self.on(TORCH_CUDA)
+
+    @property
+    def onnx(self) -> bool:
+        """Whether fp32 models need their parity-checked ONNX export (ONNX Runtime and OpenVINO read it)."""
+        return self.on(ORT_CPU) or self.on(OPENVINO_CPU)
 
 
 def default_threads() -> int:
@@ -171,7 +199,7 @@ def gpu_latencies(model: nn.Module, input_shape: tuple[int, int, int],
                   cfg: LatencyConfig) -> tuple[dict[int, Latency], str]:
     """GPU figures, or none with the reason; never a made-up number."""
     if not cfg.gpu:
-        return {}, "n/a (GPU timing turned off)"
+        return {}, "n/a (not in --runtimes)"
     if not torch.cuda.is_available():
         return {}, "n/a (no CUDA device on this machine)"
     torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
@@ -219,4 +247,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
 
 
 def file_size(path: Path) -> int:
-    return Path(path).stat().st_size
+    """Bytes on disk; an OpenVINO IR is its .xml and the .bin of weights beside it."""
+    path = Path(path)
+    weights = path.with_suffix(".bin")
+    return path.stat().st_size + (weights.stat().st_size if path.suffix == ".xml" and weights.exists() else 0)

@@ -19,12 +19,13 @@ import pandas as pd
 from compress.atomic import write_text
 from compress.cells import code, defaults, file_stem, lat, mb, p_cell, plain, ratio, significance, speedup, summary
 from compress.errors import CompressError
-from compress.headline import LABEL, baseline_line, compact
+from compress.headline import LABEL, baseline_line, compact, timed_runtimes
 from compress.load import BUSY_WARN
-from compress.measure import ORT_CPU, RUNTIMES, TORCH_CPU, TORCH_CUDA
+from compress.measure import COMPILE_CPU, OPENVINO_CPU, ORT_CPU, RUNTIMES, TORCH_CPU, TORCH_CUDA
 from compress.results import ResultRow
 
-NAME = {TORCH_CPU: "PyTorch eager (CPU)", ORT_CPU: "ONNX Runtime (CPU)", TORCH_CUDA: "PyTorch (CUDA)"}
+NAME = {TORCH_CPU: "PyTorch eager (CPU)", COMPILE_CPU: "torch.compile (Inductor, CPU)", ORT_CPU: "ONNX Runtime (CPU)",
+        OPENVINO_CPU: "OpenVINO (CPU)", TORCH_CUDA: "PyTorch (CUDA)"}
 REPORT_BATCH = 32
 
 
@@ -37,6 +38,7 @@ def timed_batches(rows: list[ResultRow]) -> list[int]:
 def table(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int = REPORT_BATCH) -> pd.DataFrame:
     """One line per row; ratios against the baseline measured in the same invocation, at `batch`."""
     batches = timed_batches(rows)
+    runtimes = [rt for rt in RUNTIMES if any(rt in r.latency for r in rows)]
     out = []
     for r in rows:
         b = baselines.get(r.baseline_row_id or "")
@@ -48,7 +50,7 @@ def table(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int = R
                 "nonzero": f"{r.nonzero_params:,}", "MACs (M)": f"{r.macs / 1e6:,.1f}",
                 "conv MACs (M)": "" if r.conv_macs is None else f"{r.conv_macs / 1e6:,.1f}",
                 "size (MB)": mb(r.size_bytes)}
-        line.update({f"{LABEL[rt]} b{n} ms": lat(r.lat(rt, n)) for rt in RUNTIMES for n in batches})
+        line.update({f"{LABEL[rt]} b{n} ms": lat(r.lat(rt, n)) for rt in runtimes for n in batches})
         line.update({
             "top-1 %": acc,
             "Δ top-1 (pts)": delta,
@@ -59,7 +61,7 @@ def table(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int = R
             "MACs ÷": ratio(b.macs if b else None, r.macs),
             "size ÷": ratio(b.size_bytes if b else None, r.size_bytes),
         })
-        for rt, n in dict.fromkeys([(TORCH_CPU, 1), (TORCH_CPU, batch), (ORT_CPU, batch)]):
+        for rt, n in dict.fromkeys([(TORCH_CPU, 1), *((rt, batch) for rt in runtimes if rt != TORCH_CUDA)]):
             line[f"{LABEL[rt]} b{n} speed-up"] = speedup(b, r, rt, n)
         line["fine-tune epochs"] = r.finetune_epochs
         out.append(line)
@@ -84,8 +86,8 @@ def latest(rows: list[ResultRow]) -> list[ResultRow]:
 
 def _env_block(rows: list[ResultRow]) -> str:
     env = rows[-1].env
-    keys = ["cpu", "cpu_vnni", "cpu_avx512", "cores", "threads", "gpu", "torch", "torchvision", "onnxruntime",
-            "python", "platform", "git_commit", "dtype"]
+    keys = ["cpu", "cpu_vnni", "cpu_avx512", "cpu_bf16", "cores", "threads", "gpu", "torch", "torchvision",
+            "onnxruntime", "openvino", "nncf", "python", "platform", "git_commit", "dtype"]
     lines = [f"| {k} | {env.get(k)} |" for k in keys]
     return "| | |\n|---|---|\n" + "\n".join(lines)
 
@@ -129,27 +131,55 @@ def _against_source(rows: list[ResultRow], by_id: dict[str, ResultRow], batch: i
             parts.append(f"size ÷ {r.onnx_size_bytes / r.size_bytes:.2f} vs the fp32 ONNX file;")
         else:
             parts.append(f"size ÷ {src.size_bytes / r.size_bytes:.2f} vs the fp32 checkpoint;")
-        new, old, paired = r.lat(ORT_CPU, batch), src.lat(ORT_CPU, batch), r.pair(ORT_CPU, batch)
-        if paired is not None and paired.reference_row_id == src.row_id:
-            parts.append(f"ONNX Runtime b{batch} {paired.cell()}, timed interleaved with its fp32 source "
-                         f"({sum(paired.reference_ms) / len(paired.reference_ms):.1f} -> "
-                         f"{sum(paired.candidate_ms) / len(paired.candidate_ms):.1f} ms per block on average),")
-        elif new and old:
-            parts.append(f"ONNX Runtime b{batch} {old.median_ms:.1f} -> {new.median_ms:.1f} ms "
-                         f"({old.median_ms / new.median_ms:.2f}x),")
-        new1, old1, paired1 = r.lat(ORT_CPU, 1), src.lat(ORT_CPU, 1), r.pair(ORT_CPU, 1)
-        if paired1 is not None and paired1.reference_row_id == src.row_id and batch != 1:
-            parts.append(f"b1 {paired1.cell()};")
-        elif new1 and old1 and batch != 1:
-            parts.append(f"b1 {old1.median_ms / new1.median_ms:.2f}x;")
-        new_pt, old_pt = r.lat(TORCH_CPU, batch), src.lat(TORCH_CPU, batch)
-        if new_pt and old_pt:
-            parts.append(f"PyTorch CPU b{batch} {old_pt.median_ms / new_pt.median_ms:.2f}x;")
+        for rt in RUNTIMES:
+            parts += _timed_against(r, src, rt, batch)
         if r.accuracy is not None and src.accuracy is not None:
             parts.append(f"top-1 {100 * src.accuracy:.2f} -> {100 * r.accuracy:.2f}% "
                          f"({100 * (r.accuracy - src.accuracy):+.2f} pts, McNemar p {p_cell(significance(r, src))})")
         lines.append(" ".join(parts))
     return lines
+
+
+def _timed_against(r: ResultRow, src: ResultRow, runtime: str, batch: int) -> list[str]:
+    """A lower-precision row's speed-up over its fp32 source on one runtime: paired when it was, at `batch` and b1."""
+    out = []
+    for n in dict.fromkeys([batch, 1]):
+        new, old, paired = r.lat(runtime, n), src.lat(runtime, n), r.pair(runtime, n)
+        if paired is not None and paired.reference_row_id == src.row_id:
+            per_block = (f" ({sum(paired.reference_ms) / len(paired.reference_ms):.1f} -> "
+                         f"{sum(paired.candidate_ms) / len(paired.candidate_ms):.1f} ms per block on average)"
+                         if n == batch else "")
+            out.append(f"{NAME[runtime]} b{n} {paired.cell()}{per_block},")
+        elif new and old:
+            out.append(f"{NAME[runtime]} b{n} {old.median_ms:.1f} -> {new.median_ms:.1f} ms "
+                       f"({old.median_ms / new.median_ms:.2f}x, timed apart),")
+    return out
+
+
+def _by_runtime(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int) -> list[str]:
+    """Runtime x model: each model's speed-up on each runtime over the baseline on that same runtime, and the
+    runtime where it runs fastest. A method's speed-up depends on the runtime; a user deploys on one."""
+    runtimes = timed_runtimes(rows, batch)
+    if len([rt for rt in runtimes if rt != TORCH_CUDA]) < 2:
+        return []
+    out = []
+    for r in rows:
+        b = baselines.get(r.baseline_row_id or "")
+        line = {"model": r.compressor, "setting": summary(r)}
+        for rt in runtimes:
+            figure = r.lat(rt, batch)
+            cell = "n/a" if figure is None else f"{figure.median_ms:.1f} ms"
+            if figure is not None and r.compressor != "baseline" and (x := speedup(b, r, rt, batch, interval=False)):
+                cell += f" ({x})"
+            line[LABEL[rt]] = cell
+        timed = {rt: f.median_ms for rt in runtimes if (f := r.lat(rt, batch)) is not None}
+        fastest = min(timed, key=timed.__getitem__) if timed else None
+        gains = {rt: b.lat(rt, batch).median_ms / ms for rt, ms in timed.items()  # type: ignore[union-attr]
+                 if b is not None and r is not b and b.lat(rt, batch) is not None}
+        line["fastest on"] = LABEL[fastest] if fastest else "n/a"
+        line["largest speed-up on"] = LABEL[max(gains, key=gains.__getitem__)] if gains else ""
+        out.append(line)
+    return [pd.DataFrame(out).to_markdown(index=False, disable_numparse=True)]
 
 
 def _against_control(rows: list[ResultRow], by_id: dict[str, ResultRow]) -> list[str]:
@@ -243,7 +273,11 @@ def _how_to_read(batch: int) -> list[str]:
         "an untimed warm-up, in eval and inference mode, at a fixed thread count. bN = batch N: b1 is latency, "
         "larger batches are throughput. ⚠ marks a noisy figure (IQR/median > 0.10). **CPU** is PyTorch eager; "
         "**ORT** is ONNX Runtime's CPU session of the model's ONNX export (checked against PyTorch within 1e-4), "
-        "same threads, same statistics; an int8 ONNX row has ORT figures only.",
+        "same threads, same statistics; an int8 ONNX row has ORT figures only. **OV** is OpenVINO's CPU plugin on "
+        "the same ONNX file (fp32 pinned with INFERENCE_PRECISION_HINT=f32, else it runs bf16 on CPUs that have "
+        "it; checked against PyTorch within 1e-3), or the NNCF int8 IR of a `--backend openvino` row. "
+        "**compile** is torch.compile (Inductor) per batch size, checked against eager; compile time is in the "
+        "row's notes, never in the latency. A runtime a model cannot run on reads n/a, with the reason below.",
         f"- Ratios (÷, speed-up, at batch {batch}) and Δ top-1 compare each row with the baseline measured in the "
         "same invocation. A speed-up written `2.01x [1.90–2.12]` was timed interleaved with its reference (blocks "
         "of calls alternating A B B A in one process, same runtime, threads and batch), the median of the "
@@ -339,10 +373,11 @@ def _provenance(rows: list[ResultRow], run_all: dict[str, Any] | None) -> list[s
 def _closing(rows: list[ResultRow], run_all: dict[str, Any] | None) -> list[str]:
     """GPU notes, the environment and where every row came from."""
     parts: list[str] = []
-    no_gpu = sorted({r.note(TORCH_CUDA).removeprefix("n/a (").removesuffix(")")
-                     for r in rows if not r.latency.get(TORCH_CUDA)})
-    if no_gpu:
-        parts += [f"GPU columns read n/a: {'; '.join(no_gpu)}. No GPU figure is ever estimated.", ""]
+    for rt in (TORCH_CUDA, COMPILE_CPU, OPENVINO_CPU):
+        why = sorted({r.note(rt).removeprefix("n/a (").removesuffix(")") for r in rows
+                      if not r.latency.get(rt) and r.note(rt).startswith("n/a")})
+        if why:
+            parts += [f"{NAME[rt]} reads n/a for some rows: {plain('; '.join(why))}. No figure is ever estimated.", ""]
     parts += ["## Environment", "", "Measured on (from the newest row):", "", _env_block(rows), ""]
     return parts + _provenance(rows, run_all)
 
@@ -363,6 +398,12 @@ def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]
     parts += _section("int8 against its own fp32",
                       "Same thread count, same CPU, same invocation; accuracy from the int8 model itself over the "
                       "whole test split.", _against_source(rows, by_id, batch))
+    parts += _section("Which runtime",
+                      f"Median ms at batch {batch} on each runtime, with the speed-up over the baseline on that same "
+                      "runtime (interleaved where it was timed so); *fastest on* is the lowest latency, *largest "
+                      "speed-up on* the runtime that turns the method's cut into the most time saved. Runtimes: "
+                      + ", ".join(f"{LABEL[rt]} = {NAME[rt]}" for rt in RUNTIMES) + ".",
+                      _by_runtime(rows, baselines, batch))
     parts += _section("Distillation against its control",
                       "A KD result without its control is not a result: the control is the same student, same "
                       "data, same epochs, trained on the labels alone.", _against_control(rows, by_id))

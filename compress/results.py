@@ -8,6 +8,7 @@ written intact, and two runs writing at once both land (SQLite serialises the wr
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import hashlib
 import json
 import platform
@@ -192,15 +193,24 @@ def _static_env() -> dict[str, Any]:
     except ImportError:
         ort = None
     cpu, flags = _cpu_info()
+    from compress import openvino_cpu
+
+    try:
+        nncf = importlib.metadata.version("nncf")
+    except importlib.metadata.PackageNotFoundError:  # not installed: the row says so
+        nncf = None
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "onnxruntime": ort,
+        "openvino": openvino_cpu.version(),
+        "nncf": nncf,
         "platform": platform.platform(),
         "cpu": cpu,
         "cpu_vnni": any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8")),
         "cpu_avx512": "avx512f" in flags,
+        "cpu_bf16": any(f in flags for f in ("avx512_bf16", "amx_bf16")),
         "cores": default_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "git_commit": _git_commit(),

@@ -14,14 +14,14 @@ torch.set_num_threads(2)
 @pytest.fixture
 def quick_latency() -> LatencyConfig:
     """Enough calls to exercise the statistics, not enough to cost time."""
-    return LatencyConfig(warmup=1, min_calls=3, max_calls=3, budget_s=0.0, batches=(1, 2), gpu=False)
+    return LatencyConfig(warmup=1, min_calls=3, max_calls=3, budget_s=0.0, batches=(1, 2), runtimes=("torch",))
 
 
 QUICK_DATA = ["--max-samples", "80"]
 # ONNX export + ORT timing is off here (it costs ~10 s per full-size model); the tests that check it turn it on.
 QUICK_LATENCY = ["--latency-warmup", "1", "--latency-min-calls", "2", "--latency-max-calls", "2",
-                 "--latency-budget-s", "0", "--latency-max-s", "0.001", "--latency-batches", "1,32", "--no-latency-gpu",
-                 "--no-latency-ort"]
+                 "--latency-budget-s", "0", "--latency-max-s", "0.001", "--latency-batches", "1,32",
+                 "--runtimes", "torch"]
 QUICK_CLI = [*QUICK_DATA, *QUICK_LATENCY, "--batch-size", "16"]
 
 

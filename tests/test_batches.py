@@ -24,7 +24,7 @@ def test_three_batches_are_stored_and_reported(tmp_path: Path) -> None:
         code = main(["measure", "--weights", str(weights), "--dataset", "digits", *QUICK_DATA, "--store", "--json",
                      "--workdir", str(ws), "--latency-batches", "1,8,32", "--latency-warmup", "0",
                      "--latency-min-calls", "2", "--latency-max-calls", "2", "--latency-budget-s", "0",
-                     "--no-latency-gpu"])
+                     "--runtimes", "torch,ort"])
     assert code == 0
     row = json.loads(out.getvalue())[0]
     for runtime in ("torch-cpu", "ort-cpu"):

@@ -41,7 +41,7 @@ def _where(own: dict[str, Path]) -> list[str]:
 
 def test_seed004_checkpoint_is_the_baseline_then_pruned_then_int8(own: dict[str, Path],
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    code, rows = _run(["run", "pruning", *_where(own), *SMALL, "--epochs", "1", "--batch-size", "8", "--latency-ort"])
+    code, rows = _run(["run", "pruning", *_where(own), *SMALL, "--epochs", "1", "--batch-size", "8", "--runtimes", "torch,ort"])
     assert code == 0, capsys.readouterr().err
     base, pruned = rows
     err = capsys.readouterr().err
@@ -53,7 +53,7 @@ def test_seed004_checkpoint_is_the_baseline_then_pruned_then_int8(own: dict[str,
     assert pruned["baseline_row_id"] == base["row_id"] and pruned["params"] < base["params"]
     assert pruned["config"]["arch"] == "vgg16"
 
-    code, rows = _run(["run", "quantization", "--from", pruned["row_id"], *_where(own), *SMALL, "--latency-ort",
+    code, rows = _run(["run", "quantization", "--from", pruned["row_id"], *_where(own), *SMALL, "--runtimes", "torch,ort",
                        "--calibration-size", "32"])
     assert code == 0, capsys.readouterr().err
     base2, int8 = rows

@@ -110,7 +110,7 @@ def _measure(tmp_path: Path, *extra: str) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(["measure", "--weights", str(weights), "--json", "--workdir", str(tmp_path / "runs"),
                      "--latency-min-calls", "2", "--latency-max-calls", "2", "--latency-budget-s", "0",
-                     "--latency-batches", "1", "--no-latency-ort", "--no-latency-gpu", *extra])
+                     "--latency-batches", "1", "--runtimes", "torch", *extra])
     return code, out.getvalue(), err.getvalue()
 
 

@@ -112,7 +112,7 @@ def test_int8_accuracy_comes_from_the_int8_session_not_the_fp32_model(tmp_path: 
     export.export_onnx(other, tmp_path / "int8.onnx", torch.randn(2, 3, 32, 32))
     art = Artifact(backend="test", file=tmp_path / "int8.onnx", onnx=tmp_path / "int8.onnx")
     info = harness.RowInfo(dataset="t", compressor="quantization", config={}, seed=0, command="t")
-    lat = measure.LatencyConfig(warmup=0, min_calls=1, max_calls=1, budget_s=0, batches=(1,), gpu=False)
+    lat = measure.LatencyConfig(warmup=0, min_calls=1, max_calls=1, budget_s=0, batches=(1,), runtimes=("torch", "ort"))
     row, preds = harness.measure_row(harness.Subject(fp32, TINY, art, 32), info, lat, ld.test, torch.device("cpu"))
     assert row.accuracy == 1.0 and (preds == 2).all()
     assert row.lat(measure.TORCH_CPU, 1) is None and row.lat(measure.ORT_CPU, 1) is not None

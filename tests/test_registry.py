@@ -80,7 +80,9 @@ def _help(*argv: str) -> str:
 def test_dry_run_plans_every_registered_compressor_and_runs_nothing(tmp_path: Path) -> None:
     plan = json.loads(_cli("run", "all", "--dry-run", "--json", "--workdir", str(tmp_path / "runs"),
                            "--amounts", "0.2,0.4"))
-    assert {s["compressor"] for s in plan["steps"]} == set(compressors.names())
+    # every compressor but precision, which declares no run-all step (fp16 VGG16 on a CPU takes minutes to time)
+    assert {s["compressor"] for s in plan["steps"]} == set(compressors.names()) - {"precision"}
+    assert compressors.get("precision").planned(compressors.PlanOptions()) == []
     assert not any(s["from"] for s in plan["steps"])  # no default-amount pruning step: nothing to compose
     assert [s["label"] for s in plan["steps"] if s["compressor"] == "pruning"] == [
         "pruning 0.2 l1", "pruning 0.4 l1", "pruning 0.2 random", "pruning 0.4 random"]

@@ -93,7 +93,7 @@ def test_report_renders_every_column_and_section_from_synthetic_rows(tmp_path: P
     # 2 images only the KD student gets right, none the other way: p = 2 * (1/2)^2 = 0.5, not significant
     assert "KD gain +5.00 pts, KD beat the control (McNemar p = 0.500: within what this test set" in text
     assert "## Environment" in text and "abc1234" in text and "python -m compress run pruning" in text
-    assert "GPU columns read n/a" in text
+    assert "PyTorch (CUDA) reads n/a for some rows: CPU int8 backend; no CUDA device." in text
 
 
 def test_report_refuses_an_empty_store(tmp_path: Path) -> None:

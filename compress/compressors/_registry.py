@@ -36,8 +36,8 @@ class Context:
 class Artifact:
     """A compressed model that is not an fp32 nn.Module, described by how it runs.
 
-    Exactly one of `onnx` (run by ONNX Runtime) and `module` (run by PyTorch eager on CPU)
-    is set; latency and accuracy come from it. Params and MACs still come from the fp32
+    Exactly one of `onnx` (run by ONNX Runtime), `ir` (an OpenVINO IR, run by OpenVINO) and
+    `module` (run by PyTorch) is set; latency and accuracy come from it. Params and MACs still come from the fp32
     model it was made from: quantization changes the bytes per weight, not their number.
     """
 
@@ -48,10 +48,11 @@ class Artifact:
     gpu_note: str | None = "n/a (CPU int8 backend)"  # None: also time it on the GPU when there is one
     dtype: str = "int8"
     fp32_onnx: Path | None = None  # the fp32 ONNX file it was quantized from, when there is one
+    ir: Path | None = None  # an OpenVINO IR (.xml, weights in the .bin beside it)
 
     def __post_init__(self) -> None:
-        if (self.onnx is None) == (self.module is None):
-            raise ValueError("an Artifact runs either as an ONNX file or as a PyTorch module")
+        if sum(x is not None for x in (self.onnx, self.module, self.ir)) != 1:
+            raise ValueError("an Artifact runs as exactly one of an ONNX file, an OpenVINO IR or a PyTorch module")
 
     @classmethod
     def fp32(cls, model: nn.Module, file: Path) -> "Artifact":

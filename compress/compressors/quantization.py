@@ -31,10 +31,12 @@ MIN_CALIBRATION = 32  # fewer images than this give activation ranges no one sho
 
 @dataclass(frozen=True)
 class QuantizationConfig:
-    backend: Literal["onnxruntime", "torch"] = field(default="onnxruntime", metadata={
-        "help": "onnxruntime: static int8 ONNX (QDQ); torch: PyTorch dynamic int8 of the Linear layers"})
+    backend: Literal["onnxruntime", "openvino", "torch"] = field(default="onnxruntime", metadata={
+        "help": "onnxruntime: static int8 ONNX (QDQ); openvino: NNCF post-training int8, run by OpenVINO; "
+                "torch: PyTorch dynamic int8 of the Linear layers"})
     calibration: Literal["minmax", "entropy", "percentile"] = field(default="minmax", metadata={
-        "help": "how activation ranges are chosen from the calibration images (onnxruntime backend)"})
+        "help": "how activation ranges are chosen from the calibration images (onnxruntime backend; NNCF "
+                "chooses its own)"})
     calibration_size: int = field(default=320, metadata={
         "help": f"training images used for calibration (at least {MIN_CALIBRATION})"})
     per_channel: bool = field(default=True, metadata={"help": "one weight scale per output channel"})
@@ -123,6 +125,27 @@ def _onnxruntime(model: nn.Module, config: QuantizationConfig, ctx: Context) -> 
                             f"{config.calibration_size} images{kept})", file=int8, onnx=int8, fp32_onnx=fp32)
 
 
+def _openvino(model: nn.Module, config: QuantizationConfig, ctx: Context) -> Artifact:
+    """NNCF post-training int8 from the same parity-checked fp32 export and calibration images as ONNX Runtime's."""
+    from compress import openvino_cpu
+
+    if config.calibration != "minmax":
+        raise CompressError(f"--calibration {config.calibration} is an ONNX Runtime setting; NNCF chooses its own "
+                            "ranges: drop --calibration with --backend openvino")
+    why = openvino_cpu.missing()
+    if why:
+        raise CompressError(why)
+    batches = calibration_batches(ctx.loaders.train, config.calibration_size)
+    check, _ = next(iter(ctx.loaders.test))
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    fp32, ir = ctx.run_dir / "model.fp32.onnx", ctx.run_dir / "model.int8.xml"
+    export.export_onnx(model, fp32, check[:32])
+    openvino_cpu.quantize(fp32, batches, ir, keep_first_last=config.keep_fp32 == "first-last")
+    kept = "; first conv + last matmul fp32" if config.keep_fp32 == "first-last" else ""
+    return Artifact(backend=f"openvino int8 NNCF PTQ ({config.calibration_size} images{kept})", file=ir, ir=ir,
+                    fp32_onnx=fp32)
+
+
 def _torch(model: nn.Module, spec: ModelSpec, ctx: Context) -> Artifact:
     """Dynamic int8 of the Linear layers, where ~90% of VGG16's weights live (convolutions stay fp32).
 
@@ -146,7 +169,9 @@ def _fit_to_data(config: QuantizationConfig, train_images: int) -> QuantizationC
 @register("quantization", QuantizationConfig, finetune=False, adapt=_fit_to_data, order=30,
           plan=lambda options: [Planned("quantization (int8, ONNX Runtime)", QuantizationConfig(), fixed=3)])
 def quantization(model: nn.Module, spec: ModelSpec, config: QuantizationConfig, ctx: Context) -> Artifact:
-    """Static post-training int8 with ONNX Runtime (QDQ, S8S8, per-channel), or PyTorch dynamic int8."""
+    """Static post-training int8 with ONNX Runtime (QDQ, S8S8, per-channel), NNCF for OpenVINO, or PyTorch dynamic."""
     if config.backend == "torch":
         return _torch(model, spec, ctx)
+    if config.backend == "openvino":
+        return _openvino(model, config, ctx)
     return _onnxruntime(model, config, ctx)

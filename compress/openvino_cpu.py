@@ -1,0 +1,166 @@
+"""OpenVINO on the CPU: fp32 from the parity-checked ONNX file, int8 from NNCF, timed like the others.
+
+Two settings decide whether an OpenVINO figure means what its column says. OpenVINO's CPU
+plugin runs fp32 models in bf16 by default on CPUs that have bf16 (AVX512_BF16, AMX): an "fp32"
+row timed that way would be a bf16 row, so fp32 is pinned with INFERENCE_PRECISION_HINT=f32
+and parity-checked against PyTorch. And the thread count is the one every runtime uses
+(INFERENCE_NUM_THREADS), one stream, latency hint. Each batch size is compiled with a static
+shape, as OpenVINO's own benchmark_app does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from compress.errors import CompressError
+from compress.measure import Latency, LatencyConfig, default_threads, time_calls
+
+PARITY_ATOL = 1e-3  # OpenVINO fp32 may fuse and reorder more than ONNX Runtime; still far below a class flip
+
+
+def missing() -> str | None:
+    """Why OpenVINO cannot run here, or None when it can."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError as exc:
+        return f"OpenVINO is not installed ({exc.name or 'openvino'}): pip install openvino"
+    return None
+
+
+def version() -> str | None:
+    try:
+        import openvino
+
+        return openvino.__version__.split("-")[0]
+    except ImportError:
+        return None
+
+
+def settings(threads: int | None, precision: str = "f32") -> dict[str, Any]:
+    """The properties every OpenVINO compile uses; recorded in rows as they are set."""
+    return {"INFERENCE_NUM_THREADS": threads or default_threads(), "INFERENCE_PRECISION_HINT": precision,
+            "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+
+
+def _core() -> Any:
+    os.environ.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")  # no network here, and none wanted
+    import openvino as ov
+
+    return ov.Core()
+
+
+def compile_file(path: Path, threads: int | None, batch: int | None = None, precision: str = "f32") -> Any:
+    """An OpenVINO compiled model of an ONNX or IR file; `batch` fixes the batch dimension (static shape)."""
+    why = missing()
+    if why:
+        raise CompressError(why)
+    core = _core()
+    try:
+        model = core.read_model(str(path))
+        if batch is not None:
+            shape = model.input(0).get_partial_shape()
+            shape[0] = batch
+            model.reshape({model.input(0): shape})
+        return core.compile_model(model, "CPU", settings(threads, precision))
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long C++ traces
+        raise CompressError(f"OpenVINO cannot compile {path}: {_first(exc)}") from None
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def runner(compiled: Any, input_shape: tuple[int, int, int], batch: int) -> Callable[[], object]:
+    """One synchronous inference on a batch allocated beforehand (the same random batch ORT is timed on)."""
+    x = np.random.default_rng(0).standard_normal((batch, *input_shape), dtype=np.float32)
+    request = compiled.create_infer_request()
+    return lambda: request.infer({0: x})
+
+
+def logits(compiled: Any, x: np.ndarray) -> np.ndarray:
+    return np.asarray(compiled(np.ascontiguousarray(x, dtype=np.float32))[compiled.output(0)])
+
+
+def latencies(path: Path, input_shape: tuple[int, int, int], cfg: LatencyConfig) -> dict[int, Latency]:
+    return {b: time_calls(runner(compile_file(path, cfg.threads, b), input_shape, b), cfg, b) for b in cfg.batches}
+
+
+def parity(model: torch.nn.Module, path: Path, inputs: torch.Tensor, threads: int | None) -> float:
+    """Max |OpenVINO fp32 - PyTorch| on the logits of real test images; refuse to time a file that differs."""
+    with torch.inference_mode():
+        want = model.cpu().eval()(inputs.float()).numpy()
+    got = logits(compile_file(path, threads), inputs.numpy())
+    diff = float(np.abs(got - want).max())
+    if not diff <= PARITY_ATOL:
+        raise CompressError(f"OpenVINO does not reproduce PyTorch: max |OpenVINO - PyTorch| = {diff:.3g} on "
+                            f"{len(inputs)} test images, above {PARITY_ATOL:g}")
+    return diff
+
+
+def predict(path: Path, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+            threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true labels from the OpenVINO model itself (so an NNCF int8 row's accuracy is int8's)."""
+    compiled = compile_file(path, threads)
+    preds, true = [], []
+    for x, y in batches:
+        preds.append(logits(compiled, x.numpy()).argmax(1))
+        true.append(y.numpy())
+    if not preds:
+        raise CompressError("the test split is empty: nothing to evaluate")
+    return np.concatenate(preds), np.concatenate(true)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """NNCF logs progress bars and warnings; stdout is kept for --json."""
+    sink = io.StringIO()
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        nncf_log.setLevel(level)
+
+
+def quantize(fp32_onnx: Path, batches: list[np.ndarray], out_xml: Path, keep_first_last: bool) -> None:
+    """NNCF post-training int8 of the fp32 ONNX file, on the same calibration batches as ONNX Runtime's path.
+
+    `keep_first_last` leaves the first convolution and the last matrix product in fp32, as the
+    ONNX Runtime path does, so the two int8 rows quantize the same layers.
+    """
+    why = missing()
+    if why:
+        raise CompressError(why)
+    try:
+        import nncf
+    except ImportError as exc:
+        raise CompressError(f"NNCF is not installed ({exc.name or 'nncf'}): pip install nncf") from None
+    import openvino as ov
+
+    model = _core().read_model(str(fp32_onnx))
+    compute = [op.get_friendly_name() for op in model.get_ordered_ops()
+               if op.get_type_name() in ("Convolution", "MatMul")]
+    ignored = nncf.IgnoredScope(names=[compute[0], compute[-1]]) if keep_first_last and compute else None
+    try:
+        with _quiet():
+            int8 = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
+                                 **({"ignored_scope": ignored} if ignored else {}))
+            out_xml.parent.mkdir(parents=True, exist_ok=True)
+            ov.save_model(int8, str(out_xml), compress_to_fp16=False)
+    except CompressError:
+        raise
+    except Exception as exc:
+        raise CompressError(f"NNCF quantization failed ({type(exc).__name__}: {_first(exc)})") from None

@@ -1,0 +1,178 @@
+"""The runtimes beyond PyTorch eager and ONNX Runtime: OpenVINO (fp32 and NNCF int8), torch.compile, fp16/bf16.
+
+Each is checked the way ONNX Runtime is: parity with PyTorch before a figure is taken, the
+failure path, accuracy from the model that runs there, and `n/a` with a reason instead of a crash.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from compress import compiled, export, harness, measure, openvino_cpu
+from compress.cli import main
+from compress.compressors import Artifact, get
+from compress.compressors.precision import Cast, PrecisionConfig
+from compress.compressors.quantization import QuantizationConfig, quantization
+from compress.errors import CompressError
+from tests.test_quantization import TINY, _ctx, _loaders
+
+ONE_CALL = dict(warmup=0, min_calls=1, max_calls=1, budget_s=0, batches=(1,))
+INFO = harness.RowInfo(dataset="t", compressor="t", config={}, seed=0, command="t")
+
+
+@pytest.fixture(scope="module")
+def tiny() -> nn.Module:
+    torch.manual_seed(0)
+    from compress import models
+
+    return models.build(TINY).eval()
+
+
+def test_unknown_runtime_is_one_line_naming_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(CompressError, match="unknown runtime.*tensorrt; choose from torch, compile, ort, openvino, cuda"):
+        measure.LatencyConfig(runtimes=("torch", "tensorrt"))
+    assert main(["run", "slim-head", "--runtimes", "torch,tensorrt"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tensorrt" in err[0]
+
+
+def test_default_runtimes_keep_the_old_cost() -> None:
+    cfg = measure.LatencyConfig()
+    assert cfg.on(measure.TORCH_CPU) and cfg.ort and cfg.gpu
+    assert not cfg.on(measure.OPENVINO_CPU) and not cfg.on(measure.COMPILE_CPU)
+    assert measure.LatencyConfig(runtimes=("openvino",)).onnx  # OpenVINO reads the parity-checked ONNX export
+
+
+def test_openvino_fp32_reproduces_pytorch_and_is_timed(tiny: nn.Module, tmp_path: Path) -> None:
+    x = torch.randn(8, 3, 32, 32)
+    export.export_onnx(tiny, tmp_path / "m.onnx", x)
+    assert openvino_cpu.parity(tiny, tmp_path / "m.onnx", x, 1) <= openvino_cpu.PARITY_ATOL
+    cfg = measure.LatencyConfig(**ONE_CALL, threads=1)
+    lat = openvino_cpu.latencies(tmp_path / "m.onnx", (3, 32, 32), cfg)
+    assert lat[1].median_ms > 0 and lat[1].calls == 1
+    # fp32 means fp32: OpenVINO's default on CPUs with bf16 would run this "fp32" model in bf16
+    assert openvino_cpu.settings(1)["INFERENCE_PRECISION_HINT"] == "f32"
+
+
+def test_openvino_that_disagrees_with_pytorch_is_refused(tiny: nn.Module, tmp_path: Path) -> None:
+    x = torch.randn(4, 3, 32, 32)
+    export.export_onnx(tiny, tmp_path / "m.onnx", x)
+    other = copy.deepcopy(tiny)
+    with torch.no_grad():
+        other.classifier[-1].bias += 1.0
+    with pytest.raises(CompressError, match=r"max \|OpenVINO - PyTorch\| = 1 .* above 0.001"):
+        openvino_cpu.parity(other, tmp_path / "m.onnx", x, 1)
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    with pytest.raises(CompressError, match="OpenVINO cannot compile .*bad.onnx"):
+        openvino_cpu.compile_file(tmp_path / "bad.onnx", 1)
+
+
+def test_a_missing_or_failing_runtime_is_na_with_its_reason_not_a_crash(
+        tiny: nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(openvino_cpu, "missing", lambda: "OpenVINO is not installed (openvino): pip install openvino")
+
+    def broken(model: nn.Module, **kw: object) -> object:
+        def fail(x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("InductorError: no working C++ compiler found\nlong trace")
+        return fail
+
+    monkeypatch.setattr(compiled.torch, "compile", broken)
+    cfg = measure.LatencyConfig(**ONE_CALL, runtimes=("torch", "openvino", "compile"))
+    subject = harness.Subject(tiny, TINY, Artifact.fp32(tiny, tmp_path / "m.pt"), 32)
+    (tmp_path / "m.pt").write_bytes(b"x")
+    row, _ = harness.measure_row(subject, INFO, cfg, _loaders().test, torch.device("cpu"))
+    assert row.lat(measure.TORCH_CPU, 1) is not None and row.accuracy is not None
+    assert row.lat(measure.OPENVINO_CPU, 1) is None and row.lat(measure.COMPILE_CPU, 1) is None
+    assert row.note(measure.OPENVINO_CPU) == "n/a (OpenVINO is not installed (openvino): pip install openvino)"
+    assert row.note(measure.COMPILE_CPU) == \
+        "n/a (torch.compile failed (RuntimeError: InductorError: no working C++ compiler found))"
+
+
+def test_torch_compile_is_checked_against_eager_and_compile_time_kept_apart(tiny: nn.Module) -> None:
+    c = compiled.Compiled(tiny, (3, 32, 32))
+    assert c.check(torch.randn(2, 3, 32, 32)) <= compiled.PARITY_ATOL
+    run = c.runner(2)  # the parity batch: compiled already, not again
+    assert run().shape == (2, 4) and set(c.compile_s) == {2} and c.compile_s[2] > 0
+    assert "compile time (not in the latency): b2" in c.note()
+    torch._dynamo.reset()
+
+
+def _overflow_model() -> nn.Module:
+    """fp32 says class 1 (logit 1e-8 above class 0); in fp16 1e-8 underflows to 0, so the tie goes to class 0."""
+    m = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 2))
+    with torch.no_grad():
+        m[1].weight.zero_()
+        m[1].bias.copy_(torch.tensor([0.0, 1e-8]))
+    return m.eval()
+
+
+def test_fp16_accuracy_is_the_fp16_models_own(tmp_path: Path) -> None:
+    fp32 = _overflow_model()
+    ld = _loaders(labels=0)
+    art = get("precision").fn(copy.deepcopy(fp32), TINY, PrecisionConfig("fp16"), _ctx(tmp_path, ld))
+    assert isinstance(art, Artifact) and art.dtype == "float16" and isinstance(art.module, Cast)
+    assert all(p.dtype == torch.float16 for p in art.module.parameters())
+    saved = torch.load(art.file, weights_only=True)["state_dict"]
+    assert all(v.dtype == torch.float16 for v in saved.values())  # half the bytes on disk
+    cfg = measure.LatencyConfig(**ONE_CALL, runtimes=("torch", "ort"))
+    row, preds = harness.measure_row(harness.Subject(fp32, TINY, art, 32), INFO, cfg, ld.test, torch.device("cpu"))
+    with torch.no_grad():
+        assert (fp32(next(iter(ld.test))[0]).argmax(1) == 1).all()  # fp32 would score 0%
+    assert (preds == 0).all() and row.accuracy == 1.0 and row.env["dtype"] == "float16"
+    assert row.note(measure.ORT_CPU).startswith("n/a (the model is pytorch fp16")
+
+
+def test_bf16_runs_and_stays_close_to_fp32(tiny: nn.Module) -> None:
+    half = Cast(copy.deepcopy(tiny), torch.bfloat16)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        out, ref = half(x), tiny(x)
+    assert out.dtype == torch.float32 and next(half.parameters()).dtype == torch.bfloat16
+    assert 0 < float((out - ref).abs().max()) < 0.1 * float(ref.abs().max())
+
+
+def test_nncf_int8_accuracy_comes_from_the_openvino_int8_model(tiny: nn.Module, tmp_path: Path) -> None:
+    """The same trick as ONNX Runtime's test: fp32 always says class 0, the IR always says class 2, labels are 2."""
+    def constant(cls: int) -> nn.Module:
+        m = copy.deepcopy(tiny)
+        with torch.no_grad():
+            m.classifier[-1].weight.zero_()
+            m.classifier[-1].bias.zero_()
+            m.classifier[-1].bias[cls] = 10.0
+        return m
+
+    ld = _loaders(labels=2)
+    art = quantization(constant(2), TINY, QuantizationConfig(backend="openvino", calibration_size=32),
+                       _ctx(tmp_path, ld))
+    assert art.ir is not None and art.ir.suffix == ".xml" and art.onnx is None and art.module is None
+    assert measure.file_size(art.ir) < 0.5 * measure.file_size(art.fp32_onnx)  # .xml + .bin, int8 weights
+    import openvino as ov
+
+    ops = {op.get_type_name() for op in ov.Core().read_model(str(art.ir)).get_ordered_ops()}
+    assert "FakeQuantize" in ops or "FakeConvert" in ops  # NNCF's int8 marks
+    cfg = measure.LatencyConfig(**ONE_CALL, runtimes=("torch", "ort", "openvino"))
+    row, preds = harness.measure_row(harness.Subject(constant(0), TINY, art, 32), INFO, cfg, ld.test,
+                                     torch.device("cpu"))
+    assert row.accuracy == 1.0 and (preds == 2).all()
+    assert row.lat(measure.OPENVINO_CPU, 1) is not None and row.lat(measure.ORT_CPU, 1) is None
+    assert row.lat(measure.TORCH_CPU, 1) is None and row.size_bytes == measure.file_size(art.ir)
+
+
+def test_nncf_keeps_the_first_and_last_layer_in_fp32_like_onnxruntime(tiny: nn.Module, tmp_path: Path) -> None:
+    import openvino as ov
+
+    art = quantization(copy.deepcopy(tiny), TINY, QuantizationConfig(backend="openvino", calibration_size=32),
+                       _ctx(tmp_path))
+    model = ov.Core().read_model(str(art.ir))
+    # an int8 weight reaches its layer through a dequantizing Multiply; an fp32 weight is a plain Constant
+    weights = [op.input(1).get_source_output().get_node().get_type_name() for op in model.get_ordered_ops()
+               if op.get_type_name() in ("Convolution", "MatMul")]
+    assert weights == ["Constant"] + ["Multiply"] * (len(weights) - 2) + ["Constant"]
+    out = openvino_cpu.logits(openvino_cpu.compile_file(art.ir, 1), np.zeros((2, 3, 32, 32), np.float32))
+    assert out.shape == (2, 4)
