@@ -100,9 +100,15 @@ def predict(path: Path, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
             threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Predicted and true labels from the ONNX file itself (so int8 accuracy is int8's)."""
     sess = session(path, threads)
+    return labels(lambda x: run(sess, x), batches)
+
+
+def labels(logits_of: Callable[[np.ndarray], np.ndarray],
+           batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true labels over a loader, from any runtime's logits (ONNX Runtime, OpenVINO)."""
     preds, true = [], []
     for x, y in batches:
-        preds.append(run(sess, x.numpy()).argmax(1))
+        preds.append(logits_of(x.numpy()).argmax(1))
         true.append(y.numpy())
     if not preds:
         raise CompressError("the test split is empty: nothing to evaluate")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from compress.errors import CompressError
+from compress.export import labels
 from compress.measure import Latency, LatencyConfig, default_threads, time_calls
 
 PARITY_ATOL = 1e-3  # OpenVINO fp32 may fuse and reorder more than ONNX Runtime; still far below a class flip
@@ -111,13 +112,7 @@ def predict(path: Path, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
             threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Predicted and true labels from the OpenVINO model itself (so an NNCF int8 row's accuracy is int8's)."""
     compiled = compile_file(path, threads)
-    preds, true = [], []
-    for x, y in batches:
-        preds.append(logits(compiled, x.numpy()).argmax(1))
-        true.append(y.numpy())
-    if not preds:
-        raise CompressError("the test split is empty: nothing to evaluate")
-    return np.concatenate(preds), np.concatenate(true)
+    return labels(lambda x: logits(compiled, x), batches)
 
 
 @contextlib.contextmanager
