@@ -53,16 +53,18 @@ def defaults(compressor: str) -> dict[str, object]:
     """A compressor's default settings as stored in rows (JSON types); {} when it is not registered.
     Cached: every table cell asks; callers only read it."""
     import json
-    from dataclasses import asdict, fields
+    from dataclasses import asdict
 
-    from compress import compressors
+    from compress import compressors, flags
     from compress.errors import CompressError
 
     try:
         cls = compressors.get(compressor).config
     except CompressError:
         return {}
-    options = {f.name for f in fields(cls) if f.init}  # init=False fields state facts, not settings
+    # init=False fields state facts, and cli=False fields are filled in from others (per-layer amounts from
+    # --per-layer): neither is a setting the user chose
+    options = {f.name for f in flags.options(cls)}
     return json.loads(json.dumps({k: v for k, v in asdict(cls()).items() if k in options}, default=str))
 
 
@@ -132,5 +134,7 @@ def brief(row: ResultRow, n: int = 2) -> str:
              for k, v in ((k, comp[k]) for k in names)]
     if comp.get("kd"):
         parts.append("KD")
+    if comp.get("per_layer"):  # not among the first settings, and what tells guided pruning from uniform
+        parts.append(f"per_layer={comp['per_layer']}")
     source = row.config.get("source")
     return (f"from {source['compressor']}; " if source else "") + " ".join(parts)

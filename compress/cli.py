@@ -16,12 +16,13 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from compress import collect, compressors, data, dist, models, pipeline, pretrained, report, suite, terminal
+from compress import collect, compressors, data, dist, models, pipeline, pretrained, report, sensitivity, suite, terminal
+from compress import search, sensitivity_report, sensitivity_run
 from compress.baseline import reference
 from compress.atomic import clean_stale
 from compress.errors import CompressError
 from compress.faults import check_writable, one_line_errors, sigterm_as_interrupt
-from compress.flags import Parser, add_config_flags, config_from, list_of
+from compress.flags import Parser, add_config_flags, config_from, finite_float, list_of, options
 from compress.measure import LatencyConfig
 from compress.session import REPORT_BATCH, BaselineSource, Session, Workspace, log, pick_device
 from compress.train import FinetuneConfig, TrainConfig
@@ -115,6 +116,62 @@ def _run_all_parser(subs: Any) -> None:
                    help="print the plan (steps, what each trains, stored training times) and run nothing")
 
 
+def _tolerance(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 points of accuracy, got {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _sensitivity_parser(sub: Any) -> None:
+    p = sub.add_parser("sensitivity", help="per-layer sensitivity of the baseline to pruning or to int8 "
+                                            "(validation split, no fine-tuning)")
+    kinds = p.add_subparsers(dest="kind", required=True, parser_class=Parser, metavar="KIND")
+    for kind, text in (("pruning", "each convolution alone loses its lowest-L1 filters at each amount (Li et al. "
+                                   "2017, Figure 2); validation accuracy, no fine-tuning"),
+                       ("quantization", "each layer's int8 output against fp32 (SQNR, ONNX Runtime's QDQ debugging "
+                                        "API), and the validation accuracy with only that layer int8")):
+        q = kinds.add_parser(kind, help=text, description=text)
+        _common(q), _data_flags(q), _model_flags(q)
+        q.add_argument("--baseline-epochs", type=int, default=TrainConfig.epochs,
+                       help=f"epochs for the baseline if none is cached (default {TrainConfig.epochs})")
+        q.add_argument("--tolerance", type=_tolerance, default=1.0,
+                       help="points of validation accuracy a layer may lose and still count as insensitive (default 1)")
+        if kind == "pruning":
+            q.add_argument("--amounts", type=list_of(float), default=sensitivity.AMOUNTS,
+                           help="amounts to prune each layer by (default " + ",".join(map(str, sensitivity.AMOUNTS))
+                                + ")")
+        else:
+            q.add_argument("--calibration-size", type=int, default=320,
+                           help="training images for int8 calibration, as `run quantization` (default 320)")
+
+
+def _search_parser(sub: Any) -> None:
+    text = ("the fastest (or smallest) model within --max-drop points of validation accuracy, across compressors, "
+            "their main knobs and prune/slim-head -> int8 compositions (Optuna TPE), within --budget-min minutes")
+    p = sub.add_parser("search", help=text, description=text)
+    _run_flags(p)
+    d = search.SearchConfig()
+    p.add_argument("--max-drop", type=_tolerance, default=d.max_drop,
+                   help=f"points of validation accuracy the model may lose (default {d.max_drop:g})")
+    p.add_argument("--objective", choices=search.OBJECTIVES, default=d.objective,
+                   help="what to minimise: ONNX Runtime or PyTorch CPU latency at batch 32, bytes on disk, or MACs "
+                        f"(default {d.objective})")
+    p.add_argument("--budget-min", type=_positive, default=d.budget_min,
+                   help=f"wall-clock minutes for the whole search, baseline timing included (default {d.budget_min:g})")
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help=f"fine-tuning epochs of every trained candidate, one budget for all (default {d.epochs})")
+    p.add_argument("--trials", type=int, default=d.trials, help=f"at most this many candidates (default {d.trials})")
+    p.add_argument("--search-seed", type=int, default=d.seed, help="seed of the sampler (default 0)")
+
+
 def _shard(text: str) -> suite.Shard:
     try:
         return suite.Shard.parse(text)
@@ -138,6 +195,8 @@ def build_parser() -> Parser:
         q.add_argument("--shard", type=_shard, default=suite.Shard(), metavar="K/N",
                        help="run only the K-th of N interleaved parts of the grid (point i goes to shard "
                             "((i-1) mod N)+1), e.g. one Slurm array task each; merge with `compress collect`")
+    _sensitivity_parser(sub)
+    _search_parser(sub)
     p = sub.add_parser("measure", help="measure a checkpoint you already have")
     _common(p), _latency_flags(p)
     p.add_argument("--weights", type=Path, required=True, help="a state dict (.pth) or a compress checkpoint")
@@ -236,18 +295,23 @@ def _emit(rows: list[Any], ns: argparse.Namespace, baselines: dict[str, Any] | N
         terminal.show(rows, {**known, **(baselines or {})}, ns.report_batch)
 
 
+def _beside_rows(root: Path, dataset: str) -> dict[str, Any]:
+    """What the report shows besides the rows: the stored sensitivity scans and the newest search."""
+    return {"scans": sensitivity.stored(sensitivity.folder(root, dataset)), "searched": search.newest(root, dataset)}
+
+
 def _refresh_report(session: Session, dataset: str, reports_dir: Path) -> None:
     if not dist.current().main:
         return
     rows = session.store.rows(dataset)
     path = report.write_report(dataset, rows, reports_dir, suite.last_record(session.workspace.root, dataset),
-                               session.report_batch)
+                               session.report_batch, **_beside_rows(session.workspace.root, dataset))
     log(f"report: {path}")
 
 
 def cmd_list(ns: argparse.Namespace, command: str) -> None:
     items = [{"name": n, "description": compressors.get(n).description,
-              "options": [f.name for f in fields(compressors.get(n).config) if f.init]} for n in compressors.names()]
+              "options": [f.name for f in options(compressors.get(n).config)]} for n in compressors.names()]
     if ns.json:
         print(json.dumps(items, indent=2))
         return
@@ -303,7 +367,7 @@ def cmd_run(ns: argparse.Namespace, command: str) -> None:
 
 def cmd_sweep(ns: argparse.Namespace, command: str) -> None:
     comp = compressors.get(ns.compressor)
-    chosen = {f.name: getattr(ns, "c_" + f.name) for f in fields(comp.config) if f.init}
+    chosen = {f.name: getattr(ns, "c_" + f.name) for f in options(comp.config)}
     points, finetune = suite.grid(comp, chosen), _finetune(ns)  # every point validated before any work
     session = session_from(ns, command)
     rows = suite.sweep(session, ns.compressor, points, finetune, ns.from_run, ns.shard)
@@ -328,11 +392,52 @@ def cmd_report(ns: argparse.Namespace, command: str) -> None:
     written = []
     for name in names:
         path = report.write_report(name, ws.store.rows(name), ns.reports_dir, suite.last_record(ws.root, name),
-                                   ns.report_batch, html=ns.html)
+                                   ns.report_batch, html=ns.html, **_beside_rows(ws.root, name))
         written.append({"dataset": name, "path": str(path)})
         log(f"wrote {path}" + (f" and {path.with_suffix('.html')}" if ns.html else ""))
     if ns.json:
         print(json.dumps(written, indent=2))
+
+
+def cmd_sensitivity(ns: argparse.Namespace, command: str) -> None:
+    if ns.kind == "pruning" and any(not 0 < a < 1 for a in ns.amounts):
+        raise CompressError(f"--amounts must be fractions in (0, 1), got {','.join(map(str, ns.amounts))}")
+    if ns.kind == "quantization" and ns.calibration_size < 32:
+        raise CompressError(f"--calibration-size must be at least 32 images, got {ns.calibration_size}")
+    _one_process("sensitivity")
+    session = session_from(ns, command)
+    scan, path = sensitivity_run.run(session, ns.kind, ns, command)
+    if ns.json:
+        print(json.dumps(scan.to_dict(), indent=2))
+    else:
+        print(sensitivity_report.table(scan))
+    log(f"stored {path}")
+    if session.store.rows(session.data.name):
+        _refresh_report(session, session.data.name, ns.reports_dir)
+
+
+def _one_process(name: str) -> None:
+    if dist.current().size > 1:
+        raise CompressError(f"`compress {name}` runs in one process (each step is small or already a stored run); "
+                            "scale out with `sweep --shard K/N` instead of torchrun")
+
+
+def cmd_search(ns: argparse.Namespace, command: str) -> None:
+    cfg = search.SearchConfig(max_drop=ns.max_drop, objective=ns.objective, budget_min=ns.budget_min,
+                              epochs=ns.epochs, trials=ns.trials, seed=ns.search_seed)
+    _one_process("search")
+    session = session_from(ns, command)
+    outcome = search.run(session, cfg, command)
+    path = search.save(session, outcome)
+    rows = {r.row_id: r for r in session.store.rows(session.data.name)}
+    if ns.json:
+        print(json.dumps(outcome.to_dict(), indent=2, default=str))
+    else:
+        print(search.table(outcome))
+        print()
+        print(search.winner_line(outcome, rows))
+    log(f"stored {path}")
+    _refresh_report(session, session.data.name, ns.reports_dir)
 
 
 def cmd_collect(ns: argparse.Namespace, command: str) -> None:
@@ -351,7 +456,8 @@ def cmd_collect(ns: argparse.Namespace, command: str) -> None:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, str], None]] = {
     "list": cmd_list, "baseline": cmd_baseline, "run": cmd_run, "sweep": cmd_sweep, "measure": cmd_measure,
-    "collect": cmd_collect, "report": cmd_report,
+    "collect": cmd_collect, "report": cmd_report, "sensitivity": cmd_sensitivity,
+    "search": cmd_search,
 }
 
 

@@ -34,7 +34,6 @@ HELP = {
     "budget_s": "seconds of timing per batch size once --latency-min-calls are in",
     "batches": "batch sizes to time, comma-separated",
     "threads": "CPU threads for timing (default: all cores; recorded in every row)",
-    "gpu": "also time on the GPU when CUDA is available",
     "test_data": "with --data: a separate held-out folder (same class folders) that is the test split for every "
                  "model",
     "max_s": "seconds at most per runtime and batch size (at least 5 timed calls): keeps 224 px batch 32 practical",
@@ -42,7 +41,6 @@ HELP = {
                      "--latency-quiet-timeout-s)",
     "quiet_timeout_s": "seconds --require-quiet waits for a quiet machine before it gives up",
     "strict": "fail on unreadable images in --data instead of skipping them with a warning",
-    "ort": "also export to ONNX (checked against PyTorch) and time it under ONNX Runtime on the CPU",
 }
 
 
@@ -128,6 +126,11 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
             kw["help"] += f" (default {shown})"
         parser.add_argument(flag, **kw)
+
+
+def options(cls: type) -> list[Any]:
+    """The fields of a config the user sets: not facts (init=False), not values filled in from others (cli=False)."""
+    return [f for f in fields(cls) if f.init and f.metadata.get("cli") is not False]
 
 
 def config_from(cls: type, ns: argparse.Namespace, dest_prefix: str = "", **fixed: Any) -> Any:

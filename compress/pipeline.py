@@ -20,12 +20,13 @@ from compress import compressors, dist, kd, models
 from compress import data as data_mod
 from compress.atomic import write_json
 from compress.baseline import EVAL_BATCH, Reference, reference, stored_split
-from compress.compressors import Artifact, Context
+from compress.compressors import Artifact, Context, Stored
 from compress.data import Loaders
 from compress.errors import CompressError
 from compress.harness import PairWith, RowInfo, Subject, measure_row
 from compress.models import DYNAMIC_INT8, DYNAMIC_INT8_BACKEND, ModelSpec
 from compress.results import ResultRow, new_row_id, save_run
+from compress.sensitivity import folder
 from compress.session import Session, Workspace, log
 from compress.train import FinetuneConfig, TrainResult, accuracy, fit
 
@@ -226,6 +227,8 @@ def run_compressor(session: Session, job: Job, ref: Reference | None = None,
     ref = ref or reference(session)
     ld = ref.baseline.loaders(job.finetune.batch_size, job.finetune.augment)
     start = start_from(session, old, ref, ld.test) if old else Start(ref.baseline.model, ref.baseline.spec)
+    if comp.resolve is not None:  # settings taken from stored results (e.g. per-layer amounts of a scan)
+        job = replace(job, config=comp.resolved(job.config, stored_for(session, ref, start)))
     epochs = job.finetune.epochs if comp.finetune else 0
     config = {"compressor": asdict(job.config), "finetune": asdict(job.finetune) if comp.finetune else None,
               "arch": ref.baseline.spec.arch, "data": asdict(session.data)}
@@ -241,6 +244,13 @@ def run_compressor(session: Session, job: Job, ref: Reference | None = None,
     log(f"{job.compressor}: test accuracy before training {100 * before:.2f}%; {epochs} epochs")
     result = _train(session, job, fp32, ld, ref, run_dir)
     return ref.row, dist.from_main(lambda: step.finish((fp32, spec), result, before))
+
+
+def stored_for(session: Session, ref: Reference, start: Start) -> Stored:
+    """What a compressor may read of stored results for this baseline (see `Compressor.resolve`)."""
+    return Stored(model=start.model, image_size=session.data.size,
+                  sensitivity_dir=folder(session.workspace.root, session.data.name),
+                  baseline_path=Path(ref.baseline.path))
 
 
 def _untrained(step: _Step) -> ResultRow:

@@ -23,6 +23,9 @@ from compress.headline import LABEL, baseline_line, compact, timed_runtimes
 from compress.load import BUSY_WARN
 from compress.measure import COMPILE_CPU, OPENVINO_CPU, ORT_CPU, RUNTIMES, TORCH_CPU, TORCH_CUDA
 from compress.results import ResultRow
+from compress.search import section as search_section
+from compress.sensitivity_report import guided_against_uniform, sections
+from compress.sensitivity_report import plot as sensitivity_plot
 
 NAME = {TORCH_CPU: "PyTorch eager (CPU)", COMPILE_CPU: "torch.compile (Inductor, CPU)", ORT_CPU: "ONNX Runtime (CPU)",
         OPENVINO_CPU: "OpenVINO (CPU)", TORCH_CUDA: "PyTorch (CUDA)"}
@@ -383,7 +386,8 @@ def _closing(rows: list[ResultRow], run_all: dict[str, Any] | None) -> list[str]
 
 
 def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]] | None = None,
-           run_all: dict[str, Any] | None = None, batch: int = REPORT_BATCH) -> str:
+           run_all: dict[str, Any] | None = None, batch: int = REPORT_BATCH, scans: list[Any] | None = None,
+           scan_plots: dict[str, Path] | None = None, searched: Any = None) -> str:
     """The report: one sentence, the headline table, the plots; then the details, each under a short title."""
     if not all_rows:
         raise CompressError(f"no stored results for dataset {dataset!r}: run `python -m compress run slim-head` first")
@@ -404,6 +408,12 @@ def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]
                       "speed-up on* the runtime that turns the method's cut into the most time saved. Runtimes: "
                       + ", ".join(f"{LABEL[rt]} = {NAME[rt]}" for rt in RUNTIMES) + ".",
                       _by_runtime(rows, baselines, batch))
+    parts += _section("Sensitivity-guided against uniform pruning",
+                      "The same --amount, importance and fine-tuning budget; per-layer amounts chosen from the stored "
+                      "sensitivity scan to reach uniform pruning's MACs; McNemar between the two on the same test images.",
+                      guided_against_uniform(rows, by_id))
+    parts += sections(scans or [], scan_plots or {})
+    parts += search_section(searched, by_id)
     parts += _section("Distillation against its control",
                       "A KD result without its control is not a result: the control is the same student, same "
                       "data, same epochs, trained on the labels alone.", _against_control(rows, by_id))
@@ -417,7 +427,8 @@ def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]
 
 
 def write_report(dataset: str, rows: list[ResultRow], out_dir: Path, run_all: dict[str, Any] | None = None,
-                 batch: int = REPORT_BATCH, html: bool = False) -> Path:
+                 batch: int = REPORT_BATCH, html: bool = False, scans: list[Any] | None = None,
+                 searched: Any = None) -> Path:
     """reports/<dataset>.md plus its PNG plots (and with `html`, <dataset>.html), each written atomically."""
     from compress.plots import tradeoff_plots
 
@@ -428,7 +439,8 @@ def write_report(dataset: str, rows: list[ResultRow], out_dir: Path, run_all: di
     if Path(out_dir).resolve() not in path.resolve().parents:
         raise CompressError(f"the report for {dataset!r} would be written outside {out_dir}: refused")
     plots = tradeoff_plots(latest(rows), Path(out_dir), stem, batch)
-    text = render(dataset, rows, plots, run_all, batch)
+    scan_plots = {s.kind: sensitivity_plot(s, Path(out_dir), stem) for s in scans or [] if s.kind == "pruning"}
+    text = render(dataset, rows, plots, run_all, batch, scans, scan_plots, searched)
     write_text(path, text)
     if html:
         from compress.webpage import to_html

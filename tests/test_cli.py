@@ -60,7 +60,8 @@ def test_rows_are_stored_and_the_report_is_written(slim_run: tuple[int, list[dic
     stored = Store(workspace / "runs" / "results.sqlite").rows("digits")
     assert {r.row_id for r in stored} == {r["row_id"] for r in slim_run[1]}
     text = (workspace / "reports" / "digits.md").read_text()
-    lines = [ln for ln in text.splitlines() if ln.startswith("| baseline") or ln.startswith("| slim-head")]
+    full = text.split("## All models")[1].split("\n## ")[0]  # the full table: one line per stored row
+    lines = [ln for ln in full.splitlines() if ln.startswith("| baseline") or ln.startswith("| slim-head")]
     assert lines[0].startswith("| baseline") and len(lines) == 2
     assert "## Environment" in text and "python -m compress run slim-head" in text
 
@@ -80,8 +81,8 @@ def test_second_run_reuses_the_cached_baseline_and_prints_a_table_that_fits_120_
         slim_run: tuple[int, list[dict]], workspace: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "120")  # a 120-column terminal
-    code = main(["run", "slim-head", "--head", "gap", "--workdir", str(workspace / "runs"),
-                 "--reports-dir", str(workspace / "reports"), "--epochs", "1", *QUICK_CLI])
+    code = main(["run", "slim-head", "--head", "gap", "--workdir", str(workspace / "runs"),  # no training needed here
+                 "--reports-dir", str(workspace / "reports"), "--epochs", "0", *QUICK_CLI])
     captured = capsys.readouterr()
     assert code == 0 and "using cached baseline" in captured.err
     assert max(len(line) for line in captured.out.splitlines()) <= 120, captured.out
@@ -125,7 +126,7 @@ def test_a_pruning_sweep_brings_its_random_control_unless_told_otherwise() -> No
 
     ns = build_parser().parse_args(["sweep", "pruning", "--amount", "0.3,0.6"])
     comp = compressors.get("pruning")
-    points = grid(comp, {f.name: getattr(ns, "c_" + f.name) for f in fields(comp.config) if f.init})
+    points = grid(comp, {f.name: getattr(ns, "c_" + f.name) for f in fields(comp.config) if hasattr(ns, "c_" + f.name)})
     assert {(p.amount, p.importance) for p in points} == {(0.3, "l1"), (0.6, "l1"), (0.3, "random"), (0.6, "random")}
 
 
@@ -169,6 +170,64 @@ def test_unstructured_pruning_end_to_end_keeps_its_zeros_and_its_dense_cost(
             assert float((m.weight == 0).float().mean()) >= 0.4999  # every layer still half zeros after training
     assert row["params"] == base["params"] and row["nonzero_params"] < 0.51 * row["params"]
     assert row["macs"] == base["macs"] and abs(row["size_bytes"] - base["size_bytes"]) < 0.001 * base["size_bytes"]
+
+
+def test_sensitivity_then_guided_pruning_against_uniform_in_the_report(
+        slim_run: tuple[int, list[dict]], workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Scan on the validation split, prune per layer from it at uniform 0.5's MACs, compare both in the report."""
+    where = ["--workdir", str(workspace / "runs"), "--reports-dir", str(workspace / "reports")]
+    per_layer = ["run", "pruning", "--per-layer", "sensitivity", "--amount", "0.5", "--epochs", "0", "--json",
+                 *where, *QUICK_CLI]
+    # (no scan yet: tests/test_sensitivity.py checks the one line that says which command to run)
+    assert main(["sensitivity", "pruning", "--amounts", "0.5,0.9", "--json", *where, *QUICK_DATA]) == 0
+    scan = json.loads(capsys.readouterr().out)
+    assert len(scan["curves"]) == 13 and scan["val_images"] == 6 and scan["amounts"] == [0.5, 0.9]
+    assert main(per_layer) == 0
+    guided = json.loads(capsys.readouterr().out)[1]
+    amounts = guided["config"]["compressor"]["layer_amounts"]
+    assert len(amounts) == 13 and all(0 <= a <= 0.9 for a in amounts)
+    assert main(["run", "pruning", "--amount", "0.5", "--epochs", "0", "--json", *where, *QUICK_CLI]) == 0
+    uniform = json.loads(capsys.readouterr().out)[1]
+    assert guided["macs"] <= 1.02 * uniform["macs"]
+    report = (workspace / "reports" / "digits.md").read_text()
+    assert "## Sensitivity-guided against uniform pruning" in report and "## Which layers can lose filters" in report
+    assert "(digits_sensitivity_pruning.png)" in report
+    assert (workspace / "reports" / "digits_sensitivity_pruning.png").stat().st_size > 5000
+    bad = workspace / "bad.json"
+    bad.write_text('{"features.0": 0.2, "classifier.9": 0.5}')
+    assert main(["run", "pruning", "--per-layer", str(bad), "--epochs", "0", *where, *QUICK_CLI]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any("classifier.9" in line and "features.0" in line for line in err)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--objective", "speed"], "invalid choice: 'speed'"),
+    (["--max-drop", "-1"], "argument --max-drop: must be >= 0 points of accuracy, got -1"),
+    (["--max-drop", "abc"], "argument --max-drop: invalid float value: 'abc'"),
+    (["--max-drop", "nan"], "argument --max-drop: 'nan' is not a finite number"),
+    (["--budget-min", "0"], "argument --budget-min: must be a positive number, got 0"),
+])
+def test_search_refuses_bad_input_in_one_line(flags: list[str], message: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:  # refused when the command line is read
+        main(["search", *flags, "--workdir", str(tmp_path / "runs")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "runs").exists()  # refused before any work
+
+
+def test_search_with_no_time_to_train_returns_the_best_untuned_candidate_marked_as_such(
+        slim_run: tuple[int, list[dict]], workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    where = ["--workdir", str(workspace / "runs"), "--reports-dir", str(workspace / "reports")]
+    before = len(Store(workspace / "runs" / "results.sqlite").rows("digits"))
+    assert main(["search", "--objective", "macs", "--budget-min", "0.01", *where, *QUICK_DATA, *QUICK_LATENCY]) == 0
+    out = capsys.readouterr().out
+    assert "best UNTUNED candidate pruning amount=" in out and "not stored: untuned" in out
+    assert len(Store(workspace / "runs" / "results.sqlite").rows("digits")) == before + 1  # the baseline row only
+    saved = sorted((workspace / "runs" / "digits" / "search").glob("search-*.json"))
+    assert saved and json.loads(saved[-1].read_text())["best_untuned"] is True
+    assert "## Search: the best macs within 1 points" in (workspace / "reports" / "digits.md").read_text()
 
 
 def test_every_distilled_row_has_its_control_beside_it(slim_run: tuple[int, list[dict]], workspace: Path,
@@ -217,7 +276,7 @@ def test_list_names_each_compressor(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     names = [line.split()[0] for line in out.splitlines()]
-    assert names == sorted(names) == ["depthwise", "distillation", "pruning", "quantization", "slim-head"]
+    assert names == sorted(names) == ["depthwise", "distillation", "precision", "pruning", "quantization", "slim-head"]
     assert "classifier" in out and "Hinton" in out
 
 

@@ -60,6 +60,28 @@ class Artifact:
         return cls(backend="pytorch fp32", file=file, module=model, gpu_note=None, dtype="float32")
 
 
+@dataclass(frozen=True)
+class Stored:
+    """What a compressor's `resolve` may read before it runs: the baseline, and results stored beside it."""
+
+    model: nn.Module  # the model it will compress (the baseline, or the --from run)
+    image_size: int
+    sensitivity_dir: Path  # where `compress sensitivity` keeps its scans for this data
+    baseline_path: Path  # the baseline checkpoint, in its cache folder
+
+    @property
+    def baseline_key(self) -> str:
+        """The baseline's cache folder name: a scan is kept per baseline."""
+        return self.baseline_path.parent.name
+
+    @property
+    def baseline_digest(self) -> str:
+        """sha256 of the baseline's weights (hashed only when asked: a scan of other weights is refused)."""
+        from compress.baseline import file_digest
+
+        return file_digest(self.baseline_path)
+
+
 Output = Union[tuple[nn.Module, ModelSpec], Artifact]
 
 
@@ -91,6 +113,7 @@ class Planned:
 
 PlanFn = Callable[[PlanOptions], list[Planned]]
 AdaptFn = Callable[[Any, int], Any]  # (config, training images) -> config that fits the data
+ResolveFn = Callable[[Any, Stored], Any]  # (config, what is stored) -> config with stored values filled in
 
 
 @dataclass(frozen=True)
@@ -106,6 +129,7 @@ class Compressor:
     plan: PlanFn | None = None  # its `run all` steps; None: one step at the defaults
     adapt: AdaptFn | None = None  # shrink a default that does not fit a small training split
     order: int = 100  # place in `run all` (lower first)
+    resolve: ResolveFn | None = None  # fill settings that come from stored results (per-layer amounts of a scan)
 
     @property
     def description(self) -> str:
@@ -124,6 +148,10 @@ class Compressor:
 
     def fit_to_data(self, config: Any, train_images: int) -> Any:
         return self.adapt(config, train_images) if self.adapt is not None else config
+
+    def resolved(self, config: Any, stored: Stored) -> Any:
+        """The config with what it takes from stored results filled in (the row records the filled-in values)."""
+        return self.resolve(config, stored) if self.resolve is not None else config
 
 
 _REGISTRY: dict[str, Compressor] = {}

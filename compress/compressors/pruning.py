@@ -10,6 +10,7 @@ dense MACs, file size and latency do not, and the row shows that.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from compress.compressors._registry import Context, Planned, PlanOptions, register
+from compress.compressors._registry import Context, Planned, PlanOptions, Stored, register
 from compress.errors import CompressError
 from compress.models import ModelSpec
 
@@ -38,12 +39,22 @@ class PruningConfig:
         "help": "leave the hidden units of the classifier alone (prune convolutions only)"})
     round_to: int = field(default=1, metadata={
         "help": "keep channel counts at multiples of this (8 suits GPU kernels; 1 = exactly --amount)"})
+    per_layer: str | None = field(default=None, metadata={
+        "help": "one amount per convolution: `sensitivity` (from `compress sensitivity pruning`, chosen to reach "
+                "the MACs of uniform --amount) or a JSON file {\"features.0\": 0.2, ...} (layers not named keep "
+                "every filter); --amount still prunes the classifier's hidden units"})
+    layer_amounts: tuple[float, ...] = field(default=(), metadata={"cli": False})  # filled from --per-layer
 
     def __post_init__(self) -> None:
         if not 0.0 < self.amount < 1.0:
             raise CompressError(f"--amount must be between 0 and 1 (exclusive), got {self.amount}")
         if self.round_to < 1:
             raise CompressError(f"--round-to must be >= 1, got {self.round_to}")
+        if self.per_layer is not None and (self.method != "structured" or self.scope != "uniform"):
+            raise CompressError("--per-layer sets each convolution's amount for structured pruning: drop "
+                                "--method unstructured / --scope global")
+        if any(not 0.0 <= a < 1.0 for a in self.layer_amounts):
+            raise CompressError(f"per-layer amounts must be in [0, 1), got {self.layer_amounts}")
 
 
 def _prunable(model: nn.Module) -> list[nn.Module]:  # noqa: D103
@@ -93,6 +104,13 @@ def _structured(model: nn.Module, spec: ModelSpec, cfg: PruningConfig, image_siz
     model.eval()
     example = torch.randn(1, 3, image_size, image_size)
     ratios = _capped_global_ratios(model, example, importance, cfg.amount, ignored) if cfg.scope == "global" else None
+    if cfg.layer_amounts:  # --per-layer: each convolution its own amount, the hidden units --amount
+        convs = [m for m in model.features.modules() if isinstance(m, nn.Conv2d)]  # type: ignore[union-attr]
+        if len(convs) != len(cfg.layer_amounts):
+            raise CompressError(f"{len(cfg.layer_amounts)} per-layer amounts for a model with {len(convs)} "
+                                "convolutions")
+        ratios = {**dict(zip(convs, cfg.layer_amounts)),
+                  **{m: 0.0 if cfg.keep_classifier else cfg.amount for m in linears[:-1]}}
     pruner = tp.pruner.MetaPruner(
         model, example_inputs=example, importance=importance, pruning_ratio=cfg.amount, pruning_ratio_dict=ratios,
         ignored_layers=ignored, round_to=cfg.round_to if cfg.round_to > 1 else None)
@@ -147,6 +165,23 @@ def make_permanent(model: nn.Module) -> nn.Module:
     return model
 
 
+def _resolve(config: PruningConfig, stored: Stored) -> PruningConfig:
+    """--per-layer: the amounts of each convolution, from the stored scan or a JSON file, into the config."""
+    if config.per_layer is None:
+        return config
+    from compress import sensitivity
+
+    layers = [name for name, _, _ in sensitivity.convolutions(stored.model)]
+    if config.per_layer == "sensitivity":
+        scan = sensitivity.load_pruning(sensitivity.scan_path(stored.sensitivity_dir, stored.baseline_key, "pruning"),
+                                        stored.baseline_digest)
+        costs = sensitivity.Costs.of(stored.model, stored.image_size)
+        amounts = sensitivity.guided_amounts(scan, costs, config.amount, 0.0 if config.keep_classifier else config.amount)
+    else:
+        amounts = sensitivity.read_per_layer_file(Path(config.per_layer), layers)
+    return replace(config, layer_amounts=tuple(amounts[name] for name in layers))
+
+
 def _plan(options: PlanOptions) -> list[Planned]:
     """The sweep over `run all --amounts`, L1 and its random control (a pruned epoch costs about (1-a)^2)."""
     return [Planned(f"pruning {a} {importance}", PruningConfig(amount=a, importance=importance),
@@ -157,7 +192,7 @@ def _plan(options: PlanOptions) -> list[Planned]:
 # A sweep compares L1 against the random-importance control by default (Blalock et al. 2020).
 # Six fine-tuning epochs: at amount 0.3 on digits, 3 epochs left L1 2.5 points short, 6 recovered it (README).
 @register("pruning", PruningConfig, sweep_defaults={"importance": ("l1", "random")}, finalize=make_permanent,
-          finetune_epochs=6, plan=_plan, order=20)
+          finetune_epochs=6, plan=_plan, order=20, resolve=_resolve)
 def pruning(model: nn.Module, spec: ModelSpec, config: PruningConfig, ctx: Context) -> tuple[nn.Module, ModelSpec]:
     """Remove the lowest-L1 filters (Li et al. 2017) and their dependent channels, or zero single weights."""
     if config.method == "unstructured":

@@ -77,6 +77,15 @@ class _Reader:
         x = next(self._it, None)
         return None if x is None else {export.INPUT: x}
 
+    def __iter__(self) -> "_Reader":  # ONNX Runtime's QDQ debugging API iterates where the quantizer calls get_next
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
+
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:

@@ -1,0 +1,368 @@
+"""`compress search`: the fastest (or smallest) model within N points, across methods and their compositions.
+
+Optuna's TPE sampler proposes a candidate (a compressor, its main knob, and whether int8 follows);
+cheap checks come first and stop most candidates before any training:
+
+1. theory: a candidate whose MACs are no lower than those of the best model already within the
+   drop, with the same int8 step, cannot beat it on speed or size, and is not trained;
+2. no-fine-tune accuracy (pruning): a candidate pruned down to chance on the validation split (within
+   CHANCE_MARGIN of 1/classes) before fine-tuning is not trained. Not a larger margin: on digits,
+   L1 pruning at 0.3 keeps only 17% untuned yet recovers to 96.9% test in 6 epochs; a first rule
+   that skipped anything 50 points down threw that candidate away (measured, README).
+
+The rest are fine-tuned with the same budget (`--epochs`), measured by the one harness and stored
+as rows like any `run`; int8 follows as `run quantization --from` that row. Feasibility is judged
+on the validation split (never the test split); the winner's test accuracy and McNemar p against
+the baseline are reported afterwards, beside the Pareto front of everything that was measured.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from compress import compressors, export, models, pipeline, stats
+from compress.atomic import write_json
+from compress.baseline import EVAL_BATCH, Reference, reference
+from compress.cells import code
+from compress.compressors import Context
+from compress.errors import CompressError
+from compress.measure import ORT_CPU, TORCH_CPU, count_macs
+from compress.results import ResultRow
+from compress.session import Session, log
+from compress.train import FinetuneConfig, accuracy
+
+Objective = Literal["ort-b32", "cpu-b32", "size", "macs"]
+OBJECTIVES: tuple[str, ...] = ("ort-b32", "cpu-b32", "size", "macs")
+UNIT = {"ort-b32": "ms", "cpu-b32": "ms", "size": "bytes", "macs": "MACs"}
+CHANCE_MARGIN = 0.05  # untuned validation accuracy within this of 1/classes: pruned to chance, not trained
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    max_drop: float = 1.0  # points of validation accuracy a model may lose against the baseline
+    objective: str = "ort-b32"
+    budget_min: float = 30.0
+    epochs: int = 2  # fine-tuning epochs of every trained candidate (one budget for all)
+    trials: int = 40  # at most this many proposals (the time budget usually ends it first)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise CompressError(f"--objective {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
+        if not (math.isfinite(self.max_drop) and self.max_drop >= 0):
+            raise CompressError(f"--max-drop must be a number of points >= 0, got {self.max_drop}")
+        if not (math.isfinite(self.budget_min) and self.budget_min > 0):
+            raise CompressError(f"--budget-min must be a positive number of minutes, got {self.budget_min}")
+        if self.epochs < 1 or self.trials < 1:
+            raise CompressError(f"--epochs and --trials must be >= 1, got {self.epochs} and {self.trials}")
+
+
+@dataclass
+class Tried:
+    """One proposal and how far it got: skipped by theory, skipped untuned, or trained and measured."""
+
+    number: int
+    method: str
+    settings: dict[str, Any]
+    int8: bool
+    stage: str  # "theory" | "untuned" | "trained" | "failed"
+    macs: int
+    untuned_val: float | None = None
+    val_accuracy: float | None = None
+    value: float | None = None  # the objective, measured on the stored row
+    row_id: str | None = None
+    source_row_id: str | None = None  # the fp32 row an int8 candidate was made from
+    note: str = ""
+
+    def feasible(self, base_val: float, max_drop: float) -> bool:
+        return self.val_accuracy is not None and 100 * (base_val - self.val_accuracy) <= max_drop + 1e-9
+
+
+def objective_of(row: ResultRow, objective: str) -> float | None:
+    """The figure the search minimises, read off a stored row (None: not measured on that runtime)."""
+    if objective == "size":
+        return float(row.size_bytes)
+    if objective == "macs":
+        return float(row.macs)
+    lat = row.lat(ORT_CPU if objective == "ort-b32" else TORCH_CPU, 32)
+    return None if lat is None else lat.median_ms
+
+
+def _space(trial: Any, objective: str, has_scan: bool) -> tuple[str, dict[str, Any], bool]:
+    """The candidate Optuna proposes: a compressor, its main knob, and (where it can help) int8 after it."""
+    method = trial.suggest_categorical("method", ["pruning", "slim-head", "distillation", "depthwise"])
+    settings: dict[str, Any] = {}
+    if method == "pruning":
+        settings["amount"] = round(trial.suggest_float("amount", 0.3, 0.8, step=0.1), 2)  # 0.6, not 0.6000000000000001
+        if has_scan and trial.suggest_categorical("per_layer", [False, True]):
+            settings["per_layer"] = "sensitivity"
+    elif method == "slim-head":
+        settings["head"] = trial.suggest_categorical("head", ["mlp", "gap"])
+    elif method == "distillation":
+        settings.update(student="vgg11", kd=True, width=trial.suggest_categorical("width", [0.25, 0.5]))
+    int8 = objective in ("ort-b32", "size") and trial.suggest_categorical("int8", [False, True])
+    return method, settings, bool(int8)
+
+
+class Search:
+    """One search: the session, the baseline measured once, and everything tried."""
+
+    def __init__(self, session: Session, cfg: SearchConfig) -> None:
+        self.session, self.cfg = session, cfg
+        self.start = time.perf_counter()  # the budget covers the baseline's timing too
+        if cfg.objective in ("ort-b32", "cpu-b32") and 32 not in session.latency.batches:
+            raise CompressError(f"--objective {cfg.objective} reads batch 32: keep 32 in --latency-batches")
+        if cfg.objective == "ort-b32" and not session.latency.ort:
+            raise CompressError("--objective ort-b32 needs ONNX Runtime timing: keep ort in --runtimes")
+        self.ref: Reference = reference(session)
+        self.ld = self.ref.baseline.loaders(EVAL_BATCH)
+        self.base_val = accuracy(self.ref.baseline.model, self.ld.val, session.device)
+        self.ref.baseline.model.cpu()
+        self.base_macs = self.ref.row.macs
+        self.tried: list[Tried] = []
+        trained = self.ref.baseline.meta.get("train") or {}  # None for your own checkpoint: nothing was timed
+        # a baseline epoch: what one fine-tuning epoch of an unpruned model costs (60 s when it is not known)
+        self.epoch_s = (self.ref.row.train_seconds or 60.0) / max(1, int(trained.get("epochs", 1)))
+
+    # -- stages --------------------------------------------------------------------------------------
+    def left_s(self) -> float:
+        return self.cfg.budget_min * 60 - (time.perf_counter() - self.start)
+
+    def _build(self, method: str, settings: dict[str, Any]) -> tuple[Any, Any]:
+        comp = compressors.get(method)
+        config = comp.config(**settings)
+        if comp.resolve is not None:
+            config = comp.resolved(config, pipeline.stored_for(self.session, self.ref, pipeline.Start(
+                self.ref.baseline.model, self.ref.baseline.spec)))
+        ctx = Context(loaders=self.ld, device=self.session.device, num_classes=self.ref.row.num_classes,
+                      image_size=self.session.data.size, run_dir=Path("unused"))
+        model, _ = comp.fn(copy.deepcopy(self.ref.baseline.model), self.ref.baseline.spec, config, ctx)
+        return config, model
+
+    def _best(self) -> Tried | None:
+        ok = [t for t in self.tried if t.feasible(self.base_val, self.cfg.max_drop) and t.value is not None]
+        return min(ok, key=lambda t: t.value) if ok else None  # type: ignore[arg-type,return-value]
+
+    def _val_of(self, row: ResultRow) -> float:
+        """Validation accuracy of a stored row's model, run as it is deployed (int8 by ONNX Runtime)."""
+        path = Path(row.model_path)
+        if path.suffix == ".onnx":
+            preds, true = export.predict(path, self.ld.val, self.session.latency.threads)
+            return float((preds == true).mean())
+        model = models.load_model(path, num_classes=row.num_classes).model
+        return accuracy(model, self.ld.val, self.session.device)
+
+    def trial(self, number: int, method: str, settings: dict[str, Any], int8: bool) -> Tried:
+        try:
+            config, model = self._build(method, settings)
+        except CompressError as exc:  # e.g. guided amounts that cannot reach the target: this candidate only
+            return Tried(number, method, settings, int8, "failed", 0, note=str(exc))
+        macs = count_macs(model, (3, self.session.data.size, self.session.data.size))
+        t = Tried(number, method, settings, int8, "theory", macs)
+        best = self._best()
+        if best is not None and best.int8 == int8 and macs >= best.macs:
+            t.note = f"{macs / 1e6:.1f} M MACs, no fewer than the best so far ({best.macs / 1e6:.1f} M)"
+            return t
+        if method == "pruning":
+            t.untuned_val = accuracy(model, self.ld.val, self.session.device)
+            chance = 1 / self.ref.row.num_classes
+            if t.untuned_val <= chance + CHANCE_MARGIN:
+                t.stage, t.note = "untuned", (f"at chance before fine-tuning ({100 * t.untuned_val:.1f}% on the "
+                                              f"validation split, chance {100 * chance:.0f}%)")
+                return t
+        del model
+        cost = self.epoch_s * self.cfg.epochs * max(0.1, macs / self.base_macs) + 60
+        if cost > self.left_s():
+            t.stage, t.note = "untuned", f"not trained: about {cost / 60:.1f} min needed, {self.left_s() / 60:.1f} left"
+            return t
+        comp = compressors.get(method)
+        job = pipeline.Job(method, config, comp.finetune_config(epochs=self.cfg.epochs))
+        try:
+            _, row = pipeline.run_compressor(self.session, job, self.ref)
+            t.stage, t.row_id = "trained", row.row_id
+            if int8:
+                from compress.compressors.quantization import QuantizationConfig
+
+                quant = pipeline.Job("quantization", QuantizationConfig(), FinetuneConfig(epochs=0), row.row_id)
+                _, row = pipeline.run_compressor(self.session, quant, self.ref)
+                t.source_row_id, t.row_id = t.row_id, row.row_id
+        except CompressError as exc:
+            t.stage, t.note = "failed", str(exc)
+            return t
+        t.val_accuracy, t.value = self._val_of(row), objective_of(row, self.cfg.objective)
+        return t
+
+
+@dataclass
+class Outcome:
+    config: dict[str, Any]
+    baseline_row_id: str
+    baseline_val: float
+    baseline_value: float | None
+    tried: list[Tried] = field(default_factory=list)
+    best: Tried | None = None
+    best_untuned: bool = False
+    seconds: float = 0.0
+    command: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pareto(tried: list[Tried]) -> list[Tried]:
+    """Measured candidates no other one beats on both the objective (lower) and validation accuracy (higher)."""
+    done = sorted((t for t in tried if t.value is not None and t.val_accuracy is not None),
+                  key=lambda t: (t.value, -(t.val_accuracy or 0)))
+    front, best_acc = [], -1.0
+    for t in done:
+        if (t.val_accuracy or 0) > best_acc:
+            front.append(t)
+            best_acc = t.val_accuracy or 0
+    return front
+
+
+def run(session: Session, cfg: SearchConfig, command: str) -> Outcome:
+    """Propose, check cheaply, train the promising, until the budget or --trials is spent."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = Search(session, cfg)
+    has_scan = _has_scan(search)
+    sampler = optuna.samplers.TPESampler(seed=cfg.seed)  # feasibility: trial.set_constraint (<= 0 is feasible)
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+
+    seen: dict[str, Tried] = {}  # TPE proposes the same categorical candidate again: answer it from memory
+
+    def objective(trial: Any) -> float:
+        method, settings, int8 = _space(trial, cfg.objective, has_scan)
+        key = f"{method} {sorted(settings.items())} {int8}"
+        if key in seen and seen[key].value is not None:
+            t = seen[key]
+            trial.set_constraint("validation drop over --max-drop",
+                                 100 * (search.base_val - (t.val_accuracy or 0)) - cfg.max_drop)
+            return t.value  # type: ignore[return-value]
+        log(f"[search {trial.number + 1}, {search.left_s() / 60:.1f} min left] {method} "
+            + " ".join(f"{k}={v}" for k, v in settings.items()) + (" then int8" if int8 else ""))
+        t = search.trial(trial.number, method, settings, int8)
+        search.tried.append(t)
+        seen[key] = t
+        if t.note:
+            log(f"  {t.stage}: {t.note}")
+        if t.value is None:
+            trial.set_constraint("validation drop over --max-drop", 1.0)
+            raise optuna.TrialPruned()
+        drop = 100 * (search.base_val - (t.val_accuracy or 0))
+        log(f"  val top-1 {100 * (t.val_accuracy or 0):.2f}% ({-drop:+.2f} pts), {cfg.objective} {t.value:.4g}")
+        trial.set_constraint("validation drop over --max-drop", drop - cfg.max_drop)
+        return t.value
+
+    if search.epoch_s * cfg.epochs * 0.1 + 60 > search.left_s():  # not even the cheapest candidate can be trained
+        log(f"search: {search.left_s() / 60:.1f} min left is too little to fine-tune one candidate; checking "
+            "untuned pruning candidates only")
+        for i, amount in enumerate((0.3, 0.5, 0.7)):
+            search.tried.append(search.trial(i, "pruning", {"amount": amount}, False))
+    else:
+        study.optimize(objective, n_trials=cfg.trials, timeout=max(1.0, search.left_s()), catch=())
+    best = search._best()
+    outcome = Outcome(asdict(cfg), search.ref.row.row_id, search.base_val, objective_of(search.ref.row, cfg.objective),
+                      search.tried, best, seconds=time.perf_counter() - search.start, command=command)
+    if best is None:
+        untuned = [t for t in search.tried if t.untuned_val is not None]
+        within = [t for t in untuned if 100 * (search.base_val - (t.untuned_val or 0)) <= cfg.max_drop]
+        if within or untuned:  # marked as untuned wherever it is reported
+            outcome.best = min(within, key=lambda t: t.macs) if within else max(untuned, key=lambda t: t.untuned_val or 0)
+            outcome.best_untuned = True
+    return outcome
+
+
+def _has_scan(search: Search) -> bool:
+    from compress.sensitivity import folder, scan_path
+
+    base = Path(search.ref.baseline.path)
+    return scan_path(folder(search.session.workspace.root, search.session.data.name), base.parent.name,
+                     "pruning").exists()
+
+
+def save(session: Session, outcome: Outcome) -> Path:
+    path = session.workspace.root / session.data.name / "search" / f"search-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    write_json(path, outcome.to_dict())
+    return path
+
+
+def winner_line(outcome: Outcome, rows: dict[str, ResultRow]) -> str:
+    """What the search found, judged on the test split against the baseline (McNemar)."""
+    b = outcome.best
+    cfg = outcome.config
+    if b is None:
+        return (f"no candidate stayed within {cfg['max_drop']:g} points on the validation split in "
+                f"{outcome.seconds / 60:.1f} min ({len(outcome.tried)} tried)")
+    name = f"{b.method} " + " ".join(f"{k}={v}" for k, v in b.settings.items()) + (" then int8" if b.int8 else "")
+    if outcome.best_untuned:
+        within = 100 * (outcome.baseline_val - (b.untuned_val or 0)) <= cfg["max_drop"]
+        return (f"no candidate could be fine-tuned and measured within the budget: best UNTUNED candidate {name}, "
+                f"{b.macs / 1e6:.1f} M MACs, validation top-1 {100 * (b.untuned_val or 0):.2f}% "
+                + ("(within the drop before any fine-tuning; " if within else "(outside the drop; ")
+                + "not stored: untuned)")
+    row, base = rows.get(b.row_id or ""), rows.get(outcome.baseline_row_id)
+    test = ""
+    if row is not None and base is not None and row.accuracy is not None and base.accuracy is not None:
+        m = stats.mcnemar(stats.decode(base.correct), stats.decode(row.correct)) if row.correct and base.correct \
+            else None
+        test = (f"; test top-1 {100 * row.accuracy:.2f}% vs baseline {100 * base.accuracy:.2f}% "
+                f"({100 * (row.accuracy - base.accuracy):+.2f} pts" + (f", McNemar p {m.p_value:.3f})" if m else ")"))
+    speed = ""
+    if b.value is not None and outcome.baseline_value:
+        speed = (f"; {cfg['objective']} {b.value:.4g} {UNIT[cfg['objective']]} against the baseline's "
+                 f"{outcome.baseline_value:.4g}: {outcome.baseline_value / b.value:.2f}x (two medians timed apart)")
+    return (f"best within {cfg['max_drop']:g} points (validation): {name} (row {b.row_id}), validation top-1 "
+            f"{100 * (b.val_accuracy or 0):.2f}% vs {100 * outcome.baseline_val:.2f}%{speed}{test}")
+
+
+def load(path: Path) -> Outcome | None:
+    """A stored search for the report (None when it cannot be read)."""
+    import json
+
+    try:
+        d = json.loads(Path(path).read_text())
+        tried = [Tried(**t) for t in d.pop("tried")]
+        best = d.pop("best")
+        return Outcome(**d, tried=tried, best=Tried(**best) if best else None)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def newest(root: Path, dataset: str) -> Outcome | None:
+    found = sorted((Path(root) / dataset / "search").glob("search-*.json"))
+    return load(found[-1]) if found else None
+
+
+def table(outcome: Outcome) -> str:
+    """Everything tried, best first among the measured; the Pareto front marked."""
+    import pandas as pd
+
+    front = {t.number for t in pareto(outcome.tried)}
+    lines = []
+    for t in sorted(outcome.tried, key=lambda t: (t.value is None, t.value or 0)):
+        lines.append({"#": t.number + 1, "candidate": f"{t.method} " + " ".join(f"{k}={v}" for k, v in t.settings.items())
+                      + (" + int8" if t.int8 else ""), "stage": t.stage, "MACs (M)": f"{t.macs / 1e6:.1f}",
+                      "val top-1 %": "" if t.val_accuracy is None else f"{100 * t.val_accuracy:.2f}",
+                      "untuned val %": "" if t.untuned_val is None else f"{100 * t.untuned_val:.2f}",
+                      f"{outcome.config['objective']} ({UNIT[outcome.config['objective']]})":
+                          "" if t.value is None else f"{t.value:.4g}",
+                      "Pareto": "yes" if t.number in front else "", "row": t.row_id or "", "note": t.note})
+    return pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True) if lines else "(nothing tried)"
+
+
+def section(outcome: Outcome | None, rows: dict[str, ResultRow]) -> list[str]:
+    if outcome is None:
+        return []
+    cfg = outcome.config
+    return [f"## Search: the best {cfg['objective']} within {cfg['max_drop']:g} points", "",
+            f"From {code(outcome.command)} ({outcome.seconds / 60:.1f} min, {len(outcome.tried)} distinct candidates, "
+            f"{sum(t.stage == 'trained' for t in outcome.tried)} of them fine-tuned for {cfg['epochs']} epochs each; "
+            "Optuna TPE). Feasibility on the validation split; the winner judged on the test split.", "", winner_line(outcome, rows) + ".", "", table(outcome), ""]

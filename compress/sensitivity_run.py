@@ -1,0 +1,37 @@
+"""`compress sensitivity pruning|quantization`: scan the baseline on the validation split and store the scan.
+
+One scan per baseline (its cache folder names the file; the sha256 of its weights is inside, so
+a scan of other weights is never used for `run pruning --per-layer sensitivity`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from compress import int8_sensitivity
+from compress.baseline import EVAL_BATCH, ensure_baseline, file_digest
+from compress.sensitivity import PruningScan, QuantizationScan, folder, save, scan_path, scan_pruning
+from compress.session import Session, log
+
+
+def run(session: Session, kind: str, ns: argparse.Namespace, command: str) -> tuple[PruningScan | QuantizationScan, Path]:
+    base = ensure_baseline(session)
+    digest = file_digest(Path(base.path))
+    path = scan_path(folder(session.workspace.root, session.data.name), Path(base.path).parent.name, kind)
+    ld = base.loaders(EVAL_BATCH)
+    val_images = sum(len(y) for _, y in ld.val)
+    start = time.perf_counter()
+    scan: PruningScan | QuantizationScan
+    if kind == "pruning":
+        log(f"pruning sensitivity: {len(tuple(ns.amounts))} amounts per convolution, {val_images} validation images")
+        val_acc, curves = scan_pruning(base.model, ld.val, session.device, tuple(ns.amounts))
+        scan = PruningScan(digest, val_images, val_acc, tuple(ns.amounts), tuple(curves),
+                           time.perf_counter() - start, command, tolerance=ns.tolerance)
+    else:
+        scan = int8_sensitivity.scan(base.model.cpu(), ld, ns.calibration_size, ns.tolerance, None, digest, command)
+    base.model.cpu()
+    save(path, scan)
+    log(f"{kind} sensitivity took {scan.seconds:.0f} s")
+    return scan, path

@@ -1,0 +1,72 @@
+"""The search loop (Optuna, constraint, best and Pareto) on a stand-in for the expensive steps, and its verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from compress import search
+from compress.errors import CompressError
+from compress.search import SearchConfig, Tried
+
+
+_BEST = search.Search._best  # the real selection, kept before the class is replaced below
+
+
+class _Cheap:
+    """search.Search with the training replaced: pruning at amount a costs 100(1-a) MACs and loses 5 points past 0.6."""
+
+    def __init__(self, session: Any, cfg: SearchConfig) -> None:
+        self.cfg, self.session, self.tried, self.base_val, self.epoch_s = cfg, session, [], 0.99, 1.0
+        self.ref = SimpleNamespace(row=SimpleNamespace(row_id="base", macs=100, size_bytes=100, num_classes=10),
+                                   baseline=SimpleNamespace(path=Path("/nowhere/base/model.pt")))
+        self.start = 0.0
+
+    def left_s(self) -> float:
+        return 1e9
+
+    def _best(self) -> Tried | None:
+        return _BEST(self)  # type: ignore[arg-type]
+
+    def trial(self, number: int, method: str, settings: dict[str, Any], int8: bool) -> Tried:
+        amount = settings.get("amount", 0.0)
+        t = Tried(number, method, settings, int8, "trained", int(100 * (1 - amount)))
+        t.val_accuracy = self.base_val - (0.05 if amount > 0.6 else 0.0) - (0.05 if method != "pruning" else 0.0)
+        t.value = float(t.macs)
+        return t
+
+
+def test_the_search_returns_the_cheapest_candidate_within_the_drop(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    monkeypatch.setattr(search, "Search", _Cheap)
+    session = SimpleNamespace(workspace=SimpleNamespace(root=tmp_path), data=SimpleNamespace(name="d"))
+    out = search.run(session, SearchConfig(objective="macs", trials=25, max_drop=1.0), "cmd")  # type: ignore[arg-type]
+    feasible = [t for t in out.tried if t.feasible(0.99, 1.0)]
+    assert out.best is not None and out.best in feasible and out.best.value == min(t.value for t in feasible)
+    assert out.best.method == "pruning" and out.best.settings["amount"] <= 0.6 and not out.best_untuned
+    front = search.pareto(out.tried)
+    assert out.best in front and all(a.value <= b.value for a, b in zip(front, front[1:]))
+    assert "best within 1 points (validation): pruning amount=" in search.winner_line(out, {})
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"objective": "speed"}, "--objective 'speed' is not one of ort-b32, cpu-b32, size, macs"),
+    ({"max_drop": -0.5}, "--max-drop must be a number of points >= 0"),
+    ({"max_drop": float("nan")}, "--max-drop must be a number of points >= 0"),
+    ({"budget_min": 0}, "--budget-min must be a positive number of minutes"),
+    ({"epochs": 0}, "--epochs and --trials must be >= 1"),
+])
+def test_a_bad_search_setting_is_one_clear_error(kw: dict[str, Any], message: str) -> None:
+    with pytest.raises(CompressError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        SearchConfig(**kw)
+
+
+def test_pareto_keeps_only_what_nothing_beats_on_both() -> None:
+    def t(n: int, value: float, acc: float) -> Tried:
+        return Tried(n, "pruning", {}, False, "trained", 1, val_accuracy=acc, value=value)
+
+    a, b, c, d = t(0, 10, 0.90), t(1, 20, 0.95), t(2, 25, 0.94), t(3, 30, 0.99)
+    assert search.pareto([c, d, a, b]) == [a, b, d]
