@@ -91,7 +91,7 @@ class Variants:
             return self._build(name)
         if str(row.model_path).endswith(".onnx"):
             return Variant(name, f"stored {row.row_id}", None, Path(row.model_path), row.image_size, row.num_classes)
-        model = models.load_model(Path(row.model_path)).model.eval()
+        model = models.load_model(Path(row.model_path), half=True).model.eval()  # fp16/bf16 rows stay half
         onnx = self.tmp / f"{name}.onnx"
         if row.backend == "pytorch fp32":
             export.export_onnx(model, onnx, torch.randn(4, 3, row.image_size, row.image_size))

@@ -36,6 +36,19 @@ def _whole(v: Any, low: int, high: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
 DYNAMIC_INT8 = "torch-dynamic-int8-linear"  # extra["quantization"] of a PyTorch dynamic-int8 checkpoint
 DYNAMIC_INT8_BACKEND = "pytorch dynamic int8 (Linear layers; convolutions fp32)"  # what its rows say ran
+HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}  # extra["precision"] of a half-precision checkpoint
+
+
+class Cast(nn.Module):
+    """A model in half precision behind an input cast; returns fp32 logits so every scorer reads them alike."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model = model.to(dtype)
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.dtype)).float()
 
 
 @dataclass(frozen=True)
@@ -310,8 +323,11 @@ def infer_spec(sd: dict[str, torch.Tensor], path: Path) -> ModelSpec:
 
 
 def load_model(path: Path, arch: str | None = None, num_classes: int | None = None,
-               trust_pickle: bool = False) -> Imported:
-    """Load any checkpoint we understand; explain precisely when it does not fit."""
+               trust_pickle: bool = False, half: bool = False) -> Imported:
+    """Load any checkpoint we understand; explain precisely when it does not fit.
+
+    A half-precision checkpoint (`run precision`) comes back in its precision (a `Cast`), never silently
+    as fp32; only callers that measure it as it is (`half=True`) may load one."""
     path = Path(path)
     obj = read_checkpoint(path, trust_pickle)
     extra: dict[str, Any] = {}
@@ -359,6 +375,13 @@ def load_model(path: Path, arch: str | None = None, num_classes: int | None = No
         raise CompressError(f"{path} does not fit {spec.arch} ({layout} layout, {spec.num_classes} classes): "
                             + "; ".join(parts))
     model.load_state_dict(sd)
+    precision = extra.get("precision")
+    if precision in HALF:
+        if not half:
+            raise CompressError(f"{path} is a {precision} checkpoint (made by `run precision`): it cannot be a "
+                                "baseline or be compressed further; measure it with `compress measure --weights`, "
+                                "or start from its fp32 source")
+        return Imported(model=Cast(model, HALF[precision]).eval(), spec=spec, layout=layout, extra=extra)
     return Imported(model=model, spec=spec, layout=layout, extra=extra)
 
 

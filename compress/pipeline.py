@@ -293,7 +293,7 @@ class CheckpointRequest:
 
 def measure_checkpoint(session: Session, req: CheckpointRequest) -> ResultRow:
     """Measure a checkpoint through the same harness as every compressed model."""
-    imported = models.load_model(req.weights, req.arch, req.num_classes, req.trust_pickle)
+    imported = models.load_model(req.weights, req.arch, req.num_classes, req.trust_pickle, half=True)
     saved_size = imported.extra.get("image_size") if isinstance(imported.extra, dict) else None
     size = session.data.image_size or (session.data.size if req.with_data else saved_size or 224)
     if size < data_mod.MIN_IMAGE_SIZE:
@@ -312,7 +312,12 @@ def measure_checkpoint(session: Session, req: CheckpointRequest) -> ResultRow:
               "spec": imported.spec.to_dict()}
     info = RowInfo(dataset=name, compressor=f"import:{Path(req.weights).name}", config=config,
                    seed=session.data.seed, command=session.command)
-    if imported.extra.get("quantization") == DYNAMIC_INT8:
+    precision = imported.extra.get("precision")
+    if precision in models.HALF:  # measured in its own precision, counted on the fp32 structure
+        artifact = Artifact(backend=f"pytorch {precision}", file=Path(req.weights), module=imported.model,
+                            gpu_note=None, dtype=str(models.HALF[precision]).removeprefix("torch."))
+        fp32 = models.build(imported.spec)
+    elif imported.extra.get("quantization") == DYNAMIC_INT8:
         artifact = Artifact(backend=DYNAMIC_INT8_BACKEND, file=Path(req.weights), module=imported.model)
         fp32 = models.build(imported.spec)  # same shapes in fp32: params and MACs are counted on it
     else:

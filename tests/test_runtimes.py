@@ -17,7 +17,8 @@ from torch import nn
 from compress import compiled, export, harness, measure, openvino_cpu
 from compress.cli import main
 from compress.compressors import Artifact, get
-from compress.compressors.precision import Cast, PrecisionConfig
+from compress.compressors.precision import PrecisionConfig
+from compress.models import Cast
 from compress.compressors.quantization import QuantizationConfig, quantization
 from compress.errors import CompressError
 from tests.test_quantization import TINY, _ctx, _loaders
@@ -128,13 +129,21 @@ def test_fp16_accuracy_is_the_fp16_models_own(tmp_path: Path) -> None:
     assert row.note(measure.ORT_CPU).startswith("n/a (the model is pytorch fp16")
 
 
-def test_bf16_runs_and_stays_close_to_fp32(tiny: nn.Module) -> None:
-    half = Cast(copy.deepcopy(tiny), torch.bfloat16)
+def test_bf16_runs_stays_close_to_fp32_and_reloads_as_bf16_only_where_asked(tiny: nn.Module, tmp_path: Path) -> None:
+    from compress import models
+
+    art = get("precision").fn(copy.deepcopy(tiny), TINY, PrecisionConfig("bf16"), _ctx(tmp_path))
+    half = art.module
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         out, ref = half(x), tiny(x)
     assert out.dtype == torch.float32 and next(half.parameters()).dtype == torch.bfloat16
     assert 0 < float((out - ref).abs().max()) < 0.1 * float(ref.abs().max())
+    with pytest.raises(CompressError, match="is a bf16 checkpoint .* cannot be a baseline"):
+        models.load_model(art.file)  # never silently an fp32 model
+    again = models.load_model(art.file, half=True).model  # `compress measure` and the benchmarks
+    with torch.no_grad():
+        assert isinstance(again, Cast) and torch.equal(again(x), out)
 
 
 def test_nncf_int8_accuracy_comes_from_the_openvino_int8_model(tiny: nn.Module, tmp_path: Path) -> None:
