@@ -193,11 +193,7 @@ def test_sensitivity_then_guided_pruning_against_uniform_in_the_report(
     assert "## Sensitivity-guided against uniform pruning" in report and "## Which layers can lose filters" in report
     assert "(digits_sensitivity_pruning.png)" in report
     assert (workspace / "reports" / "digits_sensitivity_pruning.png").stat().st_size > 5000
-    bad = workspace / "bad.json"
-    bad.write_text('{"features.0": 0.2, "classifier.9": 0.5}')
-    assert main(["run", "pruning", "--per-layer", str(bad), "--epochs", "0", *where, *QUICK_CLI]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert any("classifier.9" in line and "features.0" in line for line in err)
+    # a bad --per-layer file: tests/test_sensitivity.py (one CompressError line naming the model's layers)
 
 
 @pytest.mark.parametrize("flags, message", [
