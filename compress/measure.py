@@ -221,14 +221,24 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return total, nonzero
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
-    """Multiply-accumulates of one image (thop; the unit torchvision calls "GFLOPS")."""
-    from thop import profile
+_MACS: dict[tuple[str, str, tuple[int, ...]], int] = {}  # (class, structure, input shape) -> MACs
 
-    probe = copy.deepcopy(model).cpu().eval()  # thop attaches buffers and hooks; keep them off the real model
-    with torch.no_grad():
-        macs, _ = profile(probe, inputs=(torch.zeros(1, *input_shape),), verbose=False)
-    return int(macs)
+
+def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """Multiply-accumulates of one image (thop; the unit torchvision calls "GFLOPS").
+
+    MACs depend on the structure alone, never on the weights, so they are remembered per structure (the
+    module tree's repr: every layer's type and sizes) and input shape: each invocation re-measures the
+    baseline, and thop on a deep copy of VGG16 costs a second or two each time."""
+    key = (f"{type(model).__module__}.{type(model).__qualname__}", repr(model), tuple(input_shape))
+    if key not in _MACS:
+        from thop import profile
+
+        probe = copy.deepcopy(model).cpu().eval()  # thop attaches buffers and hooks; keep them off the real model
+        with torch.no_grad():
+            macs, _ = profile(probe, inputs=(torch.zeros(1, *input_shape),), verbose=False)
+        _MACS[key] = int(macs)
+    return _MACS[key]
 
 
 def count_conv_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int | None:
