@@ -2,7 +2,7 @@
 
 Every model is exported the same way (torch.export-based exporter, dynamic batch axis) and
 the export is trusted only after ONNX Runtime's fp32 output matches PyTorch's on real test
-images. ONNX Runtime latency is timed by `measure.time_calls`, the same statistics and the
+images. ONNX Runtime latency is timed by the harness (`harness.time_runtime`), the same statistics and the
 same thread count as the PyTorch columns, so the two backends are comparable.
 """
 
@@ -21,7 +21,7 @@ from torch import nn
 
 from compress.atomic import atomic_open
 from compress.errors import CompressError
-from compress.measure import Latency, LatencyConfig, default_threads, time_calls
+from compress.measure import default_threads
 
 PARITY_ATOL = 1e-4  # max |ORT fp32 - PyTorch| on the logits of a batch of test images
 INPUT, OUTPUT = "input", "logits"
@@ -88,12 +88,6 @@ def ort_runner(sess: Any, input_shape: tuple[int, int, int], batch: int) -> Call
     """One ONNX Runtime call on a batch allocated beforehand (timed by the harness and the benchmarks)."""
     x = np.random.default_rng(0).standard_normal((batch, *input_shape), dtype=np.float32)
     return lambda: run(sess, x)
-
-
-def ort_latencies(path: Path, input_shape: tuple[int, int, int], cfg: LatencyConfig) -> dict[int, Latency]:
-    """ONNX Runtime CPU latency per batch size, timed exactly as `measure.torch_latency`."""
-    sess = session(path, cfg.threads)
-    return {b: time_calls(ort_runner(sess, input_shape, b), cfg, b) for b in cfg.batches}
 
 
 def predict(path: Path, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],

@@ -128,16 +128,16 @@ def time_torch(subject: Subject, cfg: LatencyConfig, timings: Timings, pair: Pai
     if module is None:
         return
     if cfg.on(TORCH_CPU):
-        paired = pair is not None and pair.module is not None
-        against = f", interleaved with {pair.row_id}" if pair and paired else ""
+        ref = pair.module if pair is not None else None
+        against = f", interleaved with {pair.row_id}" if pair and ref is not None else ""
         log(f"timing {subject.label} with PyTorch on CPU (batches {', '.join(map(str, cfg.batches))}{against})")
         cpu = torch.device("cpu")
         with measure.torch_threads(cfg.threads):
             time_runtime(TORCH_CPU, cfg, timings, lambda b: measure.torch_runner(module, subject.shape, b, cpu),
-                         (lambda b: measure.torch_runner(pair.module, subject.shape, b, cpu)) if paired else None,
+                         (lambda b: measure.torch_runner(ref, subject.shape, b, cpu)) if ref is not None else None,
                          pair.row_id if pair else None)
-        if pair is not None and pair.module is not None:
-            pair.module.cpu()
+        if ref is not None:
+            ref.cpu()
     if subject.artifact.gpu_note is None:
         gpu, timings.notes[TORCH_CUDA] = measure.gpu_latencies(module, subject.shape, cfg)
         if gpu:
@@ -165,11 +165,16 @@ def onnx_file(subject: Subject, cfg: LatencyConfig, timings: Timings, test_loade
     return path
 
 
+def reference_onnx(pair: PairWith | None) -> Path | None:
+    """The reference's ONNX file, when there is one to interleave with (ONNX Runtime and OpenVINO read it)."""
+    return pair.onnx if pair is not None and pair.onnx is not None and Path(pair.onnx).exists() else None
+
+
 def time_ort(path: Path | None, subject: Subject, cfg: LatencyConfig, timings: Timings,
              pair: PairWith | None) -> None:
     if path is None or not cfg.ort:
         return
-    ref_onnx = pair.onnx if pair is not None and pair.onnx is not None and Path(pair.onnx).exists() else None
+    ref_onnx = reference_onnx(pair)
     log(f"timing {subject.label} with ONNX Runtime on CPU" + (f", interleaved with {pair.row_id}" if ref_onnx and pair
                                                                else ""))
     sess = export.session(path, cfg.threads)
@@ -186,7 +191,7 @@ def openvino_file(subject: Subject, onnx: Path | None) -> tuple[Path | None, str
         return art.ir, None
     if onnx is not None and art.dtype == "float32":
         return onnx, None
-    return None, f"n/a (the model is {art.backend}; OpenVINO times fp32 exports and --backend openvino int8)"
+    return None, f"the model is {art.backend}; OpenVINO times fp32 exports and --backend openvino int8"
 
 
 def time_openvino(onnx: Path | None, subject: Subject, cfg: LatencyConfig, timings: Timings,
@@ -197,9 +202,9 @@ def time_openvino(onnx: Path | None, subject: Subject, cfg: LatencyConfig, timin
     path, why = openvino_file(subject, onnx)
     why = openvino_cpu.missing() or why
     if why or path is None:
-        timings.notes[OPENVINO_CPU] = why if why and why.startswith("n/a") else f"n/a ({why})"
+        timings.notes[OPENVINO_CPU] = f"n/a ({why})"
         return
-    ref = pair.onnx if pair is not None and pair.onnx is not None and Path(pair.onnx).exists() else None
+    ref = reference_onnx(pair)
     log(f"timing {subject.label} with OpenVINO on CPU" + (f", interleaved with {pair.row_id}" if ref and pair else ""))
     try:
         if subject.artifact.module is not None:  # fp32: the file must reproduce PyTorch before it is timed
@@ -224,15 +229,14 @@ def time_compiled(subject: Subject, cfg: LatencyConfig, timings: Timings, pair: 
     if module is None:
         timings.notes[COMPILE_CPU] = f"n/a (the model is {subject.artifact.backend}, not a PyTorch module)"
         return
-    paired = pair is not None and pair.module is not None
+    reference = pair.module if pair is not None else None
     log(f"compiling {subject.label} with torch.compile (Inductor) and timing it on CPU"
-        + (f", interleaved with {pair.row_id} (compiled too)" if pair and paired else ""))
+        + (f", interleaved with {pair.row_id} (compiled too)" if pair and reference is not None else ""))
     try:
         with measure.torch_threads(cfg.threads):
             cand = compiled.Compiled(module, subject.shape)
             cand.check(check_inputs(test_loader, subject.image_size))
-            ref = compiled.Compiled(pair.module, subject.shape) if pair is not None and pair.module is not None \
-                else None
+            ref = compiled.Compiled(reference, subject.shape) if reference is not None else None
             time_runtime(COMPILE_CPU, cfg, timings, cand.runner, ref.runner if ref else None,
                          pair.row_id if pair else None)
         timings.notes[COMPILE_CPU] = cand.note()

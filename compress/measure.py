@@ -190,11 +190,6 @@ def pinning(threads: int | None) -> dict[str, object]:
             "cpu_affinity": affinity}
 
 
-def cpu_latencies(model: nn.Module, input_shape: tuple[int, int, int], cfg: LatencyConfig) -> dict[int, Latency]:
-    with torch_threads(cfg.threads):
-        return {b: torch_latency(model, input_shape, b, torch.device("cpu"), cfg) for b in cfg.batches}
-
-
 def gpu_latencies(model: nn.Module, input_shape: tuple[int, int, int],
                   cfg: LatencyConfig) -> tuple[dict[int, Latency], str]:
     """GPU figures, or none with the reason; never a made-up number."""

@@ -23,7 +23,7 @@ import torch
 
 from compress.errors import CompressError
 from compress.export import labels
-from compress.measure import Latency, LatencyConfig, default_threads, time_calls
+from compress.measure import default_threads
 
 PARITY_ATOL = 1e-3  # OpenVINO fp32 may fuse and reorder more than ONNX Runtime; still far below a class flip
 
@@ -91,10 +91,6 @@ def runner(compiled: Any, input_shape: tuple[int, int, int], batch: int) -> Call
 
 def logits(compiled: Any, x: np.ndarray) -> np.ndarray:
     return np.asarray(compiled(np.ascontiguousarray(x, dtype=np.float32))[compiled.output(0)])
-
-
-def latencies(path: Path, input_shape: tuple[int, int, int], cfg: LatencyConfig) -> dict[int, Latency]:
-    return {b: time_calls(runner(compile_file(path, cfg.threads, b), input_shape, b), cfg, b) for b in cfg.batches}
 
 
 def parity(model: torch.nn.Module, path: Path, inputs: torch.Tensor, threads: int | None) -> float:

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from compress import export, measure, models
+from compress import export, harness, measure, models
+from compress.compressors import Artifact
 from compress.measure import LatencyConfig
+from compress.models import ModelSpec
 
 
 @pytest.mark.parametrize("spec", [
@@ -95,7 +98,9 @@ def test_threads_flag_is_what_pytorch_and_onnxruntime_run_with(tmp_path: Path,
 
     cfg = LatencyConfig(warmup=0, min_calls=2, max_calls=2, budget_s=0.0, batches=(1,), threads=1)
     assert torch.get_num_threads() != 1  # the suite runs with 2, so 1 is a real change
-    measure.cpu_latencies(Probe(), (3, 4, 4), cfg)
+    probe = Probe()
+    harness.time_torch(harness.Subject(probe, ModelSpec(), Artifact.fp32(probe, tmp_path / "p.pt"), 4), cfg,
+                       harness.Timings({}, {}), None)  # what every run does to time PyTorch on the CPU
     assert seen and set(seen) == {1}
     sessions: list[object] = []
     real = export.session
@@ -103,7 +108,9 @@ def test_threads_flag_is_what_pytorch_and_onnxruntime_run_with(tmp_path: Path,
                         or sessions[-1])
     export.export_onnx(torch.nn.Conv2d(3, 4, 3), tmp_path / "c.onnx", torch.randn(2, 3, 8, 8))
     sessions.clear()
-    export.ort_latencies(tmp_path / "c.onnx", (3, 8, 8), cfg)
+    conv = torch.nn.Conv2d(3, 4, 3)
+    harness.time_ort(tmp_path / "c.onnx", harness.Subject(conv, ModelSpec(), Artifact.fp32(conv, tmp_path / "c.pt"), 8),
+                     replace(cfg, runtimes=("ort",)), harness.Timings({}, {}), None)
     opts = sessions[0].get_session_options()  # type: ignore[attr-defined]
     assert len(sessions) == 1 and opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
 
@@ -114,9 +121,14 @@ def test_gpu_column_says_why_when_there_is_no_gpu(monkeypatch: pytest.MonkeyPatc
     assert out == {} and note == "n/a (no CUDA device on this machine)"
 
 
-def test_cpu_latency_restores_thread_count() -> None:
+def test_cpu_latency_restores_thread_count(tmp_path: Path) -> None:
     before = torch.get_num_threads()
-    cfg = LatencyConfig(warmup=0, min_calls=2, max_calls=2, budget_s=0.0, batches=(1, 3), threads=1)
-    out = measure.cpu_latencies(torch.nn.Conv2d(3, 4, 3), (3, 8, 8), cfg)
+    cfg = LatencyConfig(warmup=0, min_calls=2, max_calls=2, budget_s=0.0, batches=(1, 3), threads=1,
+                        runtimes=("torch",))
+    conv = torch.nn.Conv2d(3, 4, 3)
+    timings = harness.Timings({}, {})
+    harness.time_torch(harness.Subject(conv, ModelSpec(), Artifact.fp32(conv, tmp_path / "c.pt"), 8), cfg, timings,
+                       None)
+    out = timings.latency[measure.TORCH_CPU]
     assert set(out) == {1, 3} and out[3].batch == 3
     assert torch.get_num_threads() == before

@@ -54,9 +54,13 @@ def test_openvino_fp32_reproduces_pytorch_and_is_timed(tiny: nn.Module, tmp_path
     x = torch.randn(8, 3, 32, 32)
     export.export_onnx(tiny, tmp_path / "m.onnx", x)
     assert openvino_cpu.parity(tiny, tmp_path / "m.onnx", x, 1) <= openvino_cpu.PARITY_ATOL
-    cfg = measure.LatencyConfig(**ONE_CALL, threads=1)
-    lat = openvino_cpu.latencies(tmp_path / "m.onnx", (3, 32, 32), cfg)
+    cfg = measure.LatencyConfig(**ONE_CALL, threads=1, runtimes=("openvino",))
+    timings = harness.Timings({}, {})  # the harness's own path: parity check, then timing
+    harness.time_openvino(tmp_path / "m.onnx", harness.Subject(tiny, TINY, Artifact.fp32(tiny, tmp_path / "m.pt"), 32),
+                          cfg, timings, None, None)
+    lat = timings.latency[measure.OPENVINO_CPU]
     assert lat[1].median_ms > 0 and lat[1].calls == 1
+    assert "'INFERENCE_PRECISION_HINT': 'f32'" in timings.notes[measure.OPENVINO_CPU]
     # fp32 means fp32: OpenVINO's default on CPUs with bf16 would run this "fp32" model in bf16
     assert openvino_cpu.settings(1)["INFERENCE_PRECISION_HINT"] == "f32"
 
