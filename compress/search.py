@@ -3,8 +3,8 @@
 Optuna's TPE sampler proposes a candidate (a compressor, its main knob, and whether int8 follows);
 cheap checks come first and stop most candidates before any training:
 
-1. theory: a candidate whose MACs are no lower than those of the best model already within the
-   drop, with the same int8 step, cannot beat it on speed or size, and is not trained;
+1. theory: a candidate whose MACs (parameters, for --objective size) are no lower than those of the
+   best model already within the drop, with the same int8 step, is not trained;
 2. no-fine-tune accuracy (pruning): a candidate pruned down to chance on the validation split (within
    CHANCE_MARGIN of 1/classes) before fine-tuning is not trained. Not a larger margin: on digits,
    L1 pruning at 0.3 keeps only 17% untuned yet recovers to 96.9% test in 6 epochs; a first rule
@@ -31,7 +31,7 @@ from compress.baseline import EVAL_BATCH, Reference, reference
 from compress.cells import code
 from compress.compressors import Context
 from compress.errors import CompressError
-from compress.measure import ORT_CPU, TORCH_CPU, count_macs
+from compress.measure import ORT_CPU, TORCH_CPU, count_macs, count_params
 from compress.results import ResultRow
 from compress.session import Session, log
 from compress.train import FinetuneConfig, accuracy
@@ -72,6 +72,7 @@ class Tried:
     int8: bool
     stage: str  # "theory" | "untuned" | "trained" | "failed"
     macs: int
+    params: int = 0  # what --objective size is priced by in theory (bytes follow parameters, not MACs)
     untuned_val: float | None = None
     val_accuracy: float | None = None
     value: float | None = None  # the objective, measured on the stored row
@@ -144,7 +145,7 @@ class Search:
         model, _ = comp.fn(copy.deepcopy(self.ref.baseline.model), self.ref.baseline.spec, config, ctx)
         return config, model
 
-    def _best(self) -> Tried | None:
+    def best(self) -> Tried | None:
         ok = [t for t in self.tried if t.feasible(self.base_val, self.cfg.max_drop) and t.value is not None]
         return min(ok, key=lambda t: t.value) if ok else None  # type: ignore[arg-type,return-value]
 
@@ -164,9 +165,11 @@ class Search:
             return Tried(number, method, settings, int8, "failed", 0, note=str(exc))
         macs = count_macs(model, (3, self.session.data.size, self.session.data.size))
         t = Tried(number, method, settings, int8, "theory", macs)
-        best = self._best()
-        if best is not None and best.int8 == int8 and macs >= best.macs:
-            t.note = f"{macs / 1e6:.1f} M MACs, no fewer than the best so far ({best.macs / 1e6:.1f} M)"
+        t.params = count_params(model)[0]
+        best, by = self.best(), ("params" if self.cfg.objective == "size" else "macs")
+        if best is not None and best.int8 == int8 and getattr(t, by) >= getattr(best, by):
+            unit = "MACs" if by == "macs" else "parameters"
+            t.note = f"{getattr(t, by) / 1e6:.1f} M {unit}, no fewer than the best so far ({getattr(best, by) / 1e6:.1f} M)"
             return t
         if method == "pruning":
             t.untuned_val = accuracy(model, self.ld.val, self.session.device)
@@ -268,7 +271,7 @@ def run(session: Session, cfg: SearchConfig, command: str) -> Outcome:
             search.tried.append(search.trial(i, "pruning", {"amount": amount}, False))
     else:
         study.optimize(objective, n_trials=cfg.trials, timeout=max(1.0, search.left_s()), catch=())
-    best = search._best()
+    best = search.best()
     outcome = Outcome(asdict(cfg), search.ref.row.row_id, search.base_val, objective_of(search.ref.row, cfg.objective),
                       search.tried, best, seconds=time.perf_counter() - search.start, command=command)
     if best is None:

@@ -13,7 +13,7 @@ from compress.errors import CompressError
 from compress.search import SearchConfig, Tried
 
 
-_BEST = search.Search._best  # the real selection, kept before the class is replaced below
+_BEST = search.Search.best  # the real selection, kept before the class is replaced below
 
 
 class _Cheap:
@@ -28,7 +28,7 @@ class _Cheap:
     def left_s(self) -> float:
         return 1e9
 
-    def _best(self) -> Tried | None:
+    def best(self) -> Tried | None:
         return _BEST(self)  # type: ignore[arg-type]
 
     def trial(self, number: int, method: str, settings: dict[str, Any], int8: bool) -> Tried:
