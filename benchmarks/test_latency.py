@@ -28,7 +28,7 @@ from compress import compressors, export, measure, models
 from compress.compressors import Artifact, Context
 from compress.data import Loaders
 from compress.report import is_default, latest
-from compress.results import Store
+from compress.store.sqlite import Store
 
 
 def variant_names() -> list[str]:

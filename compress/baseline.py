@@ -7,8 +7,6 @@ on the same validation images and is scored on exactly the same test images.
 from __future__ import annotations
 
 import atexit
-import functools
-import hashlib
 import json
 import shutil
 import tempfile
@@ -21,14 +19,16 @@ from torch import nn
 
 from compress import data as data_mod
 from compress import dist, models, pretrained
-from compress.atomic import write_json
 from compress.compressors import Artifact
 from compress.data import DataBundle, DataConfig, Loaders, Split
 from compress.errors import CompressError
 from compress.harness import PairWith, RowInfo, Subject, measure_row
 from compress.models import ModelSpec
-from compress.results import ResultRow, new_row_id, save_run
-from compress.session import Session, Workspace, log
+from compress.session import Session, log
+from compress.store.atomic import write_json
+from compress.store.rows import ResultRow, new_row_id
+from compress.store.sqlite import save_run
+from compress.store.workspace import Workspace
 from compress.train import accuracy, fit
 
 EVAL_BATCH = 64  # batch size of the accuracy pass (does not change any figure)
@@ -82,21 +82,6 @@ LEAKAGE = ("imported baseline: its absolute test accuracy may be optimistic, sin
            "trained on some of these test images (the seeds split with an unseeded random_split); the paired "
            "deltas and McNemar tests still compare like with like. Pass --test-data DIR with images it never saw "
            "for an honest absolute figure")
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes: an imported baseline is cached by what it holds, not by its name."""
-    st = Path(path).stat()
-    return _digest(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
-
-
-@functools.lru_cache(maxsize=8)
-def _digest(path: str, mtime_ns: int, size: int) -> str:  # keyed by mtime and size: hashed once per version
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def baseline_dir(session: Session) -> Path:

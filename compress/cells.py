@@ -9,8 +9,7 @@ import functools
 import re
 
 from compress import stats
-from compress.measure import Latency
-from compress.results import ResultRow
+from compress.store.rows import Latency, ResultRow
 
 
 def code(text: str) -> str:

@@ -16,15 +16,30 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from compress import collect, compressors, data, dist, models, pipeline, pretrained, report, sensitivity, suite, terminal
-from compress import search, sensitivity_report, sensitivity_run
+from compress import (
+    collect,
+    compressors,
+    data,
+    dist,
+    models,
+    pipeline,
+    pretrained,
+    report,
+    search,
+    sensitivity,
+    sensitivity_report,
+    sensitivity_run,
+    suite,
+    terminal,
+)
 from compress.baseline import reference
-from compress.atomic import clean_stale
 from compress.errors import CompressError
 from compress.faults import check_writable, one_line_errors, sigterm_as_interrupt
 from compress.flags import Parser, add_config_flags, config_from, finite_float, list_of, options
 from compress.measure import LatencyConfig
-from compress.session import REPORT_BATCH, BaselineSource, Session, Workspace, log, pick_device
+from compress.session import REPORT_BATCH, BaselineSource, Session, log, pick_device
+from compress.store.atomic import clean_stale
+from compress.store.workspace import Workspace
 from compress.train import FinetuneConfig, TrainConfig
 
 STARTED = time.time()  # files older than this process and no longer written to are leftovers

@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compress.baseline import file_digest
 from compress.errors import CompressError
-from compress.results import ResultRow, Store
-from compress.session import Workspace
+from compress.store.digest import file_digest
+from compress.store.rows import ResultRow
+from compress.store.sqlite import Store
+from compress.store.workspace import Workspace
 
 
 @dataclass

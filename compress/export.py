@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.atomic import atomic_open
 from compress.errors import CompressError
 from compress.measure import default_threads
+from compress.store.atomic import atomic_open
 
 PARITY_ATOL = 1e-4  # max |ORT fp32 - PyTorch| on the logits of a batch of test images
 INPUT, OUTPUT = "input", "logits"

@@ -19,12 +19,12 @@ from torch import nn
 from compress import compiled, dist, export, load, measure, openvino_cpu, stats
 from compress.compressors import Artifact
 from compress.errors import CompressError
-from compress.measure import (COMPILE_CPU, OPENVINO_CPU, ORT_CPU, TORCH_CPU, TORCH_CUDA, Latency, LatencyConfig,
-                             time_calls)
+from compress.measure import COMPILE_CPU, OPENVINO_CPU, ORT_CPU, TORCH_CPU, TORCH_CUDA, LatencyConfig, time_calls
+from compress.measuring.environment import environment
 from compress.models import ModelSpec
-from compress.paired import Paired, interleaved
-from compress.results import ResultRow, config_hash, environment, new_row_id, now_iso
+from compress.paired import interleaved
 from compress.session import log
+from compress.store.rows import Latency, Paired, ResultRow, config_hash, new_row_id, now_iso
 from compress.train import predict
 
 PARITY_IMAGES = 32  # test images the ONNX export must reproduce before it is timed

@@ -8,7 +8,7 @@ import pandas as pd
 
 from compress.cells import brief, mb, ratio, significance, speedup, summary
 from compress.measure import COMPILE_CPU, OPENVINO_CPU, ORT_CPU, RUNTIMES, TORCH_CPU, TORCH_CUDA
-from compress.results import ResultRow
+from compress.store.rows import ResultRow
 
 # column names of each runtime, everywhere
 LABEL = {TORCH_CPU: "CPU", COMPILE_CPU: "compile", ORT_CPU: "ORT", OPENVINO_CPU: "OV", TORCH_CUDA: "GPU"}

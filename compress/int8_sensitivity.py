@@ -56,9 +56,11 @@ def _accuracy(path: Path, val: Any, threads: int | None) -> float:
 
 def _sqnr(fp32: Path, int8: Path, images: np.ndarray, outputs: dict[str, str], tmp: Path) -> dict[str, float]:
     """SQNR of each compute node's output, int8 model against fp32, on the same images."""
-    from onnxruntime.quantization.qdq_loss_debug import (collect_activations,
-                                                          compute_signal_to_quantization_noice_ratio,
-                                                          modify_model_output_intermediate_tensors)
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_signal_to_quantization_noice_ratio,
+        modify_model_output_intermediate_tensors,
+    )
 
     acts = {}
     for name, path in (("fp32", fp32), ("int8", int8)):

@@ -24,28 +24,26 @@ from compress.errors import CompressError
 
 IQR_WARN = 0.10  # as torch.utils.benchmark: IQR/median above this means the figure is noisy
 
+
 MIN_TIMED = 5  # timed calls a figure has at least, whatever --latency-max-s says (unless --latency-min-calls is lower)
+
 
 # The runtimes a row can be timed on; a row's latency is {runtime: {batch: Latency}}.
 TORCH_CPU, ORT_CPU, TORCH_CUDA = "torch-cpu", "ort-cpu", "torch-cuda"
+
+
 COMPILE_CPU, OPENVINO_CPU = "compile-cpu", "openvino-cpu"
+
+
 RUNTIMES = (TORCH_CPU, COMPILE_CPU, ORT_CPU, OPENVINO_CPU, TORCH_CUDA)  # the order tables show them in
+
+
 # --runtimes names -> row keys. The default keeps the cost of a run what it was before OpenVINO and
 # torch.compile were added: compiling VGG16 with Inductor takes tens of seconds per batch size.
 CHOICES = {"torch": TORCH_CPU, "compile": COMPILE_CPU, "ort": ORT_CPU, "openvino": OPENVINO_CPU, "cuda": TORCH_CUDA}
+
+
 DEFAULT_RUNTIMES = ("torch", "ort", "cuda")
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Statistics of individual timed calls (not of blocks), in milliseconds."""
-
-    batch: int
-    median_ms: float
-    p90_ms: float
-    iqr_ms: float
-    calls: int
-    warning: str | None = None
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torchvision.models.vgg import VGG, make_layers
 
-from compress.atomic import atomic_open
 from compress.errors import CompressError
+from compress.store.atomic import atomic_open
 
 VGG16_WIDTHS: tuple[int, ...] = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
 POOL_AFTER = (1, 3, 6, 9, 12)  # conv indices followed by a 2x2 max-pool (VGG16 cfg "D")

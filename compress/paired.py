@@ -12,32 +12,23 @@ hyperfine report spread instead of a single number).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from compress.measure import IQR_WARN, Latency, LatencyConfig
+from compress.measure import IQR_WARN, LatencyConfig
+from compress.store.rows import Latency
 
 BLOCKS = 10  # block pairs at most (ABBA order); fewer when calls are slow
+
+
 MIN_BLOCKS = 4  # block pairs at least, whatever the time cap says
+
+
 BOOTSTRAP = 2000  # resamples of the block ratios for the 95% interval
+
+
 PAIR_BUDGET = 1.5  # a pair gets this many times one model's --latency-budget-s (the issue's cost ceiling)
-
-
-@dataclass(frozen=True)
-class Paired:
-    """The speed-up of a candidate over its reference on one runtime and batch, from interleaved blocks."""
-
-    reference_row_id: str
-    ratio: float  # median of the per-block ratios reference/candidate
-    low: float  # 95% bootstrap interval of that median
-    high: float
-    reference_ms: list[float] = field(default_factory=list)  # per-block medians, reference
-    candidate_ms: list[float] = field(default_factory=list)  # per-block medians, candidate
-
-    def cell(self) -> str:
-        return f"{self.ratio:.2f}x [{self.low:.2f}–{self.high:.2f}]"
 
 
 def bootstrap_ci(ratios: np.ndarray, seed: int = 0, level: float = 0.95) -> tuple[float, float]:

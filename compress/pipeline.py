@@ -18,16 +18,18 @@ from torch import nn
 
 from compress import compressors, dist, kd, models
 from compress import data as data_mod
-from compress.atomic import write_json
 from compress.baseline import EVAL_BATCH, Reference, reference, stored_split
 from compress.compressors import Artifact, Context, Stored
 from compress.data import Loaders
 from compress.errors import CompressError
 from compress.harness import PairWith, RowInfo, Subject, measure_row
 from compress.models import DYNAMIC_INT8, DYNAMIC_INT8_BACKEND, ModelSpec
-from compress.results import ResultRow, new_row_id, save_run
 from compress.sensitivity import folder
-from compress.session import Session, Workspace, log
+from compress.session import Session, log
+from compress.store.atomic import write_json
+from compress.store.rows import ResultRow, new_row_id
+from compress.store.sqlite import save_run
+from compress.store.workspace import Workspace
 from compress.train import FinetuneConfig, TrainResult, accuracy, fit
 
 

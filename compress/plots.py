@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from dataclasses import fields
+from pathlib import Path
 from typing import Callable, Literal, get_origin, get_type_hints
 
 from compress import compressors
 from compress.errors import CompressError
 from compress.measure import ORT_CPU, TORCH_CPU
-from compress.results import ResultRow
+from compress.store.rows import ResultRow
 
 Metric = Callable[[ResultRow], float | None]
 

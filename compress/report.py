@@ -16,16 +16,16 @@ from typing import Any
 
 import pandas as pd
 
-from compress.atomic import write_text
 from compress.cells import code, defaults, file_stem, lat, mb, p_cell, plain, ratio, significance, speedup, summary
 from compress.errors import CompressError
 from compress.headline import LABEL, baseline_line, compact, timed_runtimes
 from compress.load import BUSY_WARN
 from compress.measure import COMPILE_CPU, OPENVINO_CPU, ORT_CPU, RUNTIMES, TORCH_CPU, TORCH_CUDA
-from compress.results import ResultRow
 from compress.search import section as search_section
 from compress.sensitivity_report import guided_against_uniform, sections
 from compress.sensitivity_report import plot as sensitivity_plot
+from compress.store.atomic import write_text
+from compress.store.rows import ResultRow
 
 NAME = {TORCH_CPU: "PyTorch eager (CPU)", COMPILE_CPU: "torch.compile (Inductor, CPU)", ORT_CPU: "ONNX Runtime (CPU)",
         OPENVINO_CPU: "OpenVINO (CPU)", TORCH_CUDA: "PyTorch (CUDA)"}

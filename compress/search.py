@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from compress import compressors, export, models, pipeline, stats
-from compress.atomic import write_json
 from compress.baseline import EVAL_BATCH, Reference, reference
 from compress.cells import code
 from compress.compressors import Context
 from compress.errors import CompressError
 from compress.measure import ORT_CPU, TORCH_CPU, count_macs, count_params
-from compress.results import ResultRow
 from compress.session import Session, log
+from compress.store.atomic import write_json
+from compress.store.rows import ResultRow
 from compress.train import FinetuneConfig, accuracy
 
 Objective = Literal["ort-b32", "cpu-b32", "size", "macs"]

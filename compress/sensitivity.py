@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.atomic import write_json
 from compress.errors import CompressError
 from compress.session import log
+from compress.store.atomic import write_json
 from compress.train import accuracy
 
 AMOUNTS = tuple(round(0.1 * i, 1) for i in range(1, 10))  # 0.1 ... 0.9, as Li et al.'s Figure 2

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from compress.cells import code, plain
-from compress.results import ResultRow
 from compress.sensitivity import PruningScan, QuantizationScan
+from compress.store.rows import ResultRow
 
 
 def pruning_frame(scan: PruningScan) -> pd.DataFrame:

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 from compress import int8_sensitivity
-from compress.baseline import EVAL_BATCH, ensure_baseline, file_digest
+from compress.baseline import EVAL_BATCH, ensure_baseline
 from compress.sensitivity import PruningScan, QuantizationScan, folder, save, scan_path, scan_pruning
 from compress.session import Session, log
+from compress.store.digest import file_digest
 
 
 def run(session: Session, kind: str, ns: argparse.Namespace, command: str) -> tuple[PruningScan | QuantizationScan, Path]:

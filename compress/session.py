@@ -6,7 +6,6 @@ settings, device, command, keep-onnx, resume) were threaded through every call b
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from compress import dist
 from compress.data import DataConfig
 from compress.errors import CompressError
 from compress.measure import LatencyConfig
-from compress.results import Store
+from compress.store.sqlite import Store
 from compress.train import TrainConfig
 
 REPORT_BATCH = 32  # the batch the report's speed-ups and plots use unless told otherwise
@@ -27,30 +26,6 @@ def log(msg: str) -> None:
     """Progress and notes go to stderr: stdout is for results (`--json`). Under torchrun, rank 0 speaks."""
     if dist.current().main:
         print(msg, file=sys.stderr, flush=True)
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """Where runs, baselines, splits and the results store live (default ./runs)."""
-
-    root: Path
-
-    @classmethod
-    def default(cls) -> "Workspace":
-        return cls(Path(os.environ.get("COMPRESS_HOME", "runs")))
-
-    @property
-    def store(self) -> Store:
-        return Store(self.root / "results.sqlite")
-
-    def split_path(self, data_cfg: DataConfig) -> Path:
-        return self.root / "splits" / f"{data_cfg.key()}.json"
-
-    def baseline_dir(self, data_cfg: DataConfig, arch: str) -> Path:
-        return self.root / "baselines" / f"{data_cfg.key()}-{arch}"
-
-    def run_dir(self, dataset: str, compressor: str, row_id: str) -> Path:
-        return self.root / dataset / compressor / row_id
 
 
 def pick_device(name: str) -> torch.device:

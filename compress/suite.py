@@ -17,13 +17,13 @@ from typing import Any, Callable, get_origin, get_type_hints
 from tqdm import tqdm
 
 from compress import compressors, dist, kd
-from compress.atomic import write_json
 from compress.baseline import baseline_dir, reference
 from compress.compressors import Compressor, PlanOptions
 from compress.errors import CompressError
 from compress.pipeline import Job, run_with_control
-from compress.results import ResultRow
 from compress.session import Session, log
+from compress.store.atomic import write_json
+from compress.store.rows import ResultRow
 from compress.train import FinetuneConfig
 
 SWEEP_AMOUNTS = PlanOptions().amounts

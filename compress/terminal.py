@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from compress.headline import baseline_line, compact
-from compress.results import ResultRow
+from compress.store.rows import ResultRow
 
 SHORT = {"params ÷": "params÷", "MACs ÷": "MACs÷", "size ÷": "size÷", "top-1 %": "top-1", "Δ top-1 pts": "Δ pts"}
 MAX_WIDTH = 120  # past this a table stops being read at a glance, however wide the terminal

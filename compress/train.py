@@ -24,7 +24,6 @@ from tqdm import tqdm
 from compress import dist
 from compress.errors import CompressError
 
-
 MAX_EPOCHS, MAX_BATCH = 10_000, 65_536  # past these a flag is a typo, not a plan
 
 
@@ -261,7 +260,7 @@ def _restore(checkpoint: Path, cfg: TrainConfig, model: nn.Module, opt: torch.op
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
     """The epoch checkpoint behind --resume, replaced atomically each epoch."""
-    from compress.atomic import atomic_open
+    from compress.store.atomic import atomic_open
 
     with atomic_open(path, "wb") as fh:
         torch.save(state, fh)

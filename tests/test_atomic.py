@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from compress.atomic import atomic_open, write_text
+from compress.store.atomic import atomic_open, write_text
 
 
 def test_written_file_has_normal_permissions(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from compress import models
 from compress.cli import main
-from compress.results import Store
+from compress.store.sqlite import Store
 from tests.conftest import QUICK_DATA
 
 NARROW = models.ModelSpec(num_classes=10, conv_widths=tuple(w // 8 for w in models.VGG16_WIDTHS), hidden=(64, 64))

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from compress.cli import main
-from compress.results import ROW_COLUMNS, Store
+from compress.store.rows import ROW_COLUMNS
+from compress.store.sqlite import Store
 from tests.conftest import QUICK_CLI, QUICK_DATA, QUICK_LATENCY
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from compress.results import Store
+from compress.store.sqlite import Store
 from tests.conftest import QUICK_CLI
 
 WORKER = Path(__file__).with_name("dist_worker.py")

@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from compress import models, pipeline, report
-from compress.session import Workspace
 from compress.cli import main
-from compress.results import Store
+from compress.store.sqlite import Store
+from compress.store.workspace import Workspace
 from compress.train import TrainConfig, fit
 
 WRITER = textwrap.dedent("""

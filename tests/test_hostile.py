@@ -16,7 +16,7 @@ import torch
 from compress import models
 from compress.cli import main
 from compress.faults import one_line_errors
-from compress.results import Store
+from compress.store.sqlite import Store
 from tests.conftest import QUICK_DATA, QUICK_LATENCY
 from tests.photos import photo_folder
 from tests.test_batches import NARROW

@@ -11,6 +11,7 @@ from compress import export, harness, measure, models
 from compress.compressors import Artifact
 from compress.measure import LatencyConfig
 from compress.models import ModelSpec
+from compress.store import rows
 
 
 @pytest.mark.parametrize("spec", [
@@ -60,7 +61,7 @@ def test_a_steady_run_is_not_flagged_and_a_noisy_one_is(monkeypatch: pytest.Monk
     clock = {"now": 0.0}
     monkeypatch.setattr(measure.time, "perf_counter", lambda: clock["now"])
 
-    def timed(durations: list[float]) -> measure.Latency:
+    def timed(durations: list[float]) -> rows.Latency:
         it = itertools.cycle(durations)
 
         def call() -> None:

@@ -12,9 +12,9 @@ from PIL import Image
 
 from compress import data
 from compress.baseline import stored_split
-from compress.session import Workspace
 from compress.cli import main
 from compress.errors import CompressError
+from compress.store.workspace import Workspace
 from tests.conftest import QUICK_LATENCY
 
 CLASSES = ("Early blight", "Gesund é", "Späte Fäule")  # spaces and non-ASCII

@@ -13,7 +13,7 @@ import torch
 
 from compress import measure, models, pretrained
 from compress.cli import main
-from compress.results import Store
+from compress.store.sqlite import Store
 from tests.conftest import QUICK_LATENCY
 from tests.photos import photo_folder, save_seed004
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from compress import compressors, report, terminal
 from compress.cells import summary
 from compress.measure import ORT_CPU, TORCH_CPU
-from compress.results import ResultRow
+from compress.store.rows import ResultRow
 from compress.webpage import markdown_parser
 from tests.test_report import BASE, _correct, _lat, _rows
 
@@ -100,7 +100,7 @@ def test_every_markdown_table_parses_with_as_many_cells_as_its_header() -> None:
 
 
 def test_html_report_is_one_file_with_the_plots_inside(tmp_path: Path) -> None:
-    from compress.results import Store
+    from compress.store.sqlite import Store
 
     store = Store(tmp_path / "results.sqlite")
     for r in _five():

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from compress import report, stats
-from compress.measure import ORT_CPU, TORCH_CPU, TORCH_CUDA, Latency
-from compress.results import ResultRow, Store
+from compress.measure import ORT_CPU, TORCH_CPU, TORCH_CUDA
+from compress.store.rows import Latency, ResultRow
+from compress.store.sqlite import Store
 
 
 def _lat(ms: float, batch: int) -> Latency:

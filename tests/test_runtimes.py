@@ -18,9 +18,9 @@ from compress import compiled, export, harness, measure, openvino_cpu
 from compress.cli import main
 from compress.compressors import Artifact, get
 from compress.compressors.precision import PrecisionConfig
-from compress.models import Cast
 from compress.compressors.quantization import QuantizationConfig, quantization
 from compress.errors import CompressError
+from compress.models import Cast
 from tests.test_quantization import TINY, _ctx, _loaders
 
 ONE_CALL = dict(warmup=0, min_calls=1, max_calls=1, budget_s=0, batches=(1,))

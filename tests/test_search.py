@@ -12,7 +12,6 @@ from compress import search
 from compress.errors import CompressError
 from compress.search import SearchConfig, Tried
 
-
 _BEST = search.Search.best  # the real selection, kept before the class is replaced below
 
 

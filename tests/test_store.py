@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-import multiprocessing as mp
 import json
+import multiprocessing as mp
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from compress.measure import Latency
-from compress.results import ResultRow, Store
+from compress.store.rows import Latency, ResultRow
+from compress.store.sqlite import Store
 
 
 def _row(i: int, writer: int) -> ResultRow:
@@ -75,7 +75,7 @@ def test_a_copied_workdir_finds_its_own_model_files_not_the_originals(tmp_path: 
 
     from compress.errors import CompressError
     from compress.pipeline import find_row
-    from compress.session import Workspace
+    from compress.store.workspace import Workspace
 
     original = tmp_path / "original"
     (original / "digits" / "baseline" / "w0-0").mkdir(parents=True)

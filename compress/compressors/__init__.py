@@ -11,7 +11,16 @@ import importlib
 import pkgutil
 
 from compress.compressors._registry import (  # noqa: F401  (the package's public names)
-    Artifact, Compressor, Context, PlanOptions, Planned, Stored, get, in_plan_order, names, register,
+    Artifact,
+    Compressor,
+    Context,
+    Planned,
+    PlanOptions,
+    Stored,
+    get,
+    in_plan_order,
+    names,
+    register,
 )
 
 

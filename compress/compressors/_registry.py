@@ -77,7 +77,7 @@ class Stored:
     @property
     def baseline_digest(self) -> str:
         """sha256 of the baseline's weights (hashed only when asked: a scan of other weights is refused)."""
-        from compress.baseline import file_digest
+        from compress.store.digest import file_digest
 
         return file_digest(self.baseline_path)
 

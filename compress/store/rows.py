@@ -1,0 +1,163 @@
+"""The result row: one measured model, frozen; every renderer reads the same rows.
+
+Markdown, CSV and JSON are renderings of these rows. Rows written by older versions are read as
+the current schema (`ResultRow.from_dict`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One measured model. Theory (params, MACs) and measurement (size, latency) side by side."""
+
+    row_id: str
+    created: str
+    dataset: str
+    compressor: str  # "baseline" for the uncompressed model
+    config: dict[str, Any]
+    config_hash: str
+    baseline_row_id: str | None  # the baseline measured in the same invocation, for fair ratios
+    model_path: str
+    num_classes: int
+    image_size: int
+    params: int
+    nonzero_params: int
+    macs: int
+    size_bytes: int
+    latency: dict[str, dict[int, Latency]]  # runtime (measure.RUNTIMES) -> batch size -> statistics
+    accuracy: float | None  # top-1 on the stored test split; None when measured without data
+    accuracy_before_finetune: float | None
+    test_images: int
+    finetune_epochs: int
+    best_epoch: int | None
+    train_seconds: float
+    seed: int
+    env: dict[str, Any]
+    command: str
+    latency_notes: dict[str, str] = field(default_factory=dict)  # runtime -> device name, or why it has no figures
+    onnx_size_bytes: int | None = None  # the fp32 ONNX export (for an int8 row: the int8 file is size_bytes)
+    onnx_parity: float | None = None  # max |ORT - PyTorch| on test images at export
+    backend: str = "pytorch fp32"  # what ran for latency and accuracy
+    source_row_id: str | None = None  # --from: the stored run this model was made from, re-measured now
+    control_row_id: str | None = None  # the same model trained without the teacher (distillation's control)
+    conv_macs: int | None = None  # MACs of the convolutional part alone (theory)
+    correct: str | None = None  # per test image, in split order: "1" right, "0" wrong (McNemar's test)
+    caveats: list[str] = field(default_factory=list)  # what a reader must know to read this row right
+    # speed-ups timed interleaved with a reference (runtime -> batch -> Paired), and the machine's load meanwhile
+    paired: dict[str, dict[int, Paired]] = field(default_factory=dict)
+    load: dict[str, Any] | None = None  # compress.load.Load as a dict, plus "busy"
+    # how the model was trained: {"world_size", "backend" (None: one process), "per_rank_batch" (None: no training)}
+    distributed: dict[str, Any] = field(default_factory=dict)
+
+    def lat(self, runtime: str, batch: int) -> Latency | None:
+        """The statistics of one runtime at one batch size, or None when it was not timed."""
+        return self.latency.get(runtime, {}).get(batch)
+
+    def pair(self, runtime: str, batch: int) -> Paired | None:
+        return self.paired.get(runtime, {}).get(batch)
+
+    @property
+    def busy(self) -> bool:
+        """Timed while other work used more than a small share of the machine."""
+        return bool(self.load and self.load.get("busy"))
+
+    def note(self, runtime: str) -> str:
+        return self.latency_notes.get(runtime, "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ResultRow":
+        """Tolerant of rows written by older versions: unknown keys dropped, new ones defaulted."""
+        d = _upgrade(d)
+        known = {f.name: f for f in fields(cls)}
+        kw: dict[str, Any] = {}
+        for name in known:
+            if name in d or (known[name].default is MISSING and known[name].default_factory is MISSING):
+                kw[name] = d.get(name)
+        kw["latency"] = {runtime: {int(b): _latency(v) for b, v in per_batch.items() if v is not None}
+                         for runtime, per_batch in (kw.get("latency") or {}).items()}
+        kw["paired"] = {runtime: {int(b): v if isinstance(v, Paired) else Paired(**v) for b, v in per_batch.items()}
+                        for runtime, per_batch in (kw.get("paired") or {}).items()}
+        return cls(**kw)
+
+
+# Rows before latency was keyed by runtime and batch had one field per (runtime, batch 1 or 32).
+_OLD_LATENCY = {"cpu": "torch-cpu", "ort": "ort-cpu", "gpu": "torch-cuda"}
+
+
+def _latency(value: Any) -> Latency:
+    return value if isinstance(value, Latency) else \
+        Latency(**{k: v for k, v in value.items() if k in {f.name for f in fields(Latency)}})
+
+
+def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
+    """Read a row written by an older version as the current schema."""
+    if "latency" not in d:
+        d = dict(d)
+        latency: dict[str, dict[int, Any]] = {}
+        for prefix, runtime in _OLD_LATENCY.items():
+            for batch in (1, 32):
+                value = d.pop(f"{prefix}_b{batch}", None)
+                if value is not None:
+                    latency.setdefault(runtime, {})[batch] = value
+        d["latency"] = latency
+        notes = {_OLD_LATENCY[p]: d.pop(f"{p}_note") for p in ("gpu", "ort") if d.get(f"{p}_note")}
+        d.setdefault("latency_notes", notes)
+    comp = (d.get("config") or {}).get("compressor")
+    if d.get("compressor") == "depthwise" and isinstance(comp, dict) and "distill" in comp:  # renamed to kd
+        d = {**d, "config": {**d["config"], "compressor": {("kd" if k == "distill" else k): v
+                                                            for k, v in comp.items()}}}
+    return d
+
+
+ROW_COLUMNS = tuple(f.name for f in fields(ResultRow))
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def new_row_id(compressor: str, config: dict[str, Any]) -> str:
+    """Time plus a short hash of the configuration: sortable and unique per run."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    return f"{stamp}-{compressor}-{config_hash(config)[:6]}"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Statistics of individual timed calls (not of blocks), in milliseconds."""
+
+    batch: int
+    median_ms: float
+    p90_ms: float
+    iqr_ms: float
+    calls: int
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class Paired:
+    """The speed-up of a candidate over its reference on one runtime and batch, from interleaved blocks."""
+
+    reference_row_id: str
+    ratio: float  # median of the per-block ratios reference/candidate
+    low: float  # 95% bootstrap interval of that median
+    high: float
+    reference_ms: list[float] = field(default_factory=list)  # per-block medians, reference
+    candidate_ms: list[float] = field(default_factory=list)  # per-block medians, candidate
+
+    def cell(self) -> str:
+        return f"{self.ratio:.2f}x [{self.low:.2f}–{self.high:.2f}]"
