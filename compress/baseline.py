@@ -18,14 +18,17 @@ import torch
 from torch import nn
 
 from compress import data as data_mod
-from compress import dist, models, pretrained
+from compress import models, pretrained
 from compress.compressors import Artifact
 from compress.data import DataBundle, DataConfig, Loaders, Split
 from compress.errors import CompressError
 from compress.harness import PairWith, RowInfo, Subject, measure_row
+from compress.log import log
 from compress.models import ModelSpec
-from compress.session import Session, log
+from compress.scaleout import dist
+from compress.session import Session
 from compress.store.atomic import write_json
+from compress.store.digest import file_digest
 from compress.store.rows import ResultRow, new_row_id
 from compress.store.sqlite import save_run
 from compress.store.workspace import Workspace

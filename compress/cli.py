@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from compress import (
-    collect,
     compressors,
     data,
-    dist,
     models,
     pipeline,
     pretrained,
@@ -36,8 +34,10 @@ from compress.baseline import reference
 from compress.errors import CompressError
 from compress.faults import check_writable, one_line_errors, sigterm_as_interrupt
 from compress.flags import Parser, add_config_flags, config_from, finite_float, list_of, options
+from compress.log import log
 from compress.measure import LatencyConfig
-from compress.session import REPORT_BATCH, BaselineSource, Session, log, pick_device
+from compress.scaleout import collect, dist, shards
+from compress.session import REPORT_BATCH, BaselineSource, Session, pick_device
 from compress.store.atomic import clean_stale
 from compress.store.workspace import Workspace
 from compress.train import FinetuneConfig, TrainConfig
@@ -187,9 +187,9 @@ def _search_parser(sub: Any) -> None:
     p.add_argument("--search-seed", type=int, default=d.seed, help="seed of the sampler (default 0)")
 
 
-def _shard(text: str) -> suite.Shard:
+def _shard(text: str) -> shards.Shard:
     try:
-        return suite.Shard.parse(text)
+        return shards.Shard.parse(text)
     except CompressError as exc:  # argparse reports it in its one line
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -207,7 +207,7 @@ def build_parser() -> Parser:
     sweeps = _compressor_parsers(sub.add_parser("sweep", help="run one compressor over a grid of settings "
                                                               "(comma-separated values)"), sweep=True)
     for q in sweeps.choices.values():
-        q.add_argument("--shard", type=_shard, default=suite.Shard(), metavar="K/N",
+        q.add_argument("--shard", type=_shard, default=shards.Shard(), metavar="K/N",
                        help="run only the K-th of N interleaved parts of the grid (point i goes to shard "
                             "((i-1) mod N)+1), e.g. one Slurm array task each; merge with `compress collect`")
     _sensitivity_parser(sub)

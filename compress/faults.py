@@ -27,7 +27,7 @@ class Outcome:
 
 
 def _say(msg: str) -> None:
-    from compress import dist
+    from compress.scaleout import dist
 
     world = dist.current()
     who = f" [rank {world.rank}/{world.size}]" if world.active else ""
@@ -44,7 +44,7 @@ def one_line_errors() -> Iterator[Outcome]:
         _say(f"error: {exc}")
         outcome.code = 2
     except Terminated:
-        from compress import dist
+        from compress.scaleout import dist
 
         if dist.current().active:  # torchrun stops the other ranks when one fails
             _say("stopped by torchrun (another process of this job failed, its message is above, or the job was "
@@ -109,7 +109,7 @@ PEER_WORDS = ("connection closed by peer", "connection reset by peer", "broken p
 
 def _peer_gone(chain: list[BaseException], text: str) -> bool:
     """A collective failed because another rank died: that rank says why; this one only says it stops."""
-    from compress import dist
+    from compress.scaleout import dist
 
     if not dist.current().active:
         return False

@@ -16,14 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress import compiled, dist, export, load, measure, openvino_cpu, stats
+from compress import compiled, export, load, measure, openvino_cpu, stats
 from compress.compressors import Artifact
 from compress.errors import CompressError
+from compress.log import log
 from compress.measure import COMPILE_CPU, OPENVINO_CPU, ORT_CPU, TORCH_CPU, TORCH_CUDA, LatencyConfig, time_calls
 from compress.measuring.environment import environment
 from compress.models import ModelSpec
 from compress.paired import interleaved
-from compress.session import log
+from compress.scaleout import dist
 from compress.store.rows import Latency, Paired, ResultRow, config_hash, new_row_id, now_iso
 from compress.train import predict
 

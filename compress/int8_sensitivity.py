@@ -22,8 +22,8 @@ from torch import nn
 from compress import export
 from compress.compressors.quantization import _quiet, _Reader, calibration_batches
 from compress.errors import CompressError
+from compress.log import log
 from compress.sensitivity import LayerError, QuantizationScan
-from compress.session import log
 
 COMPUTE = ("Conv", "Gemm", "MatMul")
 SQNR_IMAGES = 64  # validation images (at 32 px) whose activations are compared; every tensor is held in memory

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
+from compress.store.rows import Latency
 
 IQR_WARN = 0.10  # as torch.utils.benchmark: IQR/median above this means the figure is noisy
 

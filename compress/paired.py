@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from compress.measure import IQR_WARN, LatencyConfig
-from compress.store.rows import Latency
+from compress.store.rows import Latency, Paired
 
 BLOCKS = 10  # block pairs at most (ABBA order); fewer when calls are slow
 

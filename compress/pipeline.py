@@ -16,16 +16,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress import compressors, dist, kd, models
+from compress import compressors, kd, models
 from compress import data as data_mod
 from compress.baseline import EVAL_BATCH, Reference, reference, stored_split
 from compress.compressors import Artifact, Context, Stored
 from compress.data import Loaders
 from compress.errors import CompressError
 from compress.harness import PairWith, RowInfo, Subject, measure_row
+from compress.log import log
 from compress.models import DYNAMIC_INT8, DYNAMIC_INT8_BACKEND, ModelSpec
+from compress.scaleout import dist
 from compress.sensitivity import folder
-from compress.session import Session, log
+from compress.session import Session
 from compress.store.atomic import write_json
 from compress.store.rows import ResultRow, new_row_id
 from compress.store.sqlite import save_run

@@ -30,8 +30,9 @@ from compress.baseline import EVAL_BATCH, Reference, reference
 from compress.cells import code
 from compress.compressors import Context
 from compress.errors import CompressError
+from compress.log import log
 from compress.measure import ORT_CPU, TORCH_CPU, count_macs, count_params
-from compress.session import Session, log
+from compress.session import Session
 from compress.store.atomic import write_json
 from compress.store.rows import ResultRow
 from compress.train import FinetuneConfig, accuracy

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
-from compress.session import log
+from compress.log import log
 from compress.store.atomic import write_json
 from compress.train import accuracy
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from compress import int8_sensitivity
 from compress.baseline import EVAL_BATCH, ensure_baseline
+from compress.log import log
 from compress.sensitivity import PruningScan, QuantizationScan, folder, save, scan_path, scan_pruning
-from compress.session import Session, log
+from compress.session import Session
 from compress.store.digest import file_digest
 
 

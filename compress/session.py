@@ -6,26 +6,20 @@ settings, device, command, keep-onnx, resume) were threaded through every call b
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from compress import dist
 from compress.data import DataConfig
 from compress.errors import CompressError
 from compress.measure import LatencyConfig
+from compress.scaleout import dist
 from compress.store.sqlite import Store
+from compress.store.workspace import Workspace
 from compress.train import TrainConfig
 
 REPORT_BATCH = 32  # the batch the report's speed-ups and plots use unless told otherwise
-
-
-def log(msg: str) -> None:
-    """Progress and notes go to stderr: stdout is for results (`--json`). Under torchrun, rank 0 speaks."""
-    if dist.current().main:
-        print(msg, file=sys.stderr, flush=True)
 
 
 def pick_device(name: str) -> torch.device:

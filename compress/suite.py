@@ -16,17 +16,22 @@ from typing import Any, Callable, get_origin, get_type_hints
 
 from tqdm import tqdm
 
-from compress import compressors, dist, kd
+from compress import compressors, kd
 from compress.baseline import baseline_dir, reference
 from compress.compressors import Compressor, PlanOptions
 from compress.errors import CompressError
+from compress.log import log
 from compress.pipeline import Job, run_with_control
-from compress.session import Session, log
+from compress.scaleout import dist
+from compress.scaleout.shards import Shard
+from compress.session import Session
 from compress.store.atomic import write_json
 from compress.store.rows import ResultRow
 from compress.train import FinetuneConfig
 
 SWEEP_AMOUNTS = PlanOptions().amounts
+
+
 # Compositions `run all` adds: (first, then, label) = compress the first compressor's default result
 # with the second (prune, then int8 that model: the smallest file of the seed-004 methods together).
 COMPOSITIONS = (("pruning", "quantization", "int8"),)
@@ -116,10 +121,6 @@ def last_record(root: Path, dataset: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-# ---------------------------------------------------------------------------------------
-# Sweeps: the grid over a compressor's options
-# ---------------------------------------------------------------------------------------
-
 def grid_fields(comp: Compressor) -> list[str]:
     """Options a sweep can take several values of: every option but switches and fixed lists (--hidden)."""
     hints = get_type_hints(comp.config)
@@ -139,33 +140,6 @@ def grid(comp: Compressor, chosen: dict[str, Any]) -> list[Any]:
             for values in itertools.product(*(chosen[n] for n in swept))]
 
 
-@dataclass(frozen=True)
-class Shard:
-    """`--shard K/N`: the K-th of N interleaved parts of a grid (K from 1, as Slurm array ids usually are).
-
-    Point i of the grid (from 1, in the grid's order) belongs to shard ((i - 1) mod N) + 1:
-    interleaved rather than in blocks, so every shard gets cheap and costly points alike.
-    """
-
-    index: int = 1
-    count: int = 1
-
-    @classmethod
-    def parse(cls, text: str) -> "Shard":
-        try:
-            k, n = (int(v) for v in text.split("/"))
-        except ValueError:
-            raise CompressError(f"--shard {text!r}: expected K/N with whole numbers, e.g. --shard 2/8") from None
-        if n < 1 or not 1 <= k <= n:
-            raise CompressError(f"--shard {text}: K must be between 1 and N (Slurm: --array=1-{max(n, 1)} and "
-                                "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
-        return cls(k, n)
-
-    def take(self, points: list[Any]) -> list[tuple[int, Any]]:
-        """(grid position from 1, point) of this shard's points."""
-        return [(i, p) for i, p in enumerate(points, 1) if (i - 1) % self.count == self.index - 1]
-
-
 def sweep(session: Session, name: str, points: list[Any], finetune: FinetuneConfig,
           from_run: str | None = None, shard: Shard = Shard()) -> list[ResultRow]:
     """This shard's points (all of them by default) against one baseline measured once;
@@ -183,10 +157,6 @@ def sweep(session: Session, name: str, points: list[Any], finetune: FinetuneConf
         rows += run_with_control(session, Job(name, cfg, finetune, from_run), ref)[1:]
     return rows
 
-
-# ---------------------------------------------------------------------------------------
-# run all --dry-run: the plan, what each step trains, and what the stored history says it cost
-# ---------------------------------------------------------------------------------------
 
 def describe(session: Session, options: PlanOptions, epochs: int | None) -> dict[str, Any]:
     """The plan as data, with training times from the store where this data has a matching row."""

@@ -21,8 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from compress import dist
 from compress.errors import CompressError
+from compress.scaleout import dist
 
 MAX_EPOCHS, MAX_BATCH = 10_000, 65_536  # past these a flag is a typo, not a plan
 

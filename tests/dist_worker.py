@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress import dist
 from compress.errors import CompressError
 from compress.faults import one_line_errors, sigterm_as_interrupt
+from compress.scaleout import dist
 from compress.train import TrainConfig, fit
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -64,13 +64,20 @@ class World:
                 "per_rank_batch": None if global_batch is None else global_batch // self.size}
 
 
-_world = World()
-_control: Any = None  # the gloo group for barriers and object broadcasts
-_device = torch.device("cpu")
+@dataclass
+class _Job:
+    """The job this process has joined: one object, replaced by start() and stop(), instead of three globals."""
+
+    world: World = field(default_factory=World)
+    control: Any = None  # the gloo group for barriers and object broadcasts
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+_job = _Job()
 
 
 def current() -> World:
-    return _world
+    return _job.world
 
 
 def launched() -> bool:
@@ -79,11 +86,10 @@ def launched() -> bool:
 
 def start(device: str) -> torch.device:
     """Join the torchrun job if launched by one (NCCL on CUDA, gloo on the CPU); returns this rank's device."""
-    global _world, _control, _device
     if not launched():
         return _pick(device)
-    if _world.active:  # joined already (the CLI joins before its first check, the session asks again)
-        return _device
+    if _job.world.active:  # joined already (the CLI joins before its first check, the session asks again)
+        return _job.device
     rank, local, size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
     wants_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if wants_cuda:
@@ -94,18 +100,18 @@ def start(device: str) -> torch.device:
     backend = "nccl" if wants_cuda else "gloo"
     if not tdist.is_initialized():
         tdist.init_process_group(backend, timeout=WAIT)
-    _control = tdist.new_group(backend="gloo", timeout=WAIT) if backend == "nccl" else tdist.group.WORLD
-    _world = World(rank, local, size, backend)
-    _device = torch.device("cuda", local) if wants_cuda else torch.device("cpu")
-    return _device
+    control = tdist.new_group(backend="gloo", timeout=WAIT) if backend == "nccl" else tdist.group.WORLD
+    _job.world = World(rank, local, size, backend)
+    _job.control = control
+    _job.device = torch.device("cuda", local) if wants_cuda else torch.device("cpu")
+    return _job.device
 
 
 def stop() -> None:
     """Leave the job cleanly (at the end of the command, on every rank)."""
-    global _world, _control
     if tdist.is_initialized():
         tdist.destroy_process_group()
-    _world, _control = World(), None
+    _job.world, _job.control = World(), None
 
 
 def _pick(name: str) -> torch.device:
@@ -119,25 +125,25 @@ def _pick(name: str) -> torch.device:
 
 
 def barrier() -> None:
-    if _world.active:
-        tdist.barrier(group=_control)
+    if _job.world.active:
+        tdist.barrier(group=_job.control)
 
 
 def from_main(fn: Callable[[], T]) -> T:
     """Rank 0 runs `fn` (measuring, writing), the others wait; every rank returns rank 0's result."""
-    if not _world.active:
+    if not _job.world.active:
         return fn()
-    box = [fn() if _world.main else None]
-    tdist.broadcast_object_list(box, src=0, group=_control)
+    box = [fn() if _job.world.main else None]
+    tdist.broadcast_object_list(box, src=0, group=_job.control)
     return box[0]  # type: ignore[return-value]
 
 
 def gather(value: T) -> list[T] | None:
     """Every rank's value, in rank order, on rank 0 (None elsewhere); [value] in a plain run."""
-    if not _world.active:
+    if not _job.world.active:
         return [value]
-    out: list[Any] | None = [None] * _world.size if _world.main else None
-    tdist.gather_object(value, out, dst=0, group=_control)
+    out: list[Any] | None = [None] * _job.world.size if _job.world.main else None
+    tdist.gather_object(value, out, dst=0, group=_job.control)
     return out
 
 
@@ -149,26 +155,26 @@ def same(value: T) -> T:
 @contextmanager
 def main_first() -> Iterator[None]:
     """Rank 0 runs the block first (it creates the file), then the others run it (and find the file)."""
-    if _world.active and not _world.main:
+    if _job.world.active and not _job.world.main:
         barrier()
     yield
-    if _world.active and _world.main:
+    if _job.world.active and _job.world.main:
         barrier()
 
 
 def all_sum(values: list[float]) -> list[float]:
     """Element-wise sum over ranks, in float64 (validation counts and losses)."""
-    if not _world.active:
+    if not _job.world.active:
         return values
     t = torch.tensor(values, dtype=torch.float64)
-    tdist.all_reduce(t, group=_control)
+    tdist.all_reduce(t, group=_job.control)
     return t.tolist()
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel around a model already on its device (a fresh wrap per training: a pruned
     model has new parameters, and a DDP made before pruning would reduce the old ones)."""
-    if not _world.active:
+    if not _job.world.active:
         return model
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -178,23 +184,23 @@ def shard(loader: DataLoader, seed: int) -> DataLoader:
     """This rank's part of a training loader: DistributedSampler (seeded, reshuffled by set_epoch),
     the per-rank batch, the same collate. The sampler pads the split to a multiple of the process
     count by repeating a few images, as DistributedSampler always does."""
-    if not _world.active:
+    if not _job.world.active:
         return loader
     if not isinstance(loader, DataLoader):  # a wrapper such as distillation's on-the-fly teacher: shard its loader
         inner = copy.copy(loader)
         inner.loader = shard(loader.loader, seed)
         return inner
-    sampler = DistributedSampler(loader.dataset, num_replicas=_world.size, rank=_world.rank, shuffle=True,
+    sampler = DistributedSampler(loader.dataset, num_replicas=_job.world.size, rank=_job.world.rank, shuffle=True,
                                  seed=seed)
-    return DataLoader(loader.dataset, batch_size=_world.per_rank(loader.batch_size or 1), sampler=sampler,
+    return DataLoader(loader.dataset, batch_size=_job.world.per_rank(loader.batch_size or 1), sampler=sampler,
                       num_workers=loader.num_workers, collate_fn=loader.collate_fn)
 
 
 def shard_eval(loader: DataLoader) -> DataLoader:
     """Every rank-th image of an evaluation loader, without padding: summed over ranks it is the whole split once."""
-    if not _world.active:
+    if not _job.world.active:
         return loader
-    part = Subset(loader.dataset, range(_world.rank, len(loader.dataset), _world.size))  # type: ignore[arg-type]
+    part = Subset(loader.dataset, range(_job.world.rank, len(loader.dataset), _job.world.size))  # type: ignore[arg-type]
     return DataLoader(part, batch_size=loader.batch_size, shuffle=False, num_workers=loader.num_workers,
                       collate_fn=loader.collate_fn)
 
@@ -207,8 +213,8 @@ def set_epoch(loader: Any, epoch: int) -> None:
 
 def decorrelate() -> None:
     """Distinct, reproducible random streams per rank (dropout masks), derived from the shared seed."""
-    if _world.active:
-        torch.manual_seed(int(torch.randint(0, 2**62, (1,))) + _world.rank)
+    if _job.world.active:
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,))) + _job.world.rank)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -1,0 +1,1 @@
+"""Scale-out: the torchrun job this process is in (dist), sweep shards, and collecting shards' rows."""
