@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from compress import compressors, export, measure, models
 from compress.compressors import Artifact, Context
-from compress.data import Loaders
+from compress.data.datasets import Loaders
 from compress.report import is_default, latest
 from compress.store.sqlite import Store
 

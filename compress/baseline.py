@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress import data as data_mod
 from compress import models, pretrained
 from compress.compressors import Artifact
-from compress.data import DataBundle, DataConfig, Loaders, Split
+from compress.data import datasets as data_mod
+from compress.data.datasets import DataBundle, DataConfig, Loaders, Split
 from compress.errors import CompressError
 from compress.harness import PairWith, RowInfo, Subject, measure_row
 from compress.log import log
@@ -39,7 +39,7 @@ EVAL_BATCH = 64  # batch size of the accuracy pass (does not change any figure)
 
 def stored_split(ws: Workspace, data_cfg: DataConfig, bundle: DataBundle) -> Split:
     """The stored split of this data, made and stored the first time; refused if the data changed."""
-    path = ws.split_path(data_cfg)
+    path = ws.split_path(data_cfg.key())
     if path.exists():
         saved = json.loads(path.read_text())
         if saved["fingerprint"] != bundle.fingerprint or saved["classes"] != bundle.classes:
@@ -92,8 +92,8 @@ def baseline_dir(session: Session) -> Path:
     src, ws = session.baseline, session.workspace
     if src.weights is not None:
         models.require_file(Path(src.weights))
-        return ws.root / "baselines" / f"{session.data.key()}-import-{file_digest(src.weights)[:12]}"
-    return ws.baseline_dir(session.data, session.arch + src.tag())
+        return ws.baseline_dir(session.data.key(), f"import-{file_digest(src.weights)[:12]}")
+    return ws.baseline_dir(session.data.key(), session.arch + src.tag())
 
 
 def ensure_baseline(session: Session) -> Baseline:
@@ -116,7 +116,7 @@ def ensure_baseline(session: Session) -> Baseline:
         state = pretrained.imagenet_state_dict(session.arch, src.pretrained, src.download)
     with dist.main_first():
         if session.retrain and not session.resume and dist.current().main:
-            ws.split_path(data_cfg).unlink(missing_ok=True)
+            ws.split_path(data_cfg.key()).unlink(missing_ok=True)
         split = stored_split(ws, data_cfg, bundle)
     if cached:
         return _cached(session, bdir, bundle, split)

@@ -18,7 +18,6 @@ from typing import Any, Callable, Sequence
 
 from compress import (
     compressors,
-    data,
     models,
     pipeline,
     pretrained,
@@ -31,6 +30,7 @@ from compress import (
     terminal,
 )
 from compress.baseline import reference
+from compress.data import datasets
 from compress.errors import CompressError
 from compress.faults import check_writable, one_line_errors, sigterm_as_interrupt
 from compress.flags import Parser, add_config_flags, config_from, finite_float, list_of, options
@@ -61,7 +61,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _data_flags(p: argparse.ArgumentParser, **defaults: Any) -> None:
-    add_config_flags(p.add_argument_group("data"), data.DataConfig, skip=("test_fraction", "val_fraction"),
+    add_config_flags(p.add_argument_group("data"), datasets.DataConfig, skip=("test_fraction", "val_fraction"),
                      defaults=defaults or None)
 
 
@@ -284,7 +284,7 @@ def session_from(ns: argparse.Namespace, command: str) -> Session:
                             arch=ns.arch, pretrained=getattr(ns, "pretrained", None),
                             download=bool(getattr(ns, "download", False)),
                             freeze_features=getattr(ns, "freeze_features", False))
-    data_cfg = config_from(data.DataConfig, ns, dataset=ns.dataset or "digits")
+    data_cfg = config_from(datasets.DataConfig, ns, dataset=ns.dataset or "digits")
     if source.pretrained is not None:  # ImageNet weights expect ImageNet's input statistics
         data_cfg = replace(data_cfg, normalization="imagenet")
     return Session(workspace=workspace(ns), data=data_cfg, baseline=source,

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from compress import compressors, kd, models
-from compress import data as data_mod
 from compress.baseline import EVAL_BATCH, Reference, reference, stored_split
 from compress.compressors import Artifact, Context, Stored
-from compress.data import Loaders
+from compress.data import datasets as data_mod
+from compress.data.datasets import Loaders
 from compress.errors import CompressError
 from compress.harness import PairWith, RowInfo, Subject, measure_row
 from compress.log import log

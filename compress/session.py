@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from compress.data import DataConfig
+from compress.data.datasets import DataConfig
 from compress.errors import CompressError
 from compress.measure import LatencyConfig
 from compress.scaleout import dist

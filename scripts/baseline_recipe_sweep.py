@@ -16,7 +16,8 @@ import json
 
 import torch
 
-from compress import data, models
+from compress import models
+from compress.data import datasets
 from compress.train import TrainConfig, evaluate, make_adam
 
 
@@ -28,14 +29,14 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     args = ap.parse_args()
     dev = torch.device(args.device)
-    cfg = data.DataConfig()
-    bundle = data.load(cfg)
-    split = data.make_split(bundle, cfg)
+    cfg = datasets.DataConfig()
+    bundle = datasets.load(cfg)
+    split = datasets.make_split(bundle, cfg)
     for recipe in args.recipes:
         sched_name, aug, epochs = recipe.split(":")
         for seed in args.seeds:
             torch.manual_seed(seed)
-            ld = data.loaders(bundle, split, 32, seed, augment=aug == "1")
+            ld = datasets.loaders(bundle, split, 32, seed, augment=aug == "1")
             model = models.build(models.ModelSpec(num_classes=10)).to(dev)
             opt = make_adam(model, TrainConfig(lr=args.lr))
             sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(epochs))

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from compress import data
 from compress.baseline import stored_split
 from compress.cli import main
+from compress.data import datasets
 from compress.errors import CompressError
 from compress.store.workspace import Workspace
 from tests.conftest import QUICK_LATENCY
@@ -54,7 +54,7 @@ def make_messy_folder(root: Path) -> dict[str, list[str]]:
 def test_messy_folder_loads_every_good_image_as_rgb_and_names_the_broken_ones(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_messy_folder(tmp_path / "photos")
-    bundle = data.load(data.DataConfig(data=str(tmp_path / "photos"), image_size=32))
+    bundle = datasets.load(datasets.DataConfig(data=str(tmp_path / "photos"), image_size=32))
     err = capsys.readouterr().err
     assert bundle.classes == sorted(CLASSES) and bundle.num_classes == 3
     assert len(bundle.train_pool) == 3 * 9  # 8 variants + the huge photo per class; junk and broken skipped
@@ -63,21 +63,21 @@ def test_messy_folder_loads_every_good_image_as_rgb_and_names_the_broken_ones(
     for i in range(len(bundle.train_pool)):
         x, y = bundle.train_pool[i]
         assert tuple(x.shape) == (3, 32, 32) and 0 <= y < 3 and bool(x.isfinite().all())
-    again = data.load(data.DataConfig(data=str(tmp_path / "photos"), image_size=32))
+    again = datasets.load(datasets.DataConfig(data=str(tmp_path / "photos"), image_size=32))
     assert again.fingerprint == bundle.fingerprint and again.classes == bundle.classes
     with pytest.raises(CompressError, match=r"2 image\(s\) cannot be read: .*truncated.jpg"):
-        data.load(data.DataConfig(data=str(tmp_path / "photos"), image_size=32, strict=True))
+        datasets.load(datasets.DataConfig(data=str(tmp_path / "photos"), image_size=32, strict=True))
 
 
 def test_a_changed_folder_is_detected_instead_of_silently_re_split(tmp_path: Path) -> None:
     make_messy_folder(tmp_path / "photos")
-    cfg = data.DataConfig(data=str(tmp_path / "photos"), image_size=32)
+    cfg = datasets.DataConfig(data=str(tmp_path / "photos"), image_size=32)
     ws = Workspace(tmp_path / "runs")
-    split = stored_split(ws, cfg, data.load(cfg))
-    assert stored_split(ws, cfg, data.load(cfg)) == split  # same data: same split, from disk
+    split = stored_split(ws, cfg, datasets.load(cfg))
+    assert stored_split(ws, cfg, datasets.load(cfg)) == split  # same data: same split, from disk
     _img("RGB", seed=99).save(tmp_path / "photos" / CLASSES[2] / "new.jpg")
     with pytest.raises(CompressError, match="changed since its split was stored"):
-        stored_split(ws, cfg, data.load(cfg))
+        stored_split(ws, cfg, datasets.load(cfg))
 
 
 def test_baseline_and_a_compressor_run_on_the_messy_folder(tmp_path: Path,
@@ -107,10 +107,10 @@ def test_folders_at_224_px_are_imagenet_normalised_nfd_names_gif_and_tif_load(tm
         (tmp_path / cls).mkdir()
         for ext in (".gif", ".tif", ".jpg"):
             Image.new("RGB", (50, 40), rgb).save(tmp_path / cls / f"x{ext}")
-    bundle = data.load(data.DataConfig(data=str(tmp_path)))
+    bundle = datasets.load(datasets.DataConfig(data=str(tmp_path)))
     assert bundle.classes == ["Early_blight", "Späte Fäule"] and bundle.image_size == 224  # NFC, sorted
     assert len(bundle.train_targets) == 6  # all three formats read, in both classes
     x, y = bundle.train_pool[0]
     assert x.shape == (3, 224, 224)
-    want = [(c / 255 - m) / s for c, m, s in zip((255, 0, 0), data.IMAGENET_MEAN, data.IMAGENET_STD)]
+    want = [(c / 255 - m) / s for c, m, s in zip((255, 0, 0), datasets.IMAGENET_MEAN, datasets.IMAGENET_STD)]
     assert y == 0 and torch.allclose(x.mean(dim=(1, 2)), torch.tensor(want), atol=0.02)

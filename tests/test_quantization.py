@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from compress import export, harness, measure, models
 from compress.compressors import Artifact, Context
 from compress.compressors.quantization import QuantizationConfig, calibration_batches, quantization
-from compress.data import Loaders
+from compress.data.datasets import Loaders
 from compress.errors import CompressError
 
 TINY = models.ModelSpec(num_classes=4, conv_widths=(16,) * 13, hidden=(64,))

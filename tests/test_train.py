@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress import data
+from compress.data import datasets
 from compress.train import TrainConfig, evaluate, fit
 
 
@@ -38,24 +38,24 @@ def test_zero_epochs_leaves_the_model_untouched() -> None:
 
 
 def test_split_is_deterministic_disjoint_and_stratified() -> None:
-    cfg = data.DataConfig()
-    bundle = data.load(cfg)
-    a, b = data.make_split(bundle, cfg), data.make_split(bundle, cfg)
+    cfg = datasets.DataConfig()
+    bundle = datasets.load(cfg)
+    a, b = datasets.make_split(bundle, cfg), datasets.make_split(bundle, cfg)
     assert a == b
     assert not (set(a.train) & set(a.val)) and not (set(a.train) & set(a.test)) and not (set(a.val) & set(a.test))
     assert len(a.train) + len(a.val) + len(a.test) == 1797 and len(a.test) == 359
     test_classes = torch.bincount(torch.tensor(bundle.train_targets[list(a.test)]))
     assert test_classes.min() >= 34  # ~36 per class: stratified, not luck
-    assert data.make_split(bundle, data.DataConfig(seed=1)) != a
+    assert datasets.make_split(bundle, datasets.DataConfig(seed=1)) != a
 
 
 def test_shift_augmentation_only_touches_training_images() -> None:
-    cfg = data.DataConfig(max_samples=60)
-    bundle = data.load(cfg)
-    split = data.make_split(bundle, cfg)
+    cfg = datasets.DataConfig(max_samples=60)
+    bundle = datasets.load(cfg)
+    split = datasets.make_split(bundle, cfg)
     torch.manual_seed(0)
-    plain = data.loaders(bundle, split, 8)
-    shifted = data.loaders(bundle, split, 8, augment=True)
+    plain = datasets.loaders(bundle, split, 8)
+    shifted = datasets.loaders(bundle, split, 8, augment=True)
     x_plain = torch.stack([plain.train.dataset[i][0] for i in range(8)])
     x_shift = torch.stack([shifted.train.dataset[i][0] for i in range(8)])
     assert x_shift.shape == x_plain.shape and not torch.equal(x_shift, x_plain)

@@ -6,7 +6,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from compress.data import DataConfig
 from compress.store.sqlite import Store
 
 
@@ -24,11 +23,14 @@ class Workspace:
     def store(self) -> Store:
         return Store(self.root / "results.sqlite")
 
-    def split_path(self, data_cfg: DataConfig) -> Path:
-        return self.root / "splits" / f"{data_cfg.key()}.json"
+    def split_path(self, data_key: str) -> Path:
+        """The stored split of one data configuration (`DataConfig.key()`)."""
+        return self.root / "splits" / f"{data_key}.json"
 
-    def baseline_dir(self, data_cfg: DataConfig, arch: str) -> Path:
-        return self.root / "baselines" / f"{data_cfg.key()}-{arch}"
+    def baseline_dir(self, data_key: str, source: str) -> Path:
+        """The one place a baseline's cache folder is named: per data configuration and source (an arch, or
+        `import-<digest>` for your checkpoint)."""
+        return self.root / "baselines" / f"{data_key}-{source}"
 
     def run_dir(self, dataset: str, compressor: str, row_id: str) -> Path:
         return self.root / dataset / compressor / row_id

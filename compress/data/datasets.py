@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from compress import folders
+from compress.data import image_folders
 from compress.errors import CompressError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -150,18 +150,18 @@ def _transform(size: int, grayscale: bool = False,
 
 def _folder(cfg: DataConfig) -> DataBundle:
     """An ImageFolder tree; with --test-data, a second tree of the same classes is the test split."""
-    classes, samples, fp = folders.scan(Path(cfg.data or ""), cfg.size, cfg.strict)
-    ds = folders.ImageFiles(samples, _transform(cfg.size, mean_std=cfg.mean_std), cfg.size)
+    classes, samples, fp = image_folders.scan(Path(cfg.data or ""), cfg.size, cfg.strict)
+    ds = image_folders.ImageFiles(samples, _transform(cfg.size, mean_std=cfg.mean_std), cfg.size)
     if cfg.test_data is None:
         return DataBundle(cfg.name, classes, cfg.size, fp, ds, ds, np.array(ds.targets), official_test=False)
-    test_classes, test_samples, test_fp = folders.scan(Path(cfg.test_data), cfg.size, cfg.strict, "--test-data")
+    test_classes, test_samples, test_fp = image_folders.scan(Path(cfg.test_data), cfg.size, cfg.strict, "--test-data")
     if test_classes != classes:
         only_train = sorted(set(classes) - set(test_classes))
         only_test = sorted(set(test_classes) - set(classes))
         raise CompressError(f"--test-data {cfg.test_data} has {len(test_classes)} classes, --data {cfg.data} has "
                             f"{len(classes)}: only in --data: {', '.join(only_train) or 'none'}; only in --test-data: "
                             f"{', '.join(only_test) or 'none'}. Both need the same class folders")
-    test = folders.ImageFiles(test_samples, _transform(cfg.size, mean_std=cfg.mean_std), cfg.size)
+    test = image_folders.ImageFiles(test_samples, _transform(cfg.size, mean_std=cfg.mean_std), cfg.size)
     return DataBundle(cfg.name, classes, cfg.size, hashlib.sha256(f"{fp}|{test_fp}".encode()).hexdigest()[:16],
                       ds, test, np.array(ds.targets), official_test=True)
 
