@@ -24,9 +24,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress import compressors, export, measure, models
-from compress.compressors import Artifact, Context
+from compress import compressors, export, measure
+from compress.compressors import Context
 from compress.data.datasets import Loaders
+from compress.models import checkpoints, vgg
+from compress.models.artifact import Artifact
 from compress.report import is_default, latest
 from compress.store.sqlite import Store
 
@@ -76,8 +78,8 @@ class Variants:
 
     def __init__(self, tmp: Path, full_size: bool) -> None:
         self.tmp, self.full_size = tmp, full_size
-        self.spec = models.ModelSpec(num_classes=10) if full_size else \
-            models.ModelSpec(num_classes=10, conv_widths=tuple(w // 8 for w in models.VGG16_WIDTHS), hidden=(64, 64))
+        self.spec = vgg.ModelSpec(num_classes=10) if full_size else \
+            vgg.ModelSpec(num_classes=10, conv_widths=tuple(w // 8 for w in vgg.VGG16_WIDTHS), hidden=(64, 64))
         self.cache: dict[str, Variant] = {}
 
     def get(self, name: str) -> Variant:
@@ -91,7 +93,7 @@ class Variants:
             return self._build(name)
         if str(row.model_path).endswith(".onnx"):
             return Variant(name, f"stored {row.row_id}", None, Path(row.model_path), row.image_size, row.num_classes)
-        model = models.load_model(Path(row.model_path), half=True).model.eval()  # fp16/bf16 rows stay half
+        model = checkpoints.load_model(Path(row.model_path), half=True).model.eval()  # fp16/bf16 rows stay half
         onnx = self.tmp / f"{name}.onnx"
         if row.backend == "pytorch fp32":
             export.export_onnx(model, onnx, torch.randn(4, 3, row.image_size, row.image_size))
@@ -101,7 +103,7 @@ class Variants:
     def _build(self, name: str) -> Variant:
         size = 32
         torch.manual_seed(0)
-        base = models.build(self.spec).eval()
+        base = vgg.build(self.spec).eval()
         ctx = Context(loaders=_fake_loaders(size), device=torch.device("cpu"), num_classes=10, image_size=size,
                       run_dir=self.tmp / name, threads=None)
         if name == "baseline":

@@ -17,14 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress import models, pretrained
-from compress.compressors import Artifact
 from compress.data import datasets as data_mod
 from compress.data.datasets import DataBundle, DataConfig, Loaders, Split
 from compress.errors import CompressError
 from compress.harness import PairWith, RowInfo, Subject, measure_row
 from compress.log import log
-from compress.models import ModelSpec
+from compress.models import checkpoints, pretrained, vgg
+from compress.models.artifact import Artifact
+from compress.models.vgg import ModelSpec
 from compress.scaleout import dist
 from compress.session import Session
 from compress.store.atomic import write_json
@@ -91,7 +91,7 @@ def baseline_dir(session: Session) -> Path:
     """The cache folder of this session's baseline (per data, source, and arch or file content)."""
     src, ws = session.baseline, session.workspace
     if src.weights is not None:
-        models.require_file(Path(src.weights))
+        checkpoints.require_file(Path(src.weights))
         return ws.baseline_dir(session.data.key(), f"import-{file_digest(src.weights)[:12]}")
     return ws.baseline_dir(session.data.key(), session.arch + src.tag())
 
@@ -142,18 +142,18 @@ def _imported(session: Session, bdir: Path, bundle: DataBundle, cached: bool) ->
     path = Path(src.weights)
     if cached:
         meta = json.loads((bdir / "meta.json").read_text())
-        model = models.load_model(bdir / "model.pt", src.arch)
+        model = checkpoints.load_model(bdir / "model.pt", src.arch)
         _check_classes(path, model.spec, meta.get("checkpoint_classes"), bundle)
         log(f"using {path} as the baseline (converted before: {bdir / 'model.pt'})")
     else:
-        model = models.load_model(path, src.arch, None, src.trust_pickle)
+        model = checkpoints.load_model(path, src.arch, None, src.trust_pickle)
         known = model.extra.get("classes") if isinstance(model.extra, dict) else None
         _check_classes(path, model.spec, known, bundle)
         meta = {"arch": model.spec.arch, "data": asdict(session.data), "train": None, "best_epoch": None,
                 "train_seconds": 0.0, "classes": bundle.classes, "checkpoint_classes": known,
                 "source": {"kind": "imported", "file": str(path.resolve()), "sha256": file_digest(path),
                            "layout": model.layout}}
-        models.save_checkpoint(model.model, model.spec, bdir / "model.pt",
+        checkpoints.save_checkpoint(model.model, model.spec, bdir / "model.pt",
                                extra={"classes": bundle.classes, "image_size": session.data.size})
         write_json(bdir / "meta.json", meta)
         log(f"using {path} as the baseline ({model.layout} layout, {model.spec.arch}, {model.spec.num_classes} "
@@ -166,7 +166,7 @@ def _imported(session: Session, bdir: Path, bundle: DataBundle, cached: bool) ->
 
 def _cached(session: Session, bdir: Any, bundle: DataBundle, split: Split) -> Baseline:
     meta = json.loads((bdir / "meta.json").read_text())
-    imported = models.load_model(bdir / "model.pt")
+    imported = checkpoints.load_model(bdir / "model.pt")
     log(f"using cached baseline {bdir / 'model.pt'} (trained {meta['train']['epochs']} epochs, best epoch "
         f"{meta['best_epoch']}, test accuracy {100 * meta['test_accuracy']:.2f}%)")
     if meta["train"] != asdict(session.baseline_train):
@@ -186,7 +186,7 @@ def _train(session: Session, bdir: Any, bundle: DataBundle, split: Split,
         model = pretrained.imagenet_vgg(session.arch, bundle.num_classes, imagenet, str(src.pretrained))
         pretrained.freeze_features(model, src.freeze_features)
     else:
-        model = models.build(spec)
+        model = vgg.build(spec)
     ld = data_mod.loaders(bundle, split, train_cfg.batch_size, data_cfg.seed, augment=train_cfg.augment)
     checkpoint = bdir / "resume.pt"
     if checkpoint.exists() and not session.resume:
@@ -198,7 +198,7 @@ def _train(session: Session, bdir: Any, bundle: DataBundle, split: Split,
 
     def store() -> dict[str, Any]:  # rank 0 alone scores and writes; the others receive the meta
         test_acc = accuracy(model, ld.test, device)
-        models.save_checkpoint(model, spec, ckpt, extra={"classes": bundle.classes, "image_size": data_cfg.size})
+        checkpoints.save_checkpoint(model, spec, ckpt, extra={"classes": bundle.classes, "image_size": data_cfg.size})
         meta = {"arch": session.arch, "data": asdict(data_cfg), "train": asdict(train_cfg),
                 "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
                 "test_accuracy": test_acc, "train_seconds": result.seconds, "history": result.history,

@@ -18,9 +18,7 @@ from typing import Any, Callable, Sequence
 
 from compress import (
     compressors,
-    models,
     pipeline,
-    pretrained,
     report,
     search,
     sensitivity,
@@ -36,6 +34,7 @@ from compress.faults import check_writable, one_line_errors, sigterm_as_interrup
 from compress.flags import Parser, add_config_flags, config_from, finite_float, list_of, options
 from compress.log import log
 from compress.measure import LatencyConfig
+from compress.models import pretrained, vgg
 from compress.scaleout import collect, dist, shards
 from compress.session import REPORT_BATCH, BaselineSource, Session, pick_device
 from compress.store.atomic import clean_stale
@@ -67,7 +66,7 @@ def _data_flags(p: argparse.ArgumentParser, **defaults: Any) -> None:
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("the baseline")
-    g.add_argument("--arch", choices=list(models.ARCHS), default=None,
+    g.add_argument("--arch", choices=list(vgg.ARCHS), default=None,
                    help="baseline architecture (default vgg16; with --baseline-weights, checked against the file)")
     g.add_argument("--baseline-weights", type=Path, default=None, metavar="PATH",
                    help="your trained checkpoint is the baseline (a state dict in torchvision's or seed 004's "
@@ -215,7 +214,7 @@ def build_parser() -> Parser:
     p = sub.add_parser("measure", help="measure a checkpoint you already have")
     _common(p), _latency_flags(p)
     p.add_argument("--weights", type=Path, required=True, help="a state dict (.pth) or a compress checkpoint")
-    p.add_argument("--arch", choices=list(models.ARCHS), default=None, help="expected architecture (checked)")
+    p.add_argument("--arch", choices=list(vgg.ARCHS), default=None, help="expected architecture (checked)")
     p.add_argument("--num-classes", type=int, default=None, help="expected number of classes (checked)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a fully pickled model (unpickling runs code: only for files you trust)")

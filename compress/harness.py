@@ -17,12 +17,12 @@ import torch
 from torch import nn
 
 from compress import compiled, export, load, measure, openvino_cpu, stats
-from compress.compressors import Artifact
 from compress.errors import CompressError
 from compress.log import log
 from compress.measure import COMPILE_CPU, OPENVINO_CPU, ORT_CPU, TORCH_CPU, TORCH_CUDA, LatencyConfig, time_calls
 from compress.measuring.environment import environment
-from compress.models import ModelSpec
+from compress.models.artifact import Artifact
+from compress.models.vgg import ModelSpec
 from compress.paired import interleaved
 from compress.scaleout import dist
 from compress.store.rows import Latency, Paired, ResultRow, config_hash, new_row_id, now_iso

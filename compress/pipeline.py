@@ -16,15 +16,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress import compressors, kd, models
+from compress import compressors, kd
 from compress.baseline import EVAL_BATCH, Reference, reference, stored_split
-from compress.compressors import Artifact, Context, Stored
+from compress.compressors import Context, Stored
 from compress.data import datasets as data_mod
 from compress.data.datasets import Loaders
 from compress.errors import CompressError
 from compress.harness import PairWith, RowInfo, Subject, measure_row
 from compress.log import log
-from compress.models import DYNAMIC_INT8, DYNAMIC_INT8_BACKEND, ModelSpec
+from compress.models import checkpoints, vgg
+from compress.models.artifact import Artifact
+from compress.models.checkpoints import DYNAMIC_INT8, DYNAMIC_INT8_BACKEND
+from compress.models.vgg import ModelSpec
 from compress.scaleout import dist
 from compress.sensitivity import folder
 from compress.session import Session
@@ -83,7 +86,7 @@ def start_from(session: Session, old: ResultRow, ref: Reference, test_loader: An
     if old.image_size != size:
         raise CompressError(f"--from {old.row_id} was measured at {old.image_size}px, this run is at "
                             f"{size}px: pass --image-size {old.image_size}")
-    imported = models.load_model(Path(old.model_path), num_classes=ref.baseline.bundle.num_classes)
+    imported = checkpoints.load_model(Path(old.model_path), num_classes=ref.baseline.bundle.num_classes)
     if old.compressor == "baseline":
         return Start(imported.model, imported.spec, ref.row)
     if old.baseline_row_id == ref.row.row_id:  # measured in this invocation already (e.g. by `run all`)
@@ -196,7 +199,7 @@ class _Step:
             fp32, spec = out
             if comp.finalize is not None:
                 fp32 = comp.finalize(fp32)
-            models.save_checkpoint(fp32, spec, self.run_dir / "model.pt", extra={
+            checkpoints.save_checkpoint(fp32, spec, self.run_dir / "model.pt", extra={
                 "compressor": job.compressor, "config": self.config, "classes": self.ref.baseline.bundle.classes,
                 "image_size": s.data.size})
             artifact = Artifact.fp32(fp32, self.run_dir / "model.pt")
@@ -297,7 +300,7 @@ class CheckpointRequest:
 
 def measure_checkpoint(session: Session, req: CheckpointRequest) -> ResultRow:
     """Measure a checkpoint through the same harness as every compressed model."""
-    imported = models.load_model(req.weights, req.arch, req.num_classes, req.trust_pickle, half=True)
+    imported = checkpoints.load_model(req.weights, req.arch, req.num_classes, req.trust_pickle, half=True)
     saved_size = imported.extra.get("image_size") if isinstance(imported.extra, dict) else None
     size = session.data.image_size or (session.data.size if req.with_data else saved_size or 224)
     if size < data_mod.MIN_IMAGE_SIZE:
@@ -317,13 +320,13 @@ def measure_checkpoint(session: Session, req: CheckpointRequest) -> ResultRow:
     info = RowInfo(dataset=name, compressor=f"import:{Path(req.weights).name}", config=config,
                    seed=session.data.seed, command=session.command)
     precision = imported.extra.get("precision")
-    if precision in models.HALF:  # measured in its own precision, counted on the fp32 structure
+    if precision in vgg.HALF:  # measured in its own precision, counted on the fp32 structure
         artifact = Artifact(backend=f"pytorch {precision}", file=Path(req.weights), module=imported.model,
-                            gpu_note=None, dtype=str(models.HALF[precision]).removeprefix("torch."))
-        fp32 = models.build(imported.spec)
+                            gpu_note=None, dtype=str(vgg.HALF[precision]).removeprefix("torch."))
+        fp32 = vgg.build(imported.spec)
     elif imported.extra.get("quantization") == DYNAMIC_INT8:
         artifact = Artifact(backend=DYNAMIC_INT8_BACKEND, file=Path(req.weights), module=imported.model)
-        fp32 = models.build(imported.spec)  # same shapes in fp32: params and MACs are counted on it
+        fp32 = vgg.build(imported.spec)  # same shapes in fp32: params and MACs are counted on it
     else:
         artifact, fp32 = Artifact.fp32(imported.model, Path(req.weights)), imported.model
     subject = Subject(fp32, imported.spec, artifact, session.data.size, Path(req.weights).name)

@@ -25,13 +25,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from compress import compressors, export, models, pipeline, stats
+from compress import compressors, export, pipeline, stats
 from compress.baseline import EVAL_BATCH, Reference, reference
 from compress.cells import code
 from compress.compressors import Context
 from compress.errors import CompressError
 from compress.log import log
 from compress.measure import ORT_CPU, TORCH_CPU, count_macs, count_params
+from compress.models import checkpoints
 from compress.session import Session
 from compress.store.atomic import write_json
 from compress.store.rows import ResultRow
@@ -156,7 +157,7 @@ class Search:
         if path.suffix == ".onnx":
             preds, true = export.predict(path, self.ld.val, self.session.latency.threads)
             return float((preds == true).mean())
-        model = models.load_model(path, num_classes=row.num_classes).model
+        model = checkpoints.load_model(path, num_classes=row.num_classes).model
         return accuracy(model, self.ld.val, self.session.device)
 
     def trial(self, number: int, method: str, settings: dict[str, Any], int8: bool) -> Tried:

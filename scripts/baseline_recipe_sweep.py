@@ -16,8 +16,8 @@ import json
 
 import torch
 
-from compress import models
 from compress.data import datasets
+from compress.models import vgg
 from compress.train import TrainConfig, evaluate, make_adam
 
 
@@ -37,7 +37,7 @@ def main() -> None:
         for seed in args.seeds:
             torch.manual_seed(seed)
             ld = datasets.loaders(bundle, split, 32, seed, augment=aug == "1")
-            model = models.build(models.ModelSpec(num_classes=10)).to(dev)
+            model = vgg.build(vgg.ModelSpec(num_classes=10)).to(dev)
             opt = make_adam(model, TrainConfig(lr=args.lr))
             sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(epochs))
                      if sched_name == "cosine" else None)

@@ -7,17 +7,17 @@ import io
 import json
 from pathlib import Path
 
-from compress import models
 from compress.cli import main
+from compress.models import checkpoints, vgg
 from compress.store.sqlite import Store
 from tests.conftest import QUICK_DATA
 
-NARROW = models.ModelSpec(num_classes=10, conv_widths=tuple(w // 8 for w in models.VGG16_WIDTHS), hidden=(64, 64))
+NARROW = vgg.ModelSpec(num_classes=10, conv_widths=tuple(w // 8 for w in vgg.VGG16_WIDTHS), hidden=(64, 64))
 
 
 def test_three_batches_are_stored_and_reported(tmp_path: Path) -> None:
     weights = tmp_path / "narrow.pt"
-    models.save_checkpoint(models.build(NARROW), NARROW, weights, extra={"image_size": 32})
+    checkpoints.save_checkpoint(vgg.build(NARROW), NARROW, weights, extra={"image_size": 32})
     ws, reports = tmp_path / "runs", tmp_path / "reports"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

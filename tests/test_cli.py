@@ -159,7 +159,7 @@ def test_unstructured_pruning_end_to_end_keeps_its_zeros_and_its_dense_cost(
     """The pipeline's order: masks on while fine-tuning (zeros cannot regrow), then made permanent, then saved."""
     from torch import nn
 
-    from compress.models import load_model
+    from compress.models.checkpoints import load_model
 
     code = main(["run", "pruning", "--method", "unstructured", "--amount", "0.5", "--epochs", "1", "--json",
                  "--workdir", str(workspace / "runs"), "--reports-dir", str(workspace / "reports"), *QUICK_CLI])

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress import compressors, measure, models
+from compress import compressors, measure
 from compress.compressors import Context
 from compress.compressors.slim_head import SlimHeadConfig
 from compress.errors import CompressError
+from compress.models import vgg
 
 
 def _ctx() -> Context:
@@ -30,8 +31,8 @@ def test_every_compressor_keeps_the_output_shape_and_shrinks_something(name: str
 def check_contract(name: str) -> None:
     """The registry contract: defaults work, logits keep their shape, the model gets smaller."""
     comp = compressors.get(name)
-    spec = models.ModelSpec(num_classes=10)
-    base = models.build(spec)
+    spec = vgg.ModelSpec(num_classes=10)
+    base = vgg.build(spec)
     model, new_spec = comp.fn(copy.deepcopy(base), spec, comp.config(), _ctx())
     if comp.finalize is not None:  # as the pipeline does after fine-tuning
         model = comp.finalize(model)
@@ -39,7 +40,7 @@ def check_contract(name: str) -> None:
     with torch.no_grad():
         assert model.eval()(x).shape == (2, 10)
     assert measure.count_params(model)[0] < measure.count_params(base)[0]
-    rebuilt = models.build(new_spec)  # the spec it returns must describe the model it returns
+    rebuilt = vgg.build(new_spec)  # the spec it returns must describe the model it returns
     rebuilt.load_state_dict(model.state_dict())
     assert comp.description
 
@@ -56,8 +57,8 @@ def test_duplicate_registration_is_refused() -> None:
 
 @pytest.mark.parametrize("classes", [3, 10])
 def test_slim_head_cuts(classes: int) -> None:
-    spec = models.ModelSpec(num_classes=classes)
-    model = models.build(spec)  # built once: initialising 134M weights is most of this test's time
+    spec = vgg.ModelSpec(num_classes=classes)
+    model = vgg.build(spec)  # built once: initialising 134M weights is most of this test's time
     base = measure.count_params(model)[0]
     comp = compressors.get("slim-head")
     mlp, _ = comp.fn(copy.deepcopy(model), spec, SlimHeadConfig(), _ctx())
@@ -71,8 +72,8 @@ def test_slim_head_cuts(classes: int) -> None:
 
 
 def test_slim_head_keeps_the_convolution_weights() -> None:
-    spec = models.ModelSpec(num_classes=10)
-    base = models.build(spec)
+    spec = vgg.ModelSpec(num_classes=10)
+    base = vgg.build(spec)
     out, _ = compressors.get("slim-head").fn(copy.deepcopy(base), spec, SlimHeadConfig(), _ctx())
     for k, v in base.features.state_dict().items():
         assert torch.equal(v, out.features.state_dict()[k])

@@ -10,15 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress import compressors, kd, measure, models
+from compress import compressors, kd, measure
 from compress.compressors import Context
 from compress.compressors.depthwise import DepthwiseConfig
 from compress.compressors.distillation import DistillationConfig
 from compress.kd import KD, kd_loss
+from compress.models import checkpoints, vgg
 from compress.train import TrainConfig, _train_epoch, fit, make_adam
 
-SPEC = models.ModelSpec(num_classes=10)
-LIGHT = models.ModelSpec(num_classes=10, head="gap", hidden=())  # VGG16's convolutions; a cheap head to build
+SPEC = vgg.ModelSpec(num_classes=10)
+LIGHT = vgg.ModelSpec(num_classes=10, head="gap", hidden=())  # VGG16's convolutions; a cheap head to build
 
 
 def _ctx() -> Context:
@@ -27,7 +28,7 @@ def _ctx() -> Context:
 
 @pytest.mark.parametrize("keep_first", [False, True])
 def test_depthwise_converts_every_conv_keeps_shapes_and_cuts_conv_macs_8x(keep_first: bool) -> None:
-    base = models.build(LIGHT)
+    base = vgg.build(LIGHT)
     model, spec = compressors.get("depthwise").fn(copy.deepcopy(base), LIGHT, DepthwiseConfig(keep_first=keep_first),
                                                   _ctx())
     x = torch.randn(2, 3, 32, 32)
@@ -40,11 +41,11 @@ def test_depthwise_converts_every_conv_keeps_shapes_and_cuts_conv_macs_8x(keep_f
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.features) == (25 if keep_first else 26)
     ratio = measure.count_conv_macs(base, (3, 32, 32)) / measure.count_conv_macs(model, (3, 32, 32))
     assert ratio > 7  # MobileNet reports 8.6x for the same substitution
-    models.build(spec).load_state_dict(model.state_dict())  # the spec rebuilds it
+    vgg.build(spec).load_state_dict(model.state_dict())  # the spec rebuilds it
 
 
 def test_depthwise_head_choices() -> None:
-    small = models.ModelSpec(num_classes=10, hidden=(64, 64))
+    small = vgg.ModelSpec(num_classes=10, hidden=(64, 64))
     keep, kspec = compressors.get("depthwise").fn(None, small, DepthwiseConfig(head="keep"), _ctx())
     mlp, spec = compressors.get("depthwise").fn(None, small, DepthwiseConfig(head="mlp", hidden=(32,)), _ctx())
     assert kspec.hidden == (64, 64) and kspec.head == "mlp" and spec.hidden == (32,)
@@ -82,7 +83,7 @@ def test_each_student_trains_one_step_from_cached_teacher_logits(student: str) -
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(12, 3, 32, 32), torch.randint(0, 10, (12,)))
     loader = DataLoader(data, batch_size=6)
-    teacher = models.build(models.ModelSpec(num_classes=10, conv_widths=(8,) * 13, hidden=(16,))).eval()
+    teacher = vgg.build(vgg.ModelSpec(num_classes=10, conv_widths=(8,) * 13, hidden=(16,))).eval()
     cached = kd.with_teacher(loader, teacher, torch.device("cpu"), augment=False)
     x, y, t = next(iter(DataLoader(cached.dataset, batch_size=12)))
     with torch.no_grad():
@@ -94,7 +95,7 @@ def test_each_student_trains_one_step_from_cached_teacher_logits(student: str) -
     fit(model, cached, DataLoader(data, batch_size=6), TrainConfig(epochs=1, lr=1e-3), torch.device("cpu"),
         loss_fn=lambda s, y, t: kd_loss(s, t, y, settings))
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
-    models.build(spec).load_state_dict(model.state_dict())
+    vgg.build(spec).load_state_dict(model.state_dict())
 
 
 def test_the_control_is_the_same_config_without_the_teacher() -> None:
@@ -131,8 +132,8 @@ def test_saved_converted_models_and_students_load_with_identical_logits(name: st
     model, spec = compressors.get(name).fn(None, SPEC, config, _ctx())
     model.eval()
     x = torch.randn(3, 3, 32, 32)
-    models.save_checkpoint(model, spec, tmp_path / "model.pt")
-    back = models.load_model(tmp_path / "model.pt")
+    checkpoints.save_checkpoint(model, spec, tmp_path / "model.pt")
+    back = checkpoints.load_model(tmp_path / "model.pt")
     assert back.spec == spec
     with torch.no_grad():
         assert torch.equal(back.model.eval()(x), model(x))
@@ -146,7 +147,7 @@ def test_distilled_weights_depend_on_the_teacher_logits() -> None:
     trained = []
     for teacher_seed in (1, 2):
         torch.manual_seed(teacher_seed)
-        teacher = models.build(models.ModelSpec(num_classes=10, conv_widths=(8,) * 13, hidden=(16,))).eval()
+        teacher = vgg.build(vgg.ModelSpec(num_classes=10, conv_widths=(8,) * 13, hidden=(16,))).eval()
         cached = kd.with_teacher(loader, teacher, torch.device("cpu"), augment=False)
         torch.manual_seed(0)
         student, _ = compressors.get("distillation").fn(None, SPEC, DistillationConfig(student="seed-student"),

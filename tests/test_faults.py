@@ -15,8 +15,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress import models, pipeline, report
+from compress import pipeline, report
 from compress.cli import main
+from compress.models import checkpoints, vgg
 from compress.store.sqlite import Store
 from compress.store.workspace import Workspace
 from compress.train import TrainConfig, fit
@@ -78,10 +79,10 @@ def test_killing_a_writer_mid_write_leaves_store_and_files_intact(tmp_path: Path
 
 def _tiny_training() -> tuple[torch.nn.Module, DataLoader, DataLoader]:
     torch.manual_seed(0)
-    spec = models.ModelSpec(num_classes=3, conv_widths=(4,) * 13, head="gap", hidden=(), dropout=0.5)
+    spec = vgg.ModelSpec(num_classes=3, conv_widths=(4,) * 13, head="gap", hidden=(), dropout=0.5)
     data = TensorDataset(torch.randn(24, 3, 32, 32), torch.randint(0, 3, (24,)))
     gen = torch.Generator().manual_seed(0)
-    return models.build(spec), DataLoader(data, batch_size=8, shuffle=True, generator=gen), DataLoader(data,
+    return vgg.build(spec), DataLoader(data, batch_size=8, shuffle=True, generator=gen), DataLoader(data,
                                                                                                        batch_size=8)
 
 
@@ -170,7 +171,7 @@ def test_resume_through_the_cli_ends_where_an_uninterrupted_run_does(tmp_path: P
     from tests.test_batches import NARROW
 
     weights = tmp_path / "narrow.pt"  # your own (small) checkpoint as the baseline: no baseline training
-    models.save_checkpoint(models.build(NARROW), NARROW, weights, extra={"image_size": 32})
+    checkpoints.save_checkpoint(vgg.build(NARROW), NARROW, weights, extra={"image_size": 32})
     common = ["run", "slim-head", "--baseline-weights", str(weights), "--epochs", "3", "--batch-size", "16",
               "--hidden", "32,16", "--json", *QUICK_DATA, *QUICK_LATENCY]
 
@@ -199,5 +200,5 @@ def test_resume_through_the_cli_ends_where_an_uninterrupted_run_does(tmp_path: P
     resumed = json.loads(out)[1]
     assert resumed["row_id"] == pending[0].parent.name and not pending[0].exists()  # the interrupted run, finished
     assert resumed["best_epoch"] == whole["best_epoch"] and resumed["accuracy"] == whole["accuracy"]
-    a, b = (models.load_model(Path(r["model_path"])).model.state_dict() for r in (whole, resumed))
+    a, b = (checkpoints.load_model(Path(r["model_path"])).model.state_dict() for r in (whole, resumed))
     assert all(torch.equal(a[k], b[k]) for k in a)

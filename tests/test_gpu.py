@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compress import measure, models
+from compress import measure
 from compress.measure import LatencyConfig
+from compress.models import vgg
 from compress.session import pick_device
 from compress.train import TrainConfig, fit
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-SMALL = models.ModelSpec(num_classes=3, conv_widths=(8,) * 13, hidden=(16,))
+SMALL = vgg.ModelSpec(num_classes=3, conv_widths=(8,) * 13, hidden=(16,))
 
 
 def test_device_auto_is_cuda_exactly_when_there_is_one() -> None:
@@ -21,7 +22,7 @@ def test_device_auto_is_cuda_exactly_when_there_is_one() -> None:
 @cuda
 def test_gpu_latency_is_timed_with_synchronisation_and_named_by_device() -> None:
     cfg = LatencyConfig(warmup=1, min_calls=3, max_calls=3, budget_s=0.0, batches=(1, 4))
-    out, note = measure.gpu_latencies(models.build(SMALL), (3, 32, 32), cfg)
+    out, note = measure.gpu_latencies(vgg.build(SMALL), (3, 32, 32), cfg)
     assert set(out) == {1, 4} and all(v.median_ms > 0 for v in out.values())
     assert note == torch.cuda.get_device_name(0)
 
@@ -31,7 +32,7 @@ def test_training_runs_on_cuda_and_returns_the_best_weights() -> None:
     from torch.utils.data import DataLoader, TensorDataset
 
     data = TensorDataset(torch.randn(8, 3, 32, 32), torch.randint(0, 3, (8,)))
-    model = models.build(SMALL)
+    model = vgg.build(SMALL)
     result = fit(model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4), TrainConfig(epochs=1),
                  torch.device("cuda"))
     assert next(model.parameters()).is_cuda and len(result.history) == 1
@@ -43,5 +44,5 @@ def test_cuda_out_of_memory_in_timing_is_a_note_not_a_crash(monkeypatch: pytest.
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
 
     monkeypatch.setattr(measure, "torch_latency", oom)
-    out, note = measure.gpu_latencies(models.build(SMALL), (3, 32, 32), LatencyConfig())
+    out, note = measure.gpu_latencies(vgg.build(SMALL), (3, 32, 32), LatencyConfig())
     assert out == {} and note == "n/a (CUDA out of memory)"

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress import models
 from compress.cli import main
 from compress.faults import one_line_errors
+from compress.models import checkpoints, vgg
 from compress.store.sqlite import Store
 from tests.conftest import QUICK_DATA, QUICK_LATENCY
 from tests.photos import photo_folder
@@ -40,7 +40,7 @@ def _one_line(code: int, err: str, match: str, want: int = 2) -> None:
 
 
 def _narrow(path: Path) -> Path:
-    models.save_checkpoint(models.build(NARROW), NARROW, path, extra={"image_size": 32})
+    checkpoints.save_checkpoint(vgg.build(NARROW), NARROW, path, extra={"image_size": 32})
     return path
 
 
@@ -101,14 +101,14 @@ HOSTILE_CASES += len(SPECS) + 1
 @pytest.mark.parametrize("spec,match", SPECS, ids=[str(m) for _, m in SPECS])
 def test_damaged_specs_are_one_line(spec: object, match: str, tmp_path: Path) -> None:
     path = tmp_path / "damaged.pt"
-    torch.save({"format": models.CHECKPOINT_FORMAT, "spec": spec, "state_dict": {}}, path)
+    torch.save({"format": checkpoints.CHECKPOINT_FORMAT, "spec": spec, "state_dict": {}}, path)
     code, _, err = _cli(["measure", "--weights", str(path), "--workdir", str(tmp_path / "runs"), *QUICK_LATENCY])
     _one_line(code, err, match)
 
 
 def test_a_checkpoint_without_its_spec_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "nospec.pt"
-    torch.save({"format": models.CHECKPOINT_FORMAT, "state_dict": {}}, path)
+    torch.save({"format": checkpoints.CHECKPOINT_FORMAT, "state_dict": {}}, path)
     code, _, err = _cli(["measure", "--weights", str(path), "--workdir", str(tmp_path / "runs")])
     _one_line(code, err, "says it is a compress checkpoint but has no spec")
 
@@ -117,10 +117,10 @@ HOSTILE_CASES += 1
 
 
 def test_non_finite_weights_are_refused(tmp_path: Path) -> None:
-    model = models.build(NARROW)
+    model = vgg.build(NARROW)
     with torch.no_grad():
         model.features[0].weight[0, 0, 0, 0] = float("nan")
-    models.save_checkpoint(model, NARROW, tmp_path / "nan.pt")
+    checkpoints.save_checkpoint(model, NARROW, tmp_path / "nan.pt")
     code, _, err = _cli(["measure", "--weights", str(tmp_path / "nan.pt"), "--store", "--dataset", "digits",
                          "--workdir", str(tmp_path / "runs"), *QUICK_DATA, *QUICK_LATENCY])
     _one_line(code, err, "holds non-finite weights (NaN or infinity) in 1 tensor(s), first features.0.weight")

@@ -7,21 +7,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress import export, harness, measure, models
-from compress.compressors import Artifact
+from compress import export, harness, measure
 from compress.measure import LatencyConfig
-from compress.models import ModelSpec
+from compress.models import vgg
+from compress.models.artifact import Artifact
+from compress.models.vgg import ModelSpec
 from compress.store import rows
 
 
 @pytest.mark.parametrize("spec", [
-    models.ModelSpec(num_classes=10),
-    models.ModelSpec(num_classes=10, hidden=(1024, 256)),
-    models.ModelSpec(num_classes=10, head="gap", hidden=()),
-    models.ModelSpec(arch="vgg16_bn", num_classes=3),
+    vgg.ModelSpec(num_classes=10),
+    vgg.ModelSpec(num_classes=10, hidden=(1024, 256)),
+    vgg.ModelSpec(num_classes=10, head="gap", hidden=()),
+    vgg.ModelSpec(arch="vgg16_bn", num_classes=3),
 ], ids=["vgg16", "slim-mlp", "slim-gap", "vgg16_bn"])
-def test_thop_macs_match_torch_flop_counter(spec: models.ModelSpec) -> None:
-    model = models.build(spec)
+def test_thop_macs_match_torch_flop_counter(spec: vgg.ModelSpec) -> None:
+    model = vgg.build(spec)
     shape = (3, 32, 32)
     macs = measure.count_macs(model, shape)
     flops = measure.count_flops(model, shape)
@@ -30,7 +31,7 @@ def test_thop_macs_match_torch_flop_counter(spec: models.ModelSpec) -> None:
 
 def test_vgg16_macs_at_224_match_torchvision_published_figure() -> None:
     # torchvision's model card: 15.47 GFLOPS (MACs) for VGG16 at 224x224.
-    macs = measure.count_macs(models.build(models.ModelSpec(num_classes=1000)), (3, 224, 224))
+    macs = measure.count_macs(vgg.build(vgg.ModelSpec(num_classes=1000)), (3, 224, 224))
     assert abs(macs / 1e9 - 15.47) < 0.01
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress import measure, models, pretrained
+from compress import measure
 from compress.cli import main
+from compress.models import checkpoints, pretrained, vgg
 from compress.store.sqlite import Store
 from tests.conftest import QUICK_LATENCY
 from tests.photos import photo_folder, save_seed004
@@ -46,7 +47,7 @@ def test_seed004_checkpoint_is_the_baseline_then_pruned_then_int8(own: dict[str,
     base, pruned = rows
     err = capsys.readouterr().err
     assert "no baseline training" in err and "may be optimistic" in err  # the leakage note, at the prompt
-    expected = measure.count_params(models.load_model(own["weights"]).model)[0]
+    expected = measure.count_params(checkpoints.load_model(own["weights"]).model)[0]
     assert base["params"] == expected and base["train_seconds"] == 0.0 and base["best_epoch"] is None
     assert base["config"]["baseline"]["kind"] == "imported" and base["config"]["baseline"]["layout"] == "seed-004"
     assert base["config"]["data"]["normalization"] == "imagenet" and base["caveats"]
@@ -117,7 +118,7 @@ def test_pretrained_from_the_hub_cache_frozen_features(tmp_path: Path, monkeypat
     hub = pretrained.hub_file("vgg16")
     hub.parent.mkdir(parents=True)
     torch.manual_seed(1)
-    imagenet = models.build(models.ModelSpec(num_classes=1000)).state_dict()
+    imagenet = vgg.build(vgg.ModelSpec(num_classes=1000)).state_dict()
     torch.save(imagenet, hub)
     data = photo_folder(tmp_path / "PotatoPlants", per_class=6)
     code, rows = _run(["baseline", "--pretrained", "--freeze-features", "--data", str(data), "--epochs", "1",
@@ -126,7 +127,7 @@ def test_pretrained_from_the_hub_cache_frozen_features(tmp_path: Path, monkeypat
     row = rows[0]
     assert row["config"]["baseline"]["kind"] == "pretrained" and row["config"]["baseline"]["freeze_features"]
     assert row["config"]["data"]["normalization"] == "imagenet" and row["num_classes"] == 3
-    trained = models.load_model(Path(row["model_path"])).model.state_dict()
+    trained = checkpoints.load_model(Path(row["model_path"])).model.state_dict()
     assert torch.equal(trained["features.0.weight"], imagenet["features.0.weight"])  # frozen: untouched
     assert torch.equal(trained["features.28.weight"], imagenet["features.28.weight"])
     assert trained["classifier.6.weight"].shape == (3, 4096)  # the seeds' replaced last layer

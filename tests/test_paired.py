@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compress import load, models
+from compress import load
 from compress.cli import main
 from compress.errors import CompressError
 from compress.measure import LatencyConfig
+from compress.models import checkpoints, vgg
 from compress.paired import BLOCKS, bootstrap_ci, interleaved
 from tests.test_batches import NARROW
 
@@ -105,7 +106,7 @@ def test_require_quiet_waits_then_fails_with_one_clear_line() -> None:
 
 def _measure(tmp_path: Path, *extra: str) -> tuple[int, str, str]:
     weights = tmp_path / "narrow.pt"
-    models.save_checkpoint(models.build(NARROW), NARROW, weights, extra={"image_size": 32})
+    checkpoints.save_checkpoint(vgg.build(NARROW), NARROW, weights, extra={"image_size": 32})
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(["measure", "--weights", str(weights), "--json", "--workdir", str(tmp_path / "runs"),

@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from compress import compressors, measure, models
+from compress import compressors, measure
 from compress.compressors import Context
 from compress.compressors.pruning import GLOBAL_MAX_RATIO, PruningConfig
 from compress.errors import CompressError
+from compress.models import checkpoints, vgg
 
 SHAPE = (3, 32, 32)
 
@@ -20,13 +21,13 @@ def _ctx() -> Context:
 
 
 @pytest.fixture(scope="module")
-def base() -> tuple[nn.Module, models.ModelSpec]:
+def base() -> tuple[nn.Module, vgg.ModelSpec]:
     torch.manual_seed(0)
-    spec = models.ModelSpec(num_classes=10)
-    return models.build(spec).eval(), spec
+    spec = vgg.ModelSpec(num_classes=10)
+    return vgg.build(spec).eval(), spec
 
 
-def _prune(base: tuple[nn.Module, models.ModelSpec], **kw: object) -> tuple[nn.Module, models.ModelSpec]:
+def _prune(base: tuple[nn.Module, vgg.ModelSpec], **kw: object) -> tuple[nn.Module, vgg.ModelSpec]:
     model, spec = base
     return compressors.get("pruning").fn(copy.deepcopy(model), spec, PruningConfig(**kw), _ctx())  # type: ignore[arg-type]
 
@@ -35,10 +36,10 @@ def _convs(model: nn.Module) -> list[nn.Conv2d]:
     return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
 
 
-def test_uniform_l1_removes_the_lowest_l1_filters_and_their_inputs(base: tuple[nn.Module, models.ModelSpec]) -> None:
+def test_uniform_l1_removes_the_lowest_l1_filters_and_their_inputs(base: tuple[nn.Module, vgg.ModelSpec]) -> None:
     pruned, spec = _prune(base, amount=0.3)
     widths = [c.out_channels for c in _convs(pruned)]
-    assert widths == [int(w * (1 - 0.3)) for w in models.VGG16_WIDTHS]  # torch-pruning keeps floor(w (1 - A))
+    assert widths == [int(w * (1 - 0.3)) for w in vgg.VGG16_WIDTHS]  # torch-pruning keeps floor(w (1 - A))
     assert spec.conv_widths == tuple(widths)
     convs = _convs(pruned)
     assert all(c.in_channels == p.out_channels for p, c in zip(convs, convs[1:]))  # dependents shrank too
@@ -50,7 +51,7 @@ def test_uniform_l1_removes_the_lowest_l1_filters_and_their_inputs(base: tuple[n
     assert {int(torch.where((w == k).all(dim=(1, 2, 3)))[0]) for k in kept_w} == keep
 
 
-def test_structured_pruning_is_genuinely_smaller(base: tuple[nn.Module, models.ModelSpec], tmp_path: Path) -> None:
+def test_structured_pruning_is_genuinely_smaller(base: tuple[nn.Module, vgg.ModelSpec], tmp_path: Path) -> None:
     model, spec = base
     pruned, new_spec = _prune(base, amount=0.3)
     x = torch.randn(2, *SHAPE)
@@ -60,25 +61,25 @@ def test_structured_pruning_is_genuinely_smaller(base: tuple[nn.Module, models.M
     macs, base_macs = measure.count_macs(pruned, SHAPE), measure.count_macs(model, SHAPE)
     assert 1 - macs / base_macs >= 0.45  # inputs and outputs both shrink: ~(0.7)^2 of the conv MACs
     path = tmp_path / "pruned.pt"
-    models.save_checkpoint(pruned, new_spec, path)
-    back = models.load_model(path)
+    checkpoints.save_checkpoint(pruned, new_spec, path)
+    back = checkpoints.load_model(path)
     with torch.no_grad():
         assert torch.equal(back.model.eval()(x), pruned(x))  # the spec rebuilds the pruned shapes exactly
 
 
-def test_round_to_keeps_channel_counts_aligned(base: tuple[nn.Module, models.ModelSpec]) -> None:
+def test_round_to_keeps_channel_counts_aligned(base: tuple[nn.Module, vgg.ModelSpec]) -> None:
     pruned, spec = _prune(base, amount=0.3, round_to=8)
     assert all(w % 8 == 0 for w in spec.conv_widths + spec.hidden)
-    assert spec.conv_widths != models.VGG16_WIDTHS
+    assert spec.conv_widths != vgg.VGG16_WIDTHS
     assert pruned(torch.randn(1, *SHAPE)).shape == (1, 10)
 
 
-def test_keep_classifier_leaves_hidden_units(base: tuple[nn.Module, models.ModelSpec]) -> None:
+def test_keep_classifier_leaves_hidden_units(base: tuple[nn.Module, vgg.ModelSpec]) -> None:
     _, spec = _prune(base, amount=0.5, keep_classifier=True)
     assert spec.hidden == (4096, 4096) and spec.conv_widths[0] == 32
 
 
-def test_random_control_picks_other_filters(base: tuple[nn.Module, models.ModelSpec]) -> None:
+def test_random_control_picks_other_filters(base: tuple[nn.Module, vgg.ModelSpec]) -> None:
     torch.manual_seed(1)
     l1, _ = _prune(base, amount=0.5)
     rnd, _ = _prune(base, amount=0.5, importance="random")
@@ -86,15 +87,15 @@ def test_random_control_picks_other_filters(base: tuple[nn.Module, models.ModelS
     assert not torch.equal(_convs(l1)[0].weight, _convs(rnd)[0].weight)
 
 
-def test_global_scope_never_empties_a_layer(base: tuple[nn.Module, models.ModelSpec]) -> None:
+def test_global_scope_never_empties_a_layer(base: tuple[nn.Module, vgg.ModelSpec]) -> None:
     pruned, spec = _prune(base, amount=0.8, scope="global")
     assert min(spec.conv_widths) >= 1
-    total = sum(models.VGG16_WIDTHS)
+    total = sum(vgg.VGG16_WIDTHS)
     assert sum(spec.conv_widths) < total  # something was pruned
     assert pruned(torch.randn(1, *SHAPE)).shape == (1, 10)
 
 
-def test_global_scope_caps_every_layer_at_ninety_percent(base: tuple[nn.Module, models.ModelSpec]) -> None:
+def test_global_scope_caps_every_layer_at_ninety_percent(base: tuple[nn.Module, vgg.ModelSpec]) -> None:
     """A layer whose filters are nearly all small would be emptied by the global ranking: the cap stops it."""
     model, spec = base
     weak = copy.deepcopy(model)
@@ -102,12 +103,12 @@ def test_global_scope_caps_every_layer_at_ninety_percent(base: tuple[nn.Module, 
         _convs(weak)[4].weight[13:] *= 1e-4  # 243 of conv5's 256 filters near zero
     _, new_spec = compressors.get("pruning").fn(weak, spec, PruningConfig(amount=0.5, scope="global"), _ctx())
     assert new_spec.conv_widths[4] == 26  # exactly the cap: 10% of 256 kept, not the 13 the ranking wanted
-    kept = [w / full for w, full in zip(new_spec.conv_widths, models.VGG16_WIDTHS)]
+    kept = [w / full for w, full in zip(new_spec.conv_widths, vgg.VGG16_WIDTHS)]
     assert min(kept) >= 1 - GLOBAL_MAX_RATIO - 1e-9
-    assert 0.45 < 1 - sum(new_spec.conv_widths) / sum(models.VGG16_WIDTHS) < 0.55  # still about half overall
+    assert 0.45 < 1 - sum(new_spec.conv_widths) / sum(vgg.VGG16_WIDTHS) < 0.55  # still about half overall
 
 
-def test_unstructured_zeroes_weights_but_not_dense_cost(base: tuple[nn.Module, models.ModelSpec]) -> None:
+def test_unstructured_zeroes_weights_but_not_dense_cost(base: tuple[nn.Module, vgg.ModelSpec]) -> None:
     model, spec = base
     pruned, new_spec = _prune(base, amount=0.3, method="unstructured")
     # Fine-tuning happens with the masks on: a training step must not regrow the zeroed weights.

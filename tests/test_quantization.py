@@ -10,13 +10,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress import export, harness, measure, models
-from compress.compressors import Artifact, Context
+from compress import export, harness, measure
+from compress.compressors import Context
 from compress.compressors.quantization import QuantizationConfig, calibration_batches, quantization
 from compress.data.datasets import Loaders
 from compress.errors import CompressError
+from compress.models import checkpoints, vgg
+from compress.models.artifact import Artifact
 
-TINY = models.ModelSpec(num_classes=4, conv_widths=(16,) * 13, hidden=(64,))
+TINY = vgg.ModelSpec(num_classes=4, conv_widths=(16,) * 13, hidden=(64,))
 
 
 def _loaders(n_train: int = 64, n_test: int = 24, labels: int | None = None) -> Loaders:
@@ -38,7 +40,7 @@ def _ctx(tmp_path: Path, loaders: Loaders | None = None) -> Context:
 @pytest.fixture(scope="module")
 def tiny() -> torch.nn.Module:
     torch.manual_seed(0)
-    return models.build(TINY).eval()
+    return vgg.build(TINY).eval()
 
 
 def test_onnx_export_matches_pytorch_within_tolerance(tiny: torch.nn.Module, tmp_path: Path) -> None:
@@ -99,7 +101,7 @@ def test_keep_fp32_leaves_the_first_and_last_layer_unquantized(tiny: torch.nn.Mo
 def test_int8_accuracy_comes_from_the_int8_session_not_the_fp32_model(tmp_path: Path) -> None:
     """The fp32 model here always says class 0 and the 'int8' file always says class 2; labels are 2."""
     def constant(cls: int) -> torch.nn.Module:
-        m = models.build(TINY).eval()
+        m = vgg.build(TINY).eval()
         with torch.no_grad():
             last = m.classifier[-1]
             last.weight.zero_()
@@ -123,12 +125,12 @@ def test_int8_accuracy_comes_from_the_int8_session_not_the_fp32_model(tmp_path: 
 def test_torch_backend_is_dynamic_int8_and_reloads_with_weights_only(tiny: torch.nn.Module, tmp_path: Path) -> None:
     art = quantization(copy.deepcopy(tiny), TINY, QuantizationConfig(backend="torch"), _ctx(tmp_path))
     assert art.module is not None and "dynamic int8" in art.backend
-    again = models.load_model(art.file)  # torch.load(weights_only=True) inside
+    again = checkpoints.load_model(art.file)  # torch.load(weights_only=True) inside
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(again.model(x), art.module(x))
         assert (again.model(x) - tiny(x)).abs().max() < 0.05  # close to fp32, not identical
-    models.save_checkpoint(tiny, TINY, tmp_path / "fp32.pt")
+    checkpoints.save_checkpoint(tiny, TINY, tmp_path / "fp32.pt")
     assert measure.file_size(art.file) < measure.file_size(tmp_path / "fp32.pt")
 
 
@@ -139,6 +141,6 @@ def test_calibration_with_too_few_images_is_a_clear_error(tmp_path: Path) -> Non
     with pytest.raises(CompressError, match="calibration needs 32 training images but the training split has 0"):
         calibration_batches(empty, 32)
     with pytest.raises(CompressError, match="needs 320 training images but the training split has 64"):
-        quantization(models.build(TINY), TINY, QuantizationConfig(), _ctx(tmp_path))
+        quantization(vgg.build(TINY), TINY, QuantizationConfig(), _ctx(tmp_path))
     batches = calibration_batches(_loaders(n_train=64).train, 40)
     assert sum(len(b) for b in batches) == 40

@@ -16,11 +16,12 @@ from torch import nn
 
 from compress import compiled, export, harness, measure, openvino_cpu
 from compress.cli import main
-from compress.compressors import Artifact, get
+from compress.compressors import get
 from compress.compressors.precision import PrecisionConfig
 from compress.compressors.quantization import QuantizationConfig, quantization
 from compress.errors import CompressError
-from compress.models import Cast
+from compress.models.artifact import Artifact
+from compress.models.vgg import Cast
 from tests.test_quantization import TINY, _ctx, _loaders
 
 ONE_CALL = dict(warmup=0, min_calls=1, max_calls=1, budget_s=0, batches=(1,))
@@ -30,9 +31,9 @@ INFO = harness.RowInfo(dataset="t", compressor="t", config={}, seed=0, command="
 @pytest.fixture(scope="module")
 def tiny() -> nn.Module:
     torch.manual_seed(0)
-    from compress import models
+    from compress.models import vgg
 
-    return models.build(TINY).eval()
+    return vgg.build(TINY).eval()
 
 
 def test_unknown_runtime_is_one_line_naming_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
@@ -134,7 +135,7 @@ def test_fp16_accuracy_is_the_fp16_models_own(tmp_path: Path) -> None:
 
 
 def test_bf16_runs_stays_close_to_fp32_and_reloads_as_bf16_only_where_asked(tiny: nn.Module, tmp_path: Path) -> None:
-    from compress import models
+    from compress.models import checkpoints
 
     art = get("precision").fn(copy.deepcopy(tiny), TINY, PrecisionConfig("bf16"), _ctx(tmp_path))
     half = art.module
@@ -144,8 +145,8 @@ def test_bf16_runs_stays_close_to_fp32_and_reloads_as_bf16_only_where_asked(tiny
     assert out.dtype == torch.float32 and next(half.parameters()).dtype == torch.bfloat16
     assert 0 < float((out - ref).abs().max()) < 0.1 * float(ref.abs().max())
     with pytest.raises(CompressError, match="is a bf16 checkpoint .* cannot be a baseline"):
-        models.load_model(art.file)  # never silently an fp32 model
-    again = models.load_model(art.file, half=True).model  # `compress measure` and the benchmarks
+        checkpoints.load_model(art.file)  # never silently an fp32 model
+    again = checkpoints.load_model(art.file, half=True).model  # `compress measure` and the benchmarks
     with torch.no_grad():
         assert isinstance(again, Cast) and torch.equal(again(x), out)
 

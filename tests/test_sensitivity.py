@@ -11,9 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from compress import models, sensitivity
+from compress import sensitivity
 from compress.compressors.pruning import PruningConfig, _structured
 from compress.errors import CompressError
+from compress.models import vgg
 from compress.sensitivity import Costs, Curve, PruningScan
 from tests.test_quantization import TINY, _loaders
 
@@ -21,7 +22,7 @@ from tests.test_quantization import TINY, _loaders
 @pytest.fixture(scope="module")
 def tiny() -> nn.Module:
     torch.manual_seed(0)
-    return models.build(TINY).eval()
+    return vgg.build(TINY).eval()
 
 
 def _with_bn() -> nn.Module:

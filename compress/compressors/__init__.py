@@ -10,8 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from compress.compressors._registry import (  # noqa: F401  (the package's public names)
-    Artifact,
+from compress.compressors._registry import (
     Compressor,
     Context,
     Planned,
@@ -22,6 +21,8 @@ from compress.compressors._registry import (  # noqa: F401  (the package's publi
     names,
     register,
 )
+
+__all__ = ["Compressor", "Context", "PlanOptions", "Planned", "Stored", "get", "in_plan_order", "names", "register"]
 
 
 def discover() -> list[str]:

@@ -16,7 +16,7 @@ from torch import nn
 from compress.compressors._registry import Context, Planned, PlanOptions, register
 from compress.errors import CompressError
 from compress.kd import KDOptions
-from compress.models import VGG11_WIDTHS, ModelSpec, build, separable_spec
+from compress.models.vgg import VGG11_WIDTHS, ModelSpec, build, separable_spec
 
 
 @dataclass(frozen=True)

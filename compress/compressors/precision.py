@@ -14,8 +14,10 @@ from typing import Literal
 
 from torch import nn
 
-from compress.compressors._registry import Artifact, Context, register
-from compress.models import HALF, Cast, ModelSpec, save_checkpoint
+from compress.compressors._registry import Context, register
+from compress.models.artifact import Artifact
+from compress.models.checkpoints import save_checkpoint
+from compress.models.vgg import HALF, Cast, ModelSpec
 
 DTYPES = HALF
 

@@ -20,7 +20,7 @@ from torch.nn.utils import prune
 
 from compress.compressors._registry import Context, Planned, PlanOptions, Stored, register
 from compress.errors import CompressError
-from compress.models import ModelSpec
+from compress.models.vgg import ModelSpec
 
 GLOBAL_MAX_RATIO = 0.9  # global ranking may not take more than this share of any one layer
 

@@ -22,9 +22,11 @@ import torch
 from torch import nn
 
 from compress import export
-from compress.compressors._registry import Artifact, Context, Planned, register
+from compress.compressors._registry import Context, Planned, register
 from compress.errors import CompressError
-from compress.models import DYNAMIC_INT8, DYNAMIC_INT8_BACKEND, ModelSpec, save_checkpoint
+from compress.models.artifact import Artifact
+from compress.models.checkpoints import DYNAMIC_INT8, DYNAMIC_INT8_BACKEND, save_checkpoint
+from compress.models.vgg import ModelSpec
 
 MIN_CALIBRATION = 32  # fewer images than this give activation ranges no one should trust
 

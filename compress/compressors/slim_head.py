@@ -13,7 +13,7 @@ from torch import nn
 
 from compress.compressors._registry import Context, Planned, register
 from compress.errors import CompressError
-from compress.models import ModelSpec, set_head
+from compress.models.vgg import ModelSpec, set_head
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from compress import models
 from compress.errors import CompressError
-from compress.models import ModelSpec
+from compress.models import checkpoints, vgg
+from compress.models.vgg import ModelSpec
 
 IMAGENET = "imagenet"  # `--pretrained` with no path: torchvision's own weights file
 
@@ -38,7 +38,7 @@ def hub_file(arch: str) -> Path:
 def imagenet_state_dict(arch: str, source: str, download: bool) -> dict[str, torch.Tensor]:
     """The 1000-class ImageNet state dict of `arch`, from a named file or from torchvision's cache."""
     if source != IMAGENET:
-        return models.state_dict_of(models.read_checkpoint(Path(source)), Path(source))
+        return checkpoints.state_dict_of(checkpoints.read_checkpoint(Path(source)), Path(source))
     path = hub_file(arch)
     if not path.exists() and not download:
         raise CompressError(f"--pretrained: no ImageNet weights for {arch} on this machine. Put torchvision's file "
@@ -53,7 +53,7 @@ def imagenet_state_dict(arch: str, source: str, download: bool) -> dict[str, tor
 
 def imagenet_vgg(arch: str, num_classes: int, state: dict[str, torch.Tensor], source: str) -> nn.Module:
     """torchvision's VGG with ImageNet weights and a fresh last layer for `num_classes` (the seeds' recipe)."""
-    model = models.build(ModelSpec(arch=arch, num_classes=num_classes))
+    model = vgg.build(ModelSpec(arch=arch, num_classes=num_classes))
     own = model.state_dict()
     last = [k for k in own if k.startswith("classifier.6.")]
     body = {k: v for k, v in state.items() if k not in last}
