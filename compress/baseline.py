@@ -32,7 +32,8 @@ from compress.store.digest import file_digest
 from compress.store.rows import ResultRow, new_row_id
 from compress.store.sqlite import save_run
 from compress.store.workspace import Workspace
-from compress.train import accuracy, fit
+from compress.training.evaluation import accuracy
+from compress.training.loop import FitOptions, fit
 
 EVAL_BATCH = 64  # batch size of the accuracy pass (does not change any figure)
 
@@ -191,8 +192,8 @@ def _train(session: Session, bdir: Any, bundle: DataBundle, split: Split,
     checkpoint = bdir / "resume.pt"
     if checkpoint.exists() and not session.resume:
         log(f"note: an interrupted baseline training left {checkpoint}; pass --resume to continue it")
-    result = fit(model, ld.train, ld.val, train_cfg, device, desc="baseline", checkpoint=checkpoint,
-                 resume=session.resume)
+    result = fit(model, ld.train, ld.val, train_cfg, device,
+                 FitOptions(desc="baseline", checkpoint=checkpoint, resume=session.resume))
     pretrained.freeze_features(model, False)  # compressors fine-tune every layer
     ckpt = bdir / "model.pt"
 

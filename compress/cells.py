@@ -118,7 +118,7 @@ def brief(row: ResultRow, n: int = 2) -> str:
 
     from compress import compressors
     from compress.errors import CompressError
-    from compress.kd import KDOptions
+    from compress.training.kd import KDOptions
 
     comp = row.config.get("compressor") or {}
     try:

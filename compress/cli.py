@@ -39,7 +39,7 @@ from compress.scaleout import collect, dist, shards
 from compress.session import REPORT_BATCH, BaselineSource, Session, pick_device
 from compress.store.atomic import clean_stale
 from compress.store.workspace import Workspace
-from compress.train import FinetuneConfig, TrainConfig
+from compress.training.config import FinetuneConfig, TrainConfig
 
 STARTED = time.time()  # files older than this process and no longer written to are leftovers
 

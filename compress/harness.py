@@ -26,7 +26,7 @@ from compress.models.vgg import ModelSpec
 from compress.paired import interleaved
 from compress.scaleout import dist
 from compress.store.rows import Latency, Paired, ResultRow, config_hash, new_row_id, now_iso
-from compress.train import predict
+from compress.training.evaluation import predict
 
 PARITY_IMAGES = 32  # test images the ONNX export must reproduce before it is timed
 

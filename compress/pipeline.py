@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress import compressors, kd
+from compress import compressors
 from compress.baseline import EVAL_BATCH, Reference, reference, stored_split
 from compress.compressors import Context, Stored
 from compress.data import datasets as data_mod
@@ -35,7 +35,10 @@ from compress.store.atomic import write_json
 from compress.store.rows import ResultRow, new_row_id
 from compress.store.sqlite import save_run
 from compress.store.workspace import Workspace
-from compress.train import FinetuneConfig, TrainResult, accuracy, fit
+from compress.training import kd
+from compress.training.config import FinetuneConfig
+from compress.training.evaluation import accuracy
+from compress.training.loop import FitOptions, TrainResult, fit
 
 
 @dataclass(frozen=True)
@@ -147,13 +150,13 @@ def _train(session: Session, job: Job, model: nn.Module, ld: Loaders, ref: Refer
             f"(T={teacher.temperature}, alpha={teacher.alpha})")
         train = kd.with_teacher(ld.train, ref.baseline.model, device, ft.augment)
         try:
-            return fit(model, train, ld.val, ft, device, desc=f"{job.compressor} distil",
-                       loss_fn=lambda s, y, t: kd.kd_loss(s, t, y, teacher), checkpoint=run_dir / "resume.pt",
-                       resume=session.resume)
+            return fit(model, train, ld.val, ft, device, FitOptions(
+                f"{job.compressor} distil", lambda s, y, t: kd.kd_loss(s, t, y, teacher), run_dir / "resume.pt",
+                session.resume))
         finally:
             ref.baseline.model.cpu()
-    return fit(model, ld.train, ld.val, ft, device, desc=f"{job.compressor} fine-tune",
-               checkpoint=run_dir / "resume.pt", resume=session.resume)
+    return fit(model, ld.train, ld.val, ft, device,
+               FitOptions(f"{job.compressor} fine-tune", checkpoint=run_dir / "resume.pt", resume=session.resume))
 
 
 def _pair(artifact: Artifact, ref: Reference, start: Start) -> PairWith:

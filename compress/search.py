@@ -36,7 +36,8 @@ from compress.models import checkpoints
 from compress.session import Session
 from compress.store.atomic import write_json
 from compress.store.rows import ResultRow
-from compress.train import FinetuneConfig, accuracy
+from compress.training.config import FinetuneConfig
+from compress.training.evaluation import accuracy
 
 Objective = Literal["ort-b32", "cpu-b32", "size", "macs"]
 OBJECTIVES: tuple[str, ...] = ("ort-b32", "cpu-b32", "size", "macs")

@@ -30,7 +30,7 @@ from torch import nn
 from compress.errors import CompressError
 from compress.log import log
 from compress.store.atomic import write_json
-from compress.train import accuracy
+from compress.training.evaluation import accuracy
 
 AMOUNTS = tuple(round(0.1 * i, 1) for i in range(1, 10))  # 0.1 ... 0.9, as Li et al.'s Figure 2
 MAX_AMOUNT = 0.9  # no layer is emptied by a guided allocation

@@ -17,7 +17,7 @@ from compress.measure import LatencyConfig
 from compress.scaleout import dist
 from compress.store.sqlite import Store
 from compress.store.workspace import Workspace
-from compress.train import TrainConfig
+from compress.training.config import TrainConfig
 
 REPORT_BATCH = 32  # the batch the report's speed-ups and plots use unless told otherwise
 

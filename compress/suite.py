@@ -16,7 +16,7 @@ from typing import Any, Callable, get_origin, get_type_hints
 
 from tqdm import tqdm
 
-from compress import compressors, kd
+from compress import compressors
 from compress.baseline import baseline_dir, reference
 from compress.compressors import Compressor, PlanOptions
 from compress.errors import CompressError
@@ -27,7 +27,8 @@ from compress.scaleout.shards import Shard
 from compress.session import Session
 from compress.store.atomic import write_json
 from compress.store.rows import ResultRow
-from compress.train import FinetuneConfig
+from compress.training import kd
+from compress.training.config import FinetuneConfig
 
 SWEEP_AMOUNTS = PlanOptions().amounts
 

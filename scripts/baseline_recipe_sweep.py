@@ -18,7 +18,9 @@ import torch
 
 from compress.data import datasets
 from compress.models import vgg
-from compress.train import TrainConfig, evaluate, make_adam
+from compress.training.config import TrainConfig
+from compress.training.evaluation import evaluate
+from compress.training.loop import make_adam
 
 
 def main() -> None:

@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from compress.errors import CompressError
 from compress.faults import one_line_errors, sigterm_as_interrupt
 from compress.scaleout import dist
-from compress.train import TrainConfig, fit
+from compress.training.config import TrainConfig
+from compress.training.loop import FitOptions, fit
 
 
 class Interrupting:
@@ -52,7 +53,7 @@ def main(out: str, mode: str) -> int:
         checkpoint = Path(out).with_name("resume.pt") if epochs == 3 else None
         fit(model, Interrupting(train, 1) if mode == "cut" else train, val,
             TrainConfig(epochs=epochs, lr=0.05, batch_size=16, schedule="constant"), device,
-            checkpoint=checkpoint, resume=mode == "resume")
+            FitOptions(checkpoint=checkpoint, resume=mode == "resume"))
         if dist.current().main:
             torch.save(model.state_dict(), out)
         dist.stop()

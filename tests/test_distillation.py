@@ -10,13 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress import compressors, kd, measure
+from compress import compressors, measure
 from compress.compressors import Context
 from compress.compressors.depthwise import DepthwiseConfig
 from compress.compressors.distillation import DistillationConfig
-from compress.kd import KD, kd_loss
 from compress.models import checkpoints, vgg
-from compress.train import TrainConfig, _train_epoch, fit, make_adam
+from compress.training import kd
+from compress.training.config import TrainConfig
+from compress.training.kd import KD, kd_loss
+from compress.training.loop import FitOptions, _train_epoch, fit, make_adam
 
 SPEC = vgg.ModelSpec(num_classes=10)
 LIGHT = vgg.ModelSpec(num_classes=10, head="gap", hidden=())  # VGG16's convolutions; a cheap head to build
@@ -93,7 +95,7 @@ def test_each_student_trains_one_step_from_cached_teacher_logits(student: str) -
     before = copy.deepcopy(model.state_dict())
     settings = KD()
     fit(model, cached, DataLoader(data, batch_size=6), TrainConfig(epochs=1, lr=1e-3), torch.device("cpu"),
-        loss_fn=lambda s, y, t: kd_loss(s, t, y, settings))
+        FitOptions(loss_fn=lambda s, y, t: kd_loss(s, t, y, settings)))
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     vgg.build(spec).load_state_dict(model.state_dict())
 

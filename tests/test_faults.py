@@ -20,7 +20,8 @@ from compress.cli import main
 from compress.models import checkpoints, vgg
 from compress.store.sqlite import Store
 from compress.store.workspace import Workspace
-from compress.train import TrainConfig, fit
+from compress.training.config import TrainConfig
+from compress.training.loop import FitOptions, fit
 
 WRITER = textwrap.dedent("""
     import os, sys, time
@@ -98,7 +99,7 @@ def test_resumed_training_ends_exactly_where_an_uninterrupted_one_does(tmp_path:
     assert ckpt.exists() and ckpt.with_suffix(".best.pt").exists()
 
     model, train, val = _tiny_training()  # a fresh process would start from scratch like this
-    result = fit(model, train, val, cfg, torch.device("cpu"), checkpoint=ckpt, resume=True)
+    result = fit(model, train, val, cfg, torch.device("cpu"), FitOptions(checkpoint=ckpt, resume=True))
     assert result.best_epoch == 2 and result.history == whole.history
     assert not ckpt.exists() and not ckpt.with_suffix(".best.pt").exists()
     for k, v in expected.items():
@@ -116,7 +117,7 @@ def _interrupt_in_epoch(epoch: int, cfg: TrainConfig, ckpt: Path) -> None:
         return torch.nn.functional.cross_entropy(logits, y)
 
     with pytest.raises(KeyboardInterrupt):
-        fit(model, train, val, cfg, torch.device("cpu"), loss_fn=dies, checkpoint=ckpt)
+        fit(model, train, val, cfg, torch.device("cpu"), FitOptions(loss_fn=dies, checkpoint=ckpt))
 
 
 def test_resume_refuses_a_checkpoint_written_with_other_settings(tmp_path: Path) -> None:
@@ -126,7 +127,7 @@ def test_resume_refuses_a_checkpoint_written_with_other_settings(tmp_path: Path)
     _interrupt_in_epoch(2, TrainConfig(epochs=3), ckpt)
     model, train, val = _tiny_training()
     with pytest.raises(CompressError, match="resume with the same flags, or delete it"):
-        fit(model, train, val, TrainConfig(epochs=5), torch.device("cpu"), checkpoint=ckpt, resume=True)
+        fit(model, train, val, TrainConfig(epochs=5), torch.device("cpu"), FitOptions(checkpoint=ckpt, resume=True))
 
 
 def test_an_interrupted_run_is_found_by_its_configuration(tmp_path: Path) -> None:
@@ -166,7 +167,7 @@ def test_resume_through_the_cli_ends_where_an_uninterrupted_run_does(tmp_path: P
                                                                        monkeypatch: pytest.MonkeyPatch,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """Ctrl-C in epoch 2 of `run slim-head`, then `--resume`: the same weights as a run never interrupted."""
-    from compress import train
+    from compress.training import loop
     from tests.conftest import QUICK_DATA, QUICK_LATENCY
     from tests.test_batches import NARROW
 
@@ -182,7 +183,7 @@ def test_resume_through_the_cli_ends_where_an_uninterrupted_run_does(tmp_path: P
     code, out = run("whole")
     assert code == 0
     whole = json.loads(out)[1]
-    real, calls = train._train_epoch, {"n": 0}
+    real, calls = loop._train_epoch, {"n": 0}
 
     def ctrl_c_in_epoch_two(*args: object, **kw: object) -> float:
         calls["n"] += 1
@@ -190,9 +191,9 @@ def test_resume_through_the_cli_ends_where_an_uninterrupted_run_does(tmp_path: P
             raise KeyboardInterrupt
         return real(*args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(train, "_train_epoch", ctrl_c_in_epoch_two)
+    monkeypatch.setattr(loop, "_train_epoch", ctrl_c_in_epoch_two)
     assert run("cut")[0] == 130
-    monkeypatch.setattr(train, "_train_epoch", real)
+    monkeypatch.setattr(loop, "_train_epoch", real)
     pending = list((tmp_path / "cut" / "digits" / "slim-head").glob("*/resume.pt"))
     assert len(pending) == 1
     code, out = run("cut", "--resume")

@@ -9,7 +9,8 @@ from compress import measure
 from compress.measure import LatencyConfig
 from compress.models import vgg
 from compress.session import pick_device
-from compress.train import TrainConfig, fit
+from compress.training.config import TrainConfig
+from compress.training.loop import fit
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 SMALL = vgg.ModelSpec(num_classes=3, conv_widths=(8,) * 13, hidden=(16,))

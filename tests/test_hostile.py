@@ -73,13 +73,13 @@ def test_numbers_out_of_range_are_refused_before_any_work(argv: list[str], match
 
 def test_training_that_diverges_stops_and_caches_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Non-finite training: a loss of NaN stops the run; no NaN baseline is cached or measured."""
-    from compress import train
+    from compress.training import loop
 
     class Diverges(torch.nn.CrossEntropyLoss):
         def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return super().forward(logits, y) * float("nan")
 
-    monkeypatch.setattr(train.nn, "CrossEntropyLoss", Diverges)
+    monkeypatch.setattr(loop.nn, "CrossEntropyLoss", Diverges)
     code, _, err = _cli(["baseline", "--epochs", "1", "--workdir", str(tmp_path / "runs"), *QUICK_DATA,
                          *QUICK_LATENCY, "--batch-size", "16"])
     _one_line(code, err, "the training loss became nan at batch 1: training diverged and nothing was saved")

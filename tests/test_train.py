@@ -5,7 +5,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from compress.data import datasets
-from compress.train import TrainConfig, evaluate, fit
+from compress.training.config import TrainConfig
+from compress.training.evaluation import evaluate
+from compress.training.loop import fit
 
 
 def _loaders() -> tuple[DataLoader, DataLoader]:

@@ -17,7 +17,7 @@ from torch import nn
 from compress.errors import CompressError
 from compress.models.artifact import Artifact
 from compress.models.vgg import ModelSpec
-from compress.train import FinetuneConfig
+from compress.training.config import FinetuneConfig
 
 
 @dataclass

@@ -15,8 +15,8 @@ from torch import nn
 
 from compress.compressors._registry import Context, Planned, PlanOptions, register
 from compress.errors import CompressError
-from compress.kd import KDOptions
 from compress.models.vgg import ModelSpec, build, separable_spec
+from compress.training.kd import KDOptions
 
 
 @dataclass(frozen=True)

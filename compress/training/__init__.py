@@ -1,0 +1,1 @@
+"""Training: the one loop (baseline and fine-tuning), evaluation, resuming, knowledge distillation."""

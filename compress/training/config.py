@@ -1,0 +1,46 @@
+"""Training settings as typed configs: their fields are the command line's training flags."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from compress.errors import CompressError
+
+MAX_EPOCHS, MAX_BATCH = 10_000, 65_536  # past these a flag is a typo, not a plan
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser settings; defaults follow the seeds (Adam, lr 1e-4, batch 32)."""
+
+    epochs: int = 14
+    lr: float = 1e-4
+    batch_size: int = 32
+    weight_decay: float = 0.0
+    schedule: Literal["cosine", "constant"] = "cosine"
+    augment: bool = False  # random shifts of training images (data.Shifted)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise CompressError(f"--epochs must be >= 0, got {self.epochs}")
+        if self.epochs > MAX_EPOCHS:
+            raise CompressError(f"--epochs must be at most {MAX_EPOCHS}, got {self.epochs}")
+        if self.batch_size <= 0:
+            raise CompressError(f"--batch-size must be positive, got {self.batch_size}")
+        if self.batch_size > MAX_BATCH:
+            raise CompressError(f"--batch-size must be at most {MAX_BATCH}, got {self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise CompressError(f"--lr must be positive, got {self.lr}")
+        if self.lr > 10:
+            raise CompressError(f"--lr must be at most 10, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise CompressError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(TrainConfig):
+    """Training after compression: the seeds' optimiser, fewer epochs (each compressor sets its own)."""
+
+    epochs: int = 3
