@@ -3,7 +3,7 @@
 `pytest --benchmark-only` times each variant with PyTorch eager and with ONNX Runtime at
 batch 1 and 32, grouped by runtime and batch so the table compares variants side by side.
 The variants are the registry's compressors; the callables timed are the harness's own
-(`measure.torch_runner`, `export.ort_runner`), at the harness's thread count.
+(`torch_eager.torch_runner`, `onnx_runtime.ort_runner`), at the harness's thread count.
 It uses the newest stored model of each compressor (COMPRESS_HOME or ./runs, dataset
 digits or $COMPRESS_BENCH_DATASET); a compressor with no stored model is built on the spot
 with untrained weights, which cost the same time per forward pass. Under plain `pytest`
@@ -24,9 +24,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress import compressors, export, measure
+from compress import compressors
 from compress.compressors import Context
 from compress.data.datasets import Loaders
+from compress.measuring import timing
+from compress.measuring.runtimes import onnx_runtime, torch_eager
 from compress.models import checkpoints, vgg
 from compress.models.artifact import Artifact
 from compress.report import is_default, latest
@@ -96,7 +98,7 @@ class Variants:
         model = checkpoints.load_model(Path(row.model_path), half=True).model.eval()  # fp16/bf16 rows stay half
         onnx = self.tmp / f"{name}.onnx"
         if row.backend == "pytorch fp32":
-            export.export_onnx(model, onnx, torch.randn(4, 3, row.image_size, row.image_size))
+            onnx_runtime.export_onnx(model, onnx, torch.randn(4, 3, row.image_size, row.image_size))
         return Variant(name, f"stored {row.row_id}", model, onnx if onnx.exists() else None, row.image_size,
                        row.num_classes)
 
@@ -118,7 +120,7 @@ class Variants:
             return Variant(name, "built untrained", out.module, out.onnx, size)
         model = out[0].eval()
         onnx = self.tmp / f"{name}.onnx"
-        export.export_onnx(model, onnx, torch.randn(4, 3, size, size))
+        onnx_runtime.export_onnx(model, onnx, torch.randn(4, 3, size, size))
         return Variant(name, "built untrained", model, onnx, size)
 
 
@@ -130,27 +132,27 @@ def variants(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 def _call(variant: Variant, runtime: str, batch: int) -> Callable[[], Any]:
     """The harness's own callable for this runtime: what `compress run` times is what is benchmarked."""
     shape = (3, variant.image_size, variant.image_size)
-    if runtime == measure.TORCH_CPU:
+    if runtime == torch_eager.TORCH_CPU:
         assert variant.module is not None
-        return measure.torch_runner(variant.module, shape, batch, torch.device("cpu"))
+        return torch_eager.torch_runner(variant.module, shape, batch, torch.device("cpu"))
     assert variant.onnx is not None
-    return export.ort_runner(export.session(variant.onnx), shape, batch)
+    return onnx_runtime.ort_runner(onnx_runtime.session(variant.onnx), shape, batch)
 
 
-RUNTIMES = (measure.TORCH_CPU, measure.ORT_CPU)
+RUNTIMES = (torch_eager.TORCH_CPU, onnx_runtime.ORT_CPU)
 CASES = [(v, rt, b) for v in variant_names() for rt in RUNTIMES for b in BATCHES]
 
 
 @pytest.mark.parametrize("name,runtime,batch", CASES, ids=[f"{v}-{rt}-b{b}" for v, rt, b in CASES])
 def test_forward_latency(benchmark: Any, variants: Variants, name: str, runtime: str, batch: int) -> None:
     variant = variants.get(name)
-    if runtime == measure.ORT_CPU and variant.onnx is None:
+    if runtime == onnx_runtime.ORT_CPU and variant.onnx is None:
         pytest.skip(f"{name}: no ONNX model ({variant.origin})")
-    if runtime == measure.TORCH_CPU and variant.module is None:
+    if runtime == torch_eager.TORCH_CPU and variant.module is None:
         pytest.skip(f"{name}: runs as an ONNX file only ({variant.origin})")
     benchmark.group = f"{runtime} batch {batch}"
     fn = _call(variant, runtime, batch)
-    with measure.torch_threads(None) as threads:  # the harness's default: all cores, recorded
+    with timing.torch_threads(None) as threads:  # the harness's default: all cores, recorded
         benchmark.extra_info.update({"variant": name, "origin": variant.origin, "threads": threads,
                                      "image_size": variant.image_size})
         out = benchmark.pedantic(fn, rounds=ROUNDS[batch], iterations=1, warmup_rounds=3)

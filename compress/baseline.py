@@ -20,8 +20,9 @@ from torch import nn
 from compress.data import datasets as data_mod
 from compress.data.datasets import DataBundle, DataConfig, Loaders, Split
 from compress.errors import CompressError
-from compress.harness import PairWith, RowInfo, Subject, measure_row
 from compress.log import log
+from compress.measuring.harness import measure_row
+from compress.measuring.subject import Measurement, PairWith, RowInfo, Subject
 from compress.models import checkpoints, pretrained, vgg
 from compress.models.artifact import Artifact
 from compress.models.vgg import ModelSpec
@@ -241,8 +242,8 @@ def measure_baseline(session: Session, base: Baseline) -> tuple[ResultRow, Path 
     subject = Subject(base.model, base.spec, Artifact.fp32(base.model, base.path), base.data_cfg.size, "baseline")
     onnx = (run_dir / "model.onnx" if session.keep_onnx else _scratch() / "baseline.onnx") \
         if session.latency.onnx else None
-    row, preds = measure_row(subject, info, session.latency, base.loaders(EVAL_BATCH).test, session.device, row_id,
-                             onnx)
+    row, preds = measure_row(Measurement(subject, session.latency, base.loaders(EVAL_BATCH).test, session.device,
+                                         keep_onnx=onnx), info, row_id)
     save_run(session.store, row, preds, run_dir)
     return row, onnx if onnx is not None and onnx.exists() else None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import re
 
-from compress import stats
+from compress.measuring.significance import McNemar, decode, mcnemar
 from compress.store.rows import Latency, ResultRow
 
 
@@ -87,14 +87,14 @@ def summary(row: ResultRow, full: bool = False) -> str:
     return " ".join(parts) or "default"
 
 
-def significance(row: ResultRow, other: ResultRow | None) -> stats.McNemar | None:
+def significance(row: ResultRow, other: ResultRow | None) -> McNemar | None:
     """McNemar's exact test of `row` against `other` on the same test images, when both kept them."""
     if other is None or not row.correct or not other.correct or len(row.correct) != len(other.correct):
         return None
-    return stats.mcnemar(stats.decode(other.correct), stats.decode(row.correct))
+    return mcnemar(decode(other.correct), decode(row.correct))
 
 
-def p_cell(test: stats.McNemar | None) -> str:
+def p_cell(test: McNemar | None) -> str:
     if test is None:
         return ""
     return f"{test.p_value:.3f}" + (" *" if test.significant else "")

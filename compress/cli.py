@@ -33,10 +33,10 @@ from compress.errors import CompressError
 from compress.faults import check_writable, one_line_errors, sigterm_as_interrupt
 from compress.flags import Parser, add_config_flags, config_from, finite_float, list_of, options
 from compress.log import log
-from compress.measure import LatencyConfig
+from compress.measuring.timing import REPORT_BATCH, LatencyConfig
 from compress.models import pretrained, vgg
 from compress.scaleout import collect, dist, shards
-from compress.session import REPORT_BATCH, BaselineSource, Session, pick_device
+from compress.session import BaselineSource, Session, pick_device
 from compress.store.atomic import clean_stale
 from compress.store.workspace import Workspace
 from compress.training.config import FinetuneConfig, TrainConfig

@@ -103,9 +103,10 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
             continue
         t = unwrap_optional(hints[f.name])
         flag = f.metadata.get("flag") or "--" + prefix + f.name.replace("_", "-")
-        default = (defaults or {}).get(f.name, f.default if f.default is not MISSING else None)
+        default = (defaults or {}).get(f.name, _default(f))
+        described = f.metadata.get("help")  # a callable when the text is known only at run time (registered runtimes)
         kw: dict[str, Any] = {"dest": dest_prefix + f.name, "default": default, "metavar": f.name.upper(),
-                              "help": f.metadata.get("help") or HELP.get(f.name, "")}
+                              "help": (described() if callable(described) else described) or HELP.get(f.name, "")}
         if t is bool:
             kw["action"] = argparse.BooleanOptionalAction
             del kw["metavar"]
@@ -126,6 +127,13 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
             kw["help"] += f" (default {shown})"
         parser.add_argument(flag, **kw)
+
+
+def _default(f: Any) -> Any:
+    """A field's default, also when it comes from a factory (the runtimes timed by default are registered ones)."""
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not MISSING else None
 
 
 def options(cls: type) -> list[Any]:

@@ -7,16 +7,14 @@ from __future__ import annotations
 import pandas as pd
 
 from compress.cells import brief, mb, ratio, significance, speedup, summary
-from compress.measure import COMPILE_CPU, OPENVINO_CPU, ORT_CPU, RUNTIMES, TORCH_CPU, TORCH_CUDA
+from compress.measuring.runtimes import keys as runtime_keys
+from compress.measuring.runtimes import label as runtime_label
 from compress.store.rows import ResultRow
-
-# column names of each runtime, everywhere
-LABEL = {TORCH_CPU: "CPU", COMPILE_CPU: "compile", ORT_CPU: "ORT", OPENVINO_CPU: "OV", TORCH_CUDA: "GPU"}
 
 
 def timed_runtimes(rows: list[ResultRow], batch: int) -> list[str]:
     """The runtimes any row was timed on at `batch`: one speed-up column each."""
-    return [rt for rt in RUNTIMES if any(r.lat(rt, batch) is not None for r in rows)]
+    return [rt for rt in runtime_keys() if any(r.lat(rt, batch) is not None for r in rows)]
 
 
 def delta_cell(r: ResultRow, b: ResultRow | None, with_p: bool = True) -> str:
@@ -47,7 +45,7 @@ def compact(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int, 
                 "MACs ÷": ratio(b.macs if b else None, r.macs),
                 "size ÷": ratio(b.size_bytes if b else None, r.size_bytes)}
         for rt in runtimes:
-            line[f"{LABEL[rt]} b{batch} ×"] = speedup(b, r, rt, batch, interval=False) or "n/a"
+            line[f"{runtime_label(rt)} b{batch} ×"] = speedup(b, r, rt, batch, interval=False) or "n/a"
         line["top-1 %"] = "" if r.accuracy is None else f"{100 * r.accuracy:.2f}"
         line["Δ top-1 pts"] = delta_cell(r, b, with_p)
         out.append(line)
@@ -56,7 +54,7 @@ def compact(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int, 
 
 def baseline_line(b: ResultRow, batch: int) -> str:
     """A row's absolute figures: for the baseline, what every ratio of the table divides."""
-    times = [f"{LABEL[rt]} b{batch} {lat.median_ms:.1f} ms" for rt in RUNTIMES if (lat := b.lat(rt, batch))]
+    times = [f"{runtime_label(rt)} b{batch} {lat.median_ms:.1f} ms" for rt in runtime_keys() if (lat := b.lat(rt, batch))]
     acc = "" if b.accuracy is None else f", top-1 {100 * b.accuracy:.2f}% on {b.test_images} test images"
     name = f"baseline {b.config.get('arch', '')}" if b.compressor == "baseline" else b.compressor
     return (f"{name}: {b.params / 1e6:.1f} M params, {b.macs / 1e6:.1f} M MACs, "

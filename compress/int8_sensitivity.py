@@ -19,10 +19,10 @@ import numpy as np
 import onnx
 from torch import nn
 
-from compress import export
-from compress.compressors.quantization import _quiet, _Reader, calibration_batches
 from compress.errors import CompressError
-from compress.log import log
+from compress.log import log, quiet
+from compress.measuring.calibration import CalibrationReader, calibration_batches
+from compress.measuring.runtimes import onnx_runtime
 from compress.sensitivity import LayerError, QuantizationScan
 
 COMPUTE = ("Conv", "Gemm", "MatMul")
@@ -32,8 +32,8 @@ SQNR_IMAGES = 64  # validation images (at 32 px) whose activations are compared;
 def _quantize(pre: Path, out: Path, batches: list[np.ndarray], nodes: list[str] | None) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    with _quiet():
-        quantize_static(str(pre), str(out), _Reader(batches), quant_format=QuantFormat.QDQ,
+    with quiet():
+        quantize_static(str(pre), str(out), CalibrationReader(batches), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=nodes)
     for tmp in out.parent.glob("augmented_model*.onnx"):
@@ -50,7 +50,7 @@ def _compared_tensor(node: Any, graph: Any) -> str:
 
 
 def _accuracy(path: Path, val: Any, threads: int | None) -> float:
-    preds, true = export.predict(path, val, threads)
+    preds, true = onnx_runtime.predict(path, val, threads)
     return float((preds == true).mean())
 
 
@@ -65,9 +65,9 @@ def _sqnr(fp32: Path, int8: Path, images: np.ndarray, outputs: dict[str, str], t
     acts = {}
     for name, path in (("fp32", fp32), ("int8", int8)):
         aug = tmp / f"{name}.aug.onnx"
-        with _quiet():
+        with quiet():
             modify_model_output_intermediate_tensors(str(path), str(aug))  # every float tensor
-            acts[name] = collect_activations(str(aug), _Reader([images[i:i + 16] for i in range(0, len(images), 16)]))
+            acts[name] = collect_activations(str(aug), CalibrationReader([images[i:i + 16] for i in range(0, len(images), 16)]))
         aug.unlink(missing_ok=True)
     out = {}
     for node, tensor in outputs.items():
@@ -95,8 +95,8 @@ def scan(model: nn.Module, loaders: Any, calibration_size: int, tolerance: float
     with tempfile.TemporaryDirectory(prefix="compress-int8-sens-") as d:
         tmp = Path(d)
         fp32, pre, int8 = tmp / "fp32.onnx", tmp / "pre.onnx", tmp / "int8.onnx"
-        export.export_onnx(model, fp32, next(iter(loaders.val))[0][:32])
-        with _quiet():
+        onnx_runtime.export_onnx(model, fp32, next(iter(loaders.val))[0][:32])
+        with quiet():
             quant_pre_process(str(fp32), str(pre))
         graph = onnx.load(str(pre)).graph
         nodes = [n for n in graph.node if n.op_type in COMPUTE]

@@ -22,8 +22,9 @@ from compress.compressors import Context, Stored
 from compress.data import datasets as data_mod
 from compress.data.datasets import Loaders
 from compress.errors import CompressError
-from compress.harness import PairWith, RowInfo, Subject, measure_row
 from compress.log import log
+from compress.measuring.harness import measure_row
+from compress.measuring.subject import Measurement, PairWith, RowInfo, Subject
 from compress.models import checkpoints, vgg
 from compress.models.artifact import Artifact
 from compress.models.checkpoints import DYNAMIC_INT8, DYNAMIC_INT8_BACKEND
@@ -103,7 +104,7 @@ def start_from(session: Session, old: ResultRow, ref: Reference, test_loader: An
                       old.image_size, old.compressor)
 
     def remeasure() -> ResultRow:  # rank 0 alone under torchrun
-        row, _ = measure_row(subject, info, session.latency, test_loader, session.device, pair=ref.pair())
+        row, _ = measure_row(Measurement(subject, session.latency, test_loader, session.device, ref.pair()), info)
         session.store.add(row)
         return row
 
@@ -216,9 +217,9 @@ class _Step:
                        distributed=dist.current().record(job.finetune.batch_size if trained else None))
         subject = Subject(fp32 if fp32 is not None else self.start.model, spec, artifact, s.data.size,
                           job.compressor)
-        row, preds = measure_row(subject, info, s.latency, self.ld.test, s.device, self.row_id,
-                                 self.run_dir / "model.onnx" if s.keep_onnx else None,
-                                 _pair(artifact, self.ref, self.start))
+        m = Measurement(subject, s.latency, self.ld.test, s.device, _pair(artifact, self.ref, self.start),
+                        self.run_dir / "model.onnx" if s.keep_onnx else None)
+        row, preds = measure_row(m, info, self.row_id)
         save_run(s.store, row, preds, self.run_dir)
         return row
 
@@ -333,7 +334,7 @@ def measure_checkpoint(session: Session, req: CheckpointRequest) -> ResultRow:
     else:
         artifact, fp32 = Artifact.fp32(imported.model, Path(req.weights)), imported.model
     subject = Subject(fp32, imported.spec, artifact, session.data.size, Path(req.weights).name)
-    row, _ = measure_row(subject, info, session.latency, test_loader, session.device, keep_onnx=req.onnx_out)
+    row, _ = measure_row(Measurement(subject, session.latency, test_loader, session.device, keep_onnx=req.onnx_out), info)
     if req.store:
         session.store.add(row)
     log(f"{req.weights}: {imported.layout} layout, {imported.spec.arch}, {imported.spec.num_classes} classes")

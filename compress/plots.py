@@ -8,7 +8,8 @@ from typing import Callable, Literal, get_origin, get_type_hints
 
 from compress import compressors
 from compress.errors import CompressError
-from compress.measure import ORT_CPU, TORCH_CPU
+from compress.measuring.runtimes.onnx_runtime import ORT_CPU
+from compress.measuring.runtimes.torch_eager import TORCH_CPU
 from compress.store.rows import ResultRow
 
 Metric = Callable[[ResultRow], float | None]

@@ -18,17 +18,22 @@ import pandas as pd
 
 from compress.cells import code, defaults, file_stem, lat, mb, p_cell, plain, ratio, significance, speedup, summary
 from compress.errors import CompressError
-from compress.headline import LABEL, baseline_line, compact, timed_runtimes
-from compress.load import BUSY_WARN
-from compress.measure import COMPILE_CPU, OPENVINO_CPU, ORT_CPU, RUNTIMES, TORCH_CPU, TORCH_CUDA
+from compress.headline import baseline_line, compact, timed_runtimes
+from compress.measuring.cpuload import BUSY_WARN
+from compress.measuring.runtimes import keys as runtime_keys
+from compress.measuring.runtimes import label as runtime_label
+from compress.measuring.runtimes import name as runtime_name
+from compress.measuring.runtimes.cuda import TORCH_CUDA
+from compress.measuring.runtimes.onnx_runtime import ORT_CPU
+from compress.measuring.runtimes.openvino_cpu import OPENVINO_CPU
+from compress.measuring.runtimes.torch_compile import COMPILE_CPU
+from compress.measuring.runtimes.torch_eager import TORCH_CPU
 from compress.search import section as search_section
 from compress.sensitivity_report import guided_against_uniform, sections
 from compress.sensitivity_report import plot as sensitivity_plot
 from compress.store.atomic import write_text
 from compress.store.rows import ResultRow
 
-NAME = {TORCH_CPU: "PyTorch eager (CPU)", COMPILE_CPU: "torch.compile (Inductor, CPU)", ORT_CPU: "ONNX Runtime (CPU)",
-        OPENVINO_CPU: "OpenVINO (CPU)", TORCH_CUDA: "PyTorch (CUDA)"}
 REPORT_BATCH = 32
 
 
@@ -41,7 +46,7 @@ def timed_batches(rows: list[ResultRow]) -> list[int]:
 def table(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int = REPORT_BATCH) -> pd.DataFrame:
     """One line per row; ratios against the baseline measured in the same invocation, at `batch`."""
     batches = timed_batches(rows)
-    runtimes = [rt for rt in RUNTIMES if any(rt in r.latency for r in rows)]
+    runtimes = [rt for rt in runtime_keys() if any(rt in r.latency for r in rows)]
     out = []
     for r in rows:
         b = baselines.get(r.baseline_row_id or "")
@@ -53,7 +58,7 @@ def table(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int = R
                 "nonzero": f"{r.nonzero_params:,}", "MACs (M)": f"{r.macs / 1e6:,.1f}",
                 "conv MACs (M)": "" if r.conv_macs is None else f"{r.conv_macs / 1e6:,.1f}",
                 "size (MB)": mb(r.size_bytes)}
-        line.update({f"{LABEL[rt]} b{n} ms": lat(r.lat(rt, n)) for rt in runtimes for n in batches})
+        line.update({f"{runtime_label(rt)} b{n} ms": lat(r.lat(rt, n)) for rt in runtimes for n in batches})
         line.update({
             "top-1 %": acc,
             "Δ top-1 (pts)": delta,
@@ -65,7 +70,7 @@ def table(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int = R
             "size ÷": ratio(b.size_bytes if b else None, r.size_bytes),
         })
         for rt, n in dict.fromkeys([(TORCH_CPU, 1), *((rt, batch) for rt in runtimes if rt != TORCH_CUDA)]):
-            line[f"{LABEL[rt]} b{n} speed-up"] = speedup(b, r, rt, n)
+            line[f"{runtime_label(rt)} b{n} speed-up"] = speedup(b, r, rt, n)
         line["fine-tune epochs"] = r.finetune_epochs
         out.append(line)
     return pd.DataFrame(out)
@@ -134,7 +139,7 @@ def _against_source(rows: list[ResultRow], by_id: dict[str, ResultRow], batch: i
             parts.append(f"size ÷ {r.onnx_size_bytes / r.size_bytes:.2f} vs the fp32 ONNX file;")
         else:
             parts.append(f"size ÷ {src.size_bytes / r.size_bytes:.2f} vs the fp32 checkpoint;")
-        for rt in RUNTIMES:
+        for rt in runtime_keys():
             parts += _timed_against(r, src, rt, batch)
         if r.accuracy is not None and src.accuracy is not None:
             parts.append(f"top-1 {100 * src.accuracy:.2f} -> {100 * r.accuracy:.2f}% "
@@ -152,9 +157,9 @@ def _timed_against(r: ResultRow, src: ResultRow, runtime: str, batch: int) -> li
             per_block = (f" ({sum(paired.reference_ms) / len(paired.reference_ms):.1f} -> "
                          f"{sum(paired.candidate_ms) / len(paired.candidate_ms):.1f} ms per block on average)"
                          if n == batch else "")
-            out.append(f"{NAME[runtime]} b{n} {paired.cell()}{per_block},")
+            out.append(f"{runtime_name(runtime)} b{n} {paired.cell()}{per_block},")
         elif new and old:
-            out.append(f"{NAME[runtime]} b{n} {old.median_ms:.1f} -> {new.median_ms:.1f} ms "
+            out.append(f"{runtime_name(runtime)} b{n} {old.median_ms:.1f} -> {new.median_ms:.1f} ms "
                        f"({old.median_ms / new.median_ms:.2f}x, timed apart),")
     return out
 
@@ -174,13 +179,13 @@ def _by_runtime(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: i
             cell = "n/a" if figure is None else f"{figure.median_ms:.1f} ms"
             if figure is not None and r.compressor != "baseline" and (x := speedup(b, r, rt, batch, interval=False)):
                 cell += f" ({x})"
-            line[LABEL[rt]] = cell
+            line[runtime_label(rt)] = cell
         timed = {rt: f.median_ms for rt in runtimes if (f := r.lat(rt, batch)) is not None}
         fastest = min(timed, key=timed.__getitem__) if timed else None
         gains = {rt: b.lat(rt, batch).median_ms / ms for rt, ms in timed.items()  # type: ignore[union-attr]
                  if b is not None and r is not b and b.lat(rt, batch) is not None}
-        line["fastest on"] = LABEL[fastest] if fastest else "n/a"
-        line["largest speed-up on"] = LABEL[max(gains, key=gains.__getitem__)] if gains else ""
+        line["fastest on"] = runtime_label(fastest) if fastest else "n/a"
+        line["largest speed-up on"] = runtime_label(max(gains, key=gains.__getitem__)) if gains else ""
         out.append(line)
     return [pd.DataFrame(out).to_markdown(index=False, disable_numparse=True)]
 
@@ -207,10 +212,10 @@ def _against_control(rows: list[ResultRow], by_id: dict[str, ResultRow]) -> list
 def _warnings(rows: list[ResultRow]) -> list[str]:
     notes = []
     for r in rows:
-        for runtime in RUNTIMES:
+        for runtime in runtime_keys():
             for batch, figure in sorted(r.latency.get(runtime, {}).items()):
                 if figure.warning:
-                    notes.append(f"- {r.compressor} ({summary(r)}), {LABEL[runtime]} b{batch}: {figure.warning}")
+                    notes.append(f"- {r.compressor} ({summary(r)}), {runtime_label(runtime)} b{batch}: {figure.warning}")
     return notes
 
 
@@ -330,7 +335,7 @@ def _noise_line(rows: list[ResultRow]) -> list[str]:
 def _opening(rows: list[ResultRow], batch: int, run_all: dict[str, Any] | None) -> list[str]:
     """One sentence: what was measured, on what data and which machine."""
     first, env = rows[0], rows[-1].env
-    runtimes = [NAME[rt] for rt in RUNTIMES if any(r.lat(rt, batch) for r in rows)]
+    runtimes = [runtime_name(rt) for rt in runtime_keys() if any(r.lat(rt, batch) for r in rows)]
     vnni = {True: ", VNNI", False: ", no VNNI"}.get(env.get("cpu_vnni"), "")
     took = ""
     if run_all:
@@ -380,7 +385,7 @@ def _closing(rows: list[ResultRow], run_all: dict[str, Any] | None) -> list[str]
         why = sorted({r.note(rt).removeprefix("n/a (").removesuffix(")") for r in rows
                       if not r.latency.get(rt) and r.note(rt).startswith("n/a")})
         if why:
-            parts += [f"{NAME[rt]} reads n/a for some rows: {plain('; '.join(why))}. No figure is ever estimated.", ""]
+            parts += [f"{runtime_name(rt)} reads n/a for some rows: {plain('; '.join(why))}. No figure is ever estimated.", ""]
     parts += ["## Environment", "", "Measured on (from the newest row):", "", _env_block(rows), ""]
     return parts + _provenance(rows, run_all)
 
@@ -406,7 +411,7 @@ def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]
                       f"Median ms at batch {batch} on each runtime, with the speed-up over the baseline on that same "
                       "runtime (interleaved where it was timed so); *fastest on* is the lowest latency, *largest "
                       "speed-up on* the runtime that turns the method's cut into the most time saved. Runtimes: "
-                      + ", ".join(f"{LABEL[rt]} = {NAME[rt]}" for rt in RUNTIMES) + ".",
+                      + ", ".join(f"{runtime_label(rt)} = {runtime_name(rt)}" for rt in runtime_keys()) + ".",
                       _by_runtime(rows, baselines, batch))
     parts += _section("Sensitivity-guided against uniform pruning",
                       "The same --amount, importance and fine-tuning budget; per-layer amounts chosen from the stored "

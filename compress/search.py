@@ -25,13 +25,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from compress import compressors, export, pipeline, stats
+from compress import compressors, pipeline
 from compress.baseline import EVAL_BATCH, Reference, reference
 from compress.cells import code
 from compress.compressors import Context
 from compress.errors import CompressError
 from compress.log import log
-from compress.measure import ORT_CPU, TORCH_CPU, count_macs, count_params
+from compress.measuring import significance
+from compress.measuring.counting import count_macs, count_params
+from compress.measuring.runtimes import onnx_runtime
+from compress.measuring.runtimes.onnx_runtime import ORT_CPU
+from compress.measuring.runtimes.torch_eager import TORCH_CPU
 from compress.models import checkpoints
 from compress.session import Session
 from compress.store.atomic import write_json
@@ -156,7 +160,7 @@ class Search:
         """Validation accuracy of a stored row's model, run as it is deployed (int8 by ONNX Runtime)."""
         path = Path(row.model_path)
         if path.suffix == ".onnx":
-            preds, true = export.predict(path, self.ld.val, self.session.latency.threads)
+            preds, true = onnx_runtime.predict(path, self.ld.val, self.session.latency.threads)
             return float((preds == true).mean())
         model = checkpoints.load_model(path, num_classes=row.num_classes).model
         return accuracy(model, self.ld.val, self.session.device)
@@ -317,7 +321,7 @@ def winner_line(outcome: Outcome, rows: dict[str, ResultRow]) -> str:
     row, base = rows.get(b.row_id or ""), rows.get(outcome.baseline_row_id)
     test = ""
     if row is not None and base is not None and row.accuracy is not None and base.accuracy is not None:
-        m = stats.mcnemar(stats.decode(base.correct), stats.decode(row.correct)) if row.correct and base.correct \
+        m = significance.mcnemar(significance.decode(base.correct), significance.decode(row.correct)) if row.correct and base.correct \
             else None
         test = (f"; test top-1 {100 * row.accuracy:.2f}% vs baseline {100 * base.accuracy:.2f}% "
                 f"({100 * (row.accuracy - base.accuracy):+.2f} pts" + (f", McNemar p {m.p_value:.3f})" if m else ")"))

@@ -154,7 +154,7 @@ class Costs:
 
     @classmethod
     def of(cls, model: nn.Module, image_size: int) -> "Costs":
-        from compress.measure import count_macs
+        from compress.measuring.counting import count_macs
 
         conv_macs: list[int] = []
 

@@ -13,13 +13,11 @@ import torch
 
 from compress.data.datasets import DataConfig
 from compress.errors import CompressError
-from compress.measure import LatencyConfig
+from compress.measuring.timing import REPORT_BATCH, LatencyConfig
 from compress.scaleout import dist
 from compress.store.sqlite import Store
 from compress.store.workspace import Workspace
 from compress.training.config import TrainConfig
-
-REPORT_BATCH = 32  # the batch the report's speed-ups and plots use unless told otherwise
 
 
 def pick_device(name: str) -> torch.device:

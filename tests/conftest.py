@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress.measure import LatencyConfig
+from compress.measuring.timing import LatencyConfig
 
 # Two cores on CI: keep torch from oversubscribing them while tests run.
 torch.set_num_threads(2)

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress import compressors, measure
+from compress import compressors
 from compress.compressors import Context
 from compress.compressors.slim_head import SlimHeadConfig
 from compress.errors import CompressError
+from compress.measuring import counting
 from compress.models import vgg
 
 
@@ -39,7 +40,7 @@ def check_contract(name: str) -> None:
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert model.eval()(x).shape == (2, 10)
-    assert measure.count_params(model)[0] < measure.count_params(base)[0]
+    assert counting.count_params(model)[0] < counting.count_params(base)[0]
     rebuilt = vgg.build(new_spec)  # the spec it returns must describe the model it returns
     rebuilt.load_state_dict(model.state_dict())
     assert comp.description
@@ -59,16 +60,16 @@ def test_duplicate_registration_is_refused() -> None:
 def test_slim_head_cuts(classes: int) -> None:
     spec = vgg.ModelSpec(num_classes=classes)
     model = vgg.build(spec)  # built once: initialising 134M weights is most of this test's time
-    base = measure.count_params(model)[0]
+    base = counting.count_params(model)[0]
     comp = compressors.get("slim-head")
     mlp, _ = comp.fn(copy.deepcopy(model), spec, SlimHeadConfig(), _ctx())
     gap, _ = comp.fn(copy.deepcopy(model), spec, SlimHeadConfig(head="gap"), _ctx())
     convs = 14_714_688  # VGG16's 13 convolutions
-    assert measure.count_params(mlp)[0] == convs + 25088 * 1024 + 1024 + 1024 * 256 + 256 + 256 * classes + classes
+    assert counting.count_params(mlp)[0] == convs + 25088 * 1024 + 1024 + 1024 * 256 + 256 + 256 * classes + classes
     # Seed 004's 1024-256 head removes 69.7% (3 classes): 25088x1024 stays the biggest layer.
-    assert 1 - measure.count_params(mlp)[0] / base > 0.69
-    assert 1 - measure.count_params(gap)[0] / base > 0.85
-    assert measure.count_macs(mlp, (3, 32, 32)) < measure.count_macs(model, (3, 32, 32))
+    assert 1 - counting.count_params(mlp)[0] / base > 0.69
+    assert 1 - counting.count_params(gap)[0] / base > 0.85
+    assert counting.count_macs(mlp, (3, 32, 32)) < counting.count_macs(model, (3, 32, 32))
 
 
 def test_slim_head_keeps_the_convolution_weights() -> None:

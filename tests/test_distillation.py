@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress import compressors, measure
+from compress import compressors
 from compress.compressors import Context
 from compress.compressors.depthwise import DepthwiseConfig
 from compress.compressors.distillation import DistillationConfig
+from compress.measuring import counting
 from compress.models import checkpoints, vgg
 from compress.training import kd
 from compress.training.config import TrainConfig
@@ -41,7 +42,7 @@ def test_depthwise_converts_every_conv_keeps_shapes_and_cuts_conv_macs_8x(keep_f
     depthwise = [c for c in spatial if c.groups == c.in_channels > 1 or (c.groups == 3 and c.in_channels == 3)]
     assert len(depthwise) == (12 if keep_first else 13)
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.features) == (25 if keep_first else 26)
-    ratio = measure.count_conv_macs(base, (3, 32, 32)) / measure.count_conv_macs(model, (3, 32, 32))
+    ratio = counting.count_conv_macs(base, (3, 32, 32)) / counting.count_conv_macs(model, (3, 32, 32))
     assert ratio > 7  # MobileNet reports 8.6x for the same substitution
     vgg.build(spec).load_state_dict(model.state_dict())  # the spec rebuilds it
 
@@ -51,7 +52,7 @@ def test_depthwise_head_choices() -> None:
     keep, kspec = compressors.get("depthwise").fn(None, small, DepthwiseConfig(head="keep"), _ctx())
     mlp, spec = compressors.get("depthwise").fn(None, small, DepthwiseConfig(head="mlp", hidden=(32,)), _ctx())
     assert kspec.hidden == (64, 64) and kspec.head == "mlp" and spec.hidden == (32,)
-    assert measure.count_params(mlp)[0] < measure.count_params(keep)[0]
+    assert counting.count_params(mlp)[0] < counting.count_params(keep)[0]
     assert DepthwiseConfig(head="gap", hidden=(7,)).hidden == ()
 
 
@@ -91,7 +92,7 @@ def test_each_student_trains_one_step_from_cached_teacher_logits(student: str) -
     with torch.no_grad():
         assert torch.allclose(t, teacher(x), atol=1e-5)  # the cache holds the teacher's logits for those images
     model, spec = compressors.get("distillation").fn(None, SPEC, DistillationConfig(student=student), _ctx())
-    assert measure.count_params(model)[0] * 10 < 134_301_514  # VGG16 with 10 classes
+    assert counting.count_params(model)[0] * 10 < 134_301_514  # VGG16 with 10 classes
     before = copy.deepcopy(model.state_dict())
     settings = KD()
     fit(model, cached, DataLoader(data, batch_size=6), TrainConfig(epochs=1, lr=1e-3), torch.device("cpu"),

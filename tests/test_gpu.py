@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compress import measure
-from compress.measure import LatencyConfig
+from compress.measuring.runtimes import cuda as cuda_runtime
+from compress.measuring.runtimes import torch_eager
+from compress.measuring.timing import LatencyConfig
 from compress.models import vgg
 from compress.session import pick_device
 from compress.training.config import TrainConfig
@@ -23,7 +24,7 @@ def test_device_auto_is_cuda_exactly_when_there_is_one() -> None:
 @cuda
 def test_gpu_latency_is_timed_with_synchronisation_and_named_by_device() -> None:
     cfg = LatencyConfig(warmup=1, min_calls=3, max_calls=3, budget_s=0.0, batches=(1, 4))
-    out, note = measure.gpu_latencies(vgg.build(SMALL), (3, 32, 32), cfg)
+    out, note = cuda_runtime.gpu_latencies(vgg.build(SMALL), (3, 32, 32), cfg)
     assert set(out) == {1, 4} and all(v.median_ms > 0 for v in out.values())
     assert note == torch.cuda.get_device_name(0)
 
@@ -44,6 +45,6 @@ def test_cuda_out_of_memory_in_timing_is_a_note_not_a_crash(monkeypatch: pytest.
     def oom(*args: object, **kw: object) -> None:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
 
-    monkeypatch.setattr(measure, "torch_latency", oom)
-    out, note = measure.gpu_latencies(vgg.build(SMALL), (3, 32, 32), LatencyConfig())
+    monkeypatch.setattr(torch_eager, "torch_latency", oom)
+    out, note = cuda_runtime.gpu_latencies(vgg.build(SMALL), (3, 32, 32), LatencyConfig())
     assert out == {} and note == "n/a (CUDA out of memory)"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress import measure
 from compress.cli import main
+from compress.measuring import counting
 from compress.models import checkpoints, pretrained, vgg
 from compress.store.sqlite import Store
 from tests.conftest import QUICK_LATENCY
@@ -47,7 +47,7 @@ def test_seed004_checkpoint_is_the_baseline_then_pruned_then_int8(own: dict[str,
     base, pruned = rows
     err = capsys.readouterr().err
     assert "no baseline training" in err and "may be optimistic" in err  # the leakage note, at the prompt
-    expected = measure.count_params(checkpoints.load_model(own["weights"]).model)[0]
+    expected = counting.count_params(checkpoints.load_model(own["weights"]).model)[0]
     assert base["params"] == expected and base["train_seconds"] == 0.0 and base["best_epoch"] is None
     assert base["config"]["baseline"]["kind"] == "imported" and base["config"]["baseline"]["layout"] == "seed-004"
     assert base["config"]["data"]["normalization"] == "imagenet" and base["caveats"]

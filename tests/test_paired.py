@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compress import load
 from compress.cli import main
 from compress.errors import CompressError
-from compress.measure import LatencyConfig
+from compress.measuring import cpuload
+from compress.measuring.paired import BLOCKS, bootstrap_ci, interleaved
+from compress.measuring.timing import LatencyConfig
 from compress.models import checkpoints, vgg
-from compress.paired import BLOCKS, bootstrap_ci, interleaved
 from tests.test_batches import NARROW
 
 
@@ -80,28 +80,28 @@ def _busy_source(share: float):  # type: ignore[no-untyped-def]
     """Counters of a 2-core machine where other processes use `share` of it; time moves 1 s per read."""
     state = {"t": 0.0}
 
-    def read() -> load.Counters:
+    def read() -> cpuload.Counters:
         state["t"] += 1.0
-        return load.Counters(wall=state["t"], busy=state["t"] * 2 * share, steal=0.0, own=0.0)
+        return cpuload.Counters(wall=state["t"], busy=state["t"] * 2 * share, steal=0.0, own=0.0)
     return read
 
 
 def test_load_is_the_other_processes_share_of_the_machine() -> None:
     source = _busy_source(0.6)
-    got = load.between(source(), source(), cores=2)
+    got = cpuload.between(source(), source(), cores=2)
     assert got is not None and got.others_share == pytest.approx(0.6) and got.busy
     assert got.free_cores == pytest.approx(0.8)
     quiet = _busy_source(0.02)
-    assert not load.between(quiet(), quiet(), cores=2).busy  # type: ignore[union-attr]
+    assert not cpuload.between(quiet(), quiet(), cores=2).busy  # type: ignore[union-attr]
 
 
 def test_require_quiet_waits_then_fails_with_one_clear_line() -> None:
     slept: list[float] = []
     with pytest.raises(CompressError, match=r"--require-quiet: the machine stayed busy for 3 s \(other processes used "
                                             r"60% of the 2 cores"):
-        load.wait_until_quiet(3.0, source=_busy_source(0.6), sleep=slept.append)
+        cpuload.wait_until_quiet(3.0, source=_busy_source(0.6), sleep=slept.append)
     assert len(slept) == 3  # it watched three times before giving up
-    assert load.wait_until_quiet(3.0, source=_busy_source(0.0), sleep=slept.append) is not None
+    assert cpuload.wait_until_quiet(3.0, source=_busy_source(0.0), sleep=slept.append) is not None
 
 
 def _measure(tmp_path: Path, *extra: str) -> tuple[int, str, str]:
@@ -116,7 +116,7 @@ def _measure(tmp_path: Path, *extra: str) -> tuple[int, str, str]:
 
 
 def test_a_busy_machine_flags_the_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(load, "read_counters", _busy_source(0.5))
+    monkeypatch.setattr(cpuload, "read_counters", _busy_source(0.5))
     code, out, err = _measure(tmp_path)
     assert code == 0 and "timed while the machine was busy" in err
     row = json.loads(out)[0]
@@ -124,8 +124,8 @@ def test_a_busy_machine_flags_the_row(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_require_quiet_on_the_command_line_refuses_to_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(load, "read_counters", _busy_source(0.9))
-    monkeypatch.setattr(load.time, "sleep", lambda s: None)
+    monkeypatch.setattr(cpuload, "read_counters", _busy_source(0.9))
+    monkeypatch.setattr(cpuload.time, "sleep", lambda s: None)
     code, out, err = _measure(tmp_path, "--require-quiet", "--latency-quiet-timeout-s", "2")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "compress: error: --require-quiet: the machine stayed busy for 2 s" in err

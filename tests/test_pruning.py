@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from compress import compressors, measure
+from compress import compressors
 from compress.compressors import Context
 from compress.compressors.pruning import GLOBAL_MAX_RATIO, PruningConfig
 from compress.errors import CompressError
+from compress.measuring import counting
 from compress.models import checkpoints, vgg
 
 SHAPE = (3, 32, 32)
@@ -57,8 +58,8 @@ def test_structured_pruning_is_genuinely_smaller(base: tuple[nn.Module, vgg.Mode
     x = torch.randn(2, *SHAPE)
     with torch.no_grad():
         assert pruned(x).shape == model(x).shape
-    assert measure.count_params(pruned)[0] < measure.count_params(model)[0]
-    macs, base_macs = measure.count_macs(pruned, SHAPE), measure.count_macs(model, SHAPE)
+    assert counting.count_params(pruned)[0] < counting.count_params(model)[0]
+    macs, base_macs = counting.count_macs(pruned, SHAPE), counting.count_macs(model, SHAPE)
     assert 1 - macs / base_macs >= 0.45  # inputs and outputs both shrink: ~(0.7)^2 of the conv MACs
     path = tmp_path / "pruned.pt"
     checkpoints.save_checkpoint(pruned, new_spec, path)
@@ -118,10 +119,10 @@ def test_unstructured_zeroes_weights_but_not_dense_cost(base: tuple[nn.Module, v
     opt.step()
     pruned = compressors.get("pruning").finalize(pruned.eval())  # type: ignore[misc]
     assert new_spec == spec
-    total, nonzero = measure.count_params(pruned)
-    assert total == measure.count_params(model)[0]
+    total, nonzero = counting.count_params(pruned)
+    assert total == counting.count_params(model)[0]
     assert 0.28 < 1 - nonzero / total < 0.31  # weights only: biases stay
-    assert measure.count_macs(pruned, SHAPE) == measure.count_macs(model, SHAPE)
+    assert counting.count_macs(pruned, SHAPE) == counting.count_macs(model, SHAPE)
     assert not any(hasattr(m, "weight_orig") for m in pruned.modules())  # made permanent, no masks left
 
 

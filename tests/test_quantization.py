@@ -10,11 +10,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress import export, harness, measure
 from compress.compressors import Context
-from compress.compressors.quantization import QuantizationConfig, calibration_batches, quantization
+from compress.compressors.quantization import QuantizationConfig, quantization
 from compress.data.datasets import Loaders
 from compress.errors import CompressError
+from compress.measuring import counting, harness, timing
+from compress.measuring.calibration import calibration_batches
+from compress.measuring.runtimes import cuda, onnx_runtime, torch_eager
+from compress.measuring.subject import Measurement, RowInfo, Subject
 from compress.models import checkpoints, vgg
 from compress.models.artifact import Artifact
 
@@ -45,18 +48,18 @@ def tiny() -> torch.nn.Module:
 
 def test_onnx_export_matches_pytorch_within_tolerance(tiny: torch.nn.Module, tmp_path: Path) -> None:
     x = torch.randn(8, 3, 32, 32)
-    diff = export.export_onnx(tiny, tmp_path / "m.onnx", x)
-    assert 0 <= diff <= export.PARITY_ATOL
-    got = export.run(export.session(tmp_path / "m.onnx", 1), np.random.default_rng(1).standard_normal(
+    diff = onnx_runtime.export_onnx(tiny, tmp_path / "m.onnx", x)
+    assert 0 <= diff <= onnx_runtime.PARITY_ATOL
+    got = onnx_runtime.run(onnx_runtime.session(tmp_path / "m.onnx", 1), np.random.default_rng(1).standard_normal(
         (5, 3, 32, 32), dtype=np.float32))
     assert got.shape == (5, 4)  # the batch axis is dynamic
 
 
 def test_onnx_export_that_disagrees_fails_and_leaves_no_file(tiny: torch.nn.Module, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(export, "parity", lambda *a: 0.25)
+    monkeypatch.setattr(onnx_runtime, "parity", lambda *a: 0.25)
     with pytest.raises(CompressError, match=r"max \|ORT - PyTorch\| = 0.25 .* above 0.0001"):
-        export.export_onnx(tiny, tmp_path / "m.onnx", torch.randn(4, 3, 32, 32))
+        onnx_runtime.export_onnx(tiny, tmp_path / "m.onnx", torch.randn(4, 3, 32, 32))
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -65,14 +68,14 @@ def test_onnxruntime_int8_is_a_smaller_int8_file_that_still_classifies(tiny: tor
     art = quantization(copy.deepcopy(tiny), TINY, QuantizationConfig(calibration_size=32), _ctx(tmp_path))
     assert isinstance(art, Artifact) and art.onnx is not None and art.module is None
     assert art.file == art.onnx and art.fp32_onnx is not None
-    assert measure.file_size(art.file) < 0.5 * measure.file_size(art.fp32_onnx)
+    assert counting.file_size(art.file) < 0.5 * counting.file_size(art.fp32_onnx)
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(art.onnx)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
     assert not list(art.onnx.parent.glob("*.pre.onnx")) and not list(art.onnx.parent.glob("augmented*"))
     x = torch.randn(6, 3, 32, 32)
-    out = export.run(export.session(art.onnx, 1), x.numpy())
+    out = onnx_runtime.run(onnx_runtime.session(art.onnx, 1), x.numpy())
     assert out.shape == (6, 4) and np.isfinite(out).all()
     with torch.no_grad():
         ref = tiny(x).numpy()
@@ -111,15 +114,15 @@ def test_int8_accuracy_comes_from_the_int8_session_not_the_fp32_model(tmp_path: 
 
     fp32, other = constant(0), constant(2)
     ld = _loaders(labels=2)
-    export.export_onnx(other, tmp_path / "int8.onnx", torch.randn(2, 3, 32, 32))
+    onnx_runtime.export_onnx(other, tmp_path / "int8.onnx", torch.randn(2, 3, 32, 32))
     art = Artifact(backend="test", file=tmp_path / "int8.onnx", onnx=tmp_path / "int8.onnx")
-    info = harness.RowInfo(dataset="t", compressor="quantization", config={}, seed=0, command="t")
-    lat = measure.LatencyConfig(warmup=0, min_calls=1, max_calls=1, budget_s=0, batches=(1,), runtimes=("torch", "ort"))
-    row, preds = harness.measure_row(harness.Subject(fp32, TINY, art, 32), info, lat, ld.test, torch.device("cpu"))
+    info = RowInfo(dataset="t", compressor="quantization", config={}, seed=0, command="t")
+    lat = timing.LatencyConfig(warmup=0, min_calls=1, max_calls=1, budget_s=0, batches=(1,), runtimes=("torch", "ort"))
+    row, preds = harness.measure_row(Measurement(Subject(fp32, TINY, art, 32), lat, ld.test), info)
     assert row.accuracy == 1.0 and (preds == 2).all()
-    assert row.lat(measure.TORCH_CPU, 1) is None and row.lat(measure.ORT_CPU, 1) is not None
-    assert row.note(measure.TORCH_CUDA) == "n/a (CPU int8 backend)"
-    assert row.params == measure.count_params(fp32)[0] and row.env["dtype"] == "int8"
+    assert row.lat(torch_eager.TORCH_CPU, 1) is None and row.lat(onnx_runtime.ORT_CPU, 1) is not None
+    assert row.note(cuda.TORCH_CUDA) == "n/a (CPU int8 backend)"
+    assert row.params == counting.count_params(fp32)[0] and row.env["dtype"] == "int8"
 
 
 def test_torch_backend_is_dynamic_int8_and_reloads_with_weights_only(tiny: torch.nn.Module, tmp_path: Path) -> None:
@@ -131,7 +134,7 @@ def test_torch_backend_is_dynamic_int8_and_reloads_with_weights_only(tiny: torch
         assert torch.equal(again.model(x), art.module(x))
         assert (again.model(x) - tiny(x)).abs().max() < 0.05  # close to fp32, not identical
     checkpoints.save_checkpoint(tiny, TINY, tmp_path / "fp32.pt")
-    assert measure.file_size(art.file) < measure.file_size(tmp_path / "fp32.pt")
+    assert counting.file_size(art.file) < counting.file_size(tmp_path / "fp32.pt")
 
 
 def test_calibration_with_too_few_images_is_a_clear_error(tmp_path: Path) -> None:

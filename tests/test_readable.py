@@ -11,7 +11,8 @@ from pathlib import Path
 
 from compress import compressors, report, terminal
 from compress.cells import summary
-from compress.measure import ORT_CPU, TORCH_CPU
+from compress.measuring.runtimes.onnx_runtime import ORT_CPU
+from compress.measuring.runtimes.torch_eager import TORCH_CPU
 from compress.store.rows import ResultRow
 from compress.webpage import markdown_parser
 from tests.test_report import BASE, _correct, _lat, _rows

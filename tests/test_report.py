@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compress import report, stats
-from compress.measure import ORT_CPU, TORCH_CPU, TORCH_CUDA
+from compress import report
+from compress.measuring import significance
+from compress.measuring.runtimes.cuda import TORCH_CUDA
+from compress.measuring.runtimes.onnx_runtime import ORT_CPU
+from compress.measuring.runtimes.torch_eager import TORCH_CPU
 from compress.store.rows import Latency, ResultRow
 from compress.store.sqlite import Store
 
@@ -60,15 +63,15 @@ def test_mcnemar_matches_hand_computed_values() -> None:
     # b = 1 image only A gets right, c = 6 only B gets right: p = 2 * P(X <= 1 | n=7, 1/2) = 2 * 8/128
     a = np.array([1] + [0] * 6 + [1] * 30 + [0] * 3, dtype=bool)
     b = np.array([0] + [1] * 6 + [1] * 30 + [0] * 3, dtype=bool)
-    t = stats.mcnemar(a, b)
+    t = significance.mcnemar(a, b)
     assert (t.only_a, t.only_b) == (1, 6) and t.p_value == pytest.approx(0.125) and not t.significant
-    t = stats.mcnemar(np.zeros(10, bool), np.ones(10, bool))  # 0 vs 10: 2 / 1024
+    t = significance.mcnemar(np.zeros(10, bool), np.ones(10, bool))  # 0 vs 10: 2 / 1024
     assert t.p_value == pytest.approx(2 / 1024) and t.significant
-    assert stats.mcnemar(np.ones(5, bool), np.ones(5, bool)).p_value == 1.0  # no disagreement
-    assert stats.mcnemar(np.array([1, 0, 1, 0], bool), np.array([0, 1, 0, 1], bool)).p_value == 1.0  # 2 vs 2
-    assert stats.decode(stats.encode(a)).tolist() == a.tolist()
+    assert significance.mcnemar(np.ones(5, bool), np.ones(5, bool)).p_value == 1.0  # no disagreement
+    assert significance.mcnemar(np.array([1, 0, 1, 0], bool), np.array([0, 1, 0, 1], bool)).p_value == 1.0  # 2 vs 2
+    assert significance.decode(significance.encode(a)).tolist() == a.tolist()
     with pytest.raises(ValueError, match="same images"):
-        stats.mcnemar(a, b[:-1])
+        significance.mcnemar(a, b[:-1])
 
 
 def test_report_renders_every_column_and_section_from_synthetic_rows(tmp_path: Path) -> None:

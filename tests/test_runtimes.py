@@ -14,18 +14,20 @@ import pytest
 import torch
 from torch import nn
 
-from compress import compiled, export, harness, measure, openvino_cpu
 from compress.cli import main
 from compress.compressors import get
 from compress.compressors.precision import PrecisionConfig
 from compress.compressors.quantization import QuantizationConfig, quantization
 from compress.errors import CompressError
+from compress.measuring import counting, harness, timing
+from compress.measuring.runtimes import cuda, onnx_runtime, openvino_cpu, torch_compile, torch_eager
+from compress.measuring.subject import Measurement, RowInfo, Subject, Timings
 from compress.models.artifact import Artifact
 from compress.models.vgg import Cast
 from tests.test_quantization import TINY, _ctx, _loaders
 
 ONE_CALL = dict(warmup=0, min_calls=1, max_calls=1, budget_s=0, batches=(1,))
-INFO = harness.RowInfo(dataset="t", compressor="t", config={}, seed=0, command="t")
+INFO = RowInfo(dataset="t", compressor="t", config={}, seed=0, command="t")
 
 
 @pytest.fixture(scope="module")
@@ -38,37 +40,37 @@ def tiny() -> nn.Module:
 
 def test_unknown_runtime_is_one_line_naming_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(CompressError, match="unknown runtime.*tensorrt; choose from torch, compile, ort, openvino, cuda"):
-        measure.LatencyConfig(runtimes=("torch", "tensorrt"))
+        timing.LatencyConfig(runtimes=("torch", "tensorrt"))
     assert main(["run", "slim-head", "--runtimes", "torch,tensorrt"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tensorrt" in err[0]
 
 
 def test_default_runtimes_keep_the_old_cost() -> None:
-    cfg = measure.LatencyConfig()
-    assert cfg.on(measure.TORCH_CPU) and cfg.ort and cfg.gpu
-    assert not cfg.on(measure.OPENVINO_CPU) and not cfg.on(measure.COMPILE_CPU)
-    assert measure.LatencyConfig(runtimes=("openvino",)).onnx  # OpenVINO reads the parity-checked ONNX export
+    cfg = timing.LatencyConfig()
+    assert cfg.on(torch_eager.TORCH_CPU) and cfg.on(onnx_runtime.ORT_CPU) and cfg.on(cuda.TORCH_CUDA)
+    assert not cfg.on(openvino_cpu.OPENVINO_CPU) and not cfg.on(torch_compile.COMPILE_CPU)
+    assert timing.LatencyConfig(runtimes=("openvino",)).onnx  # OpenVINO reads the parity-checked ONNX export
 
 
 def test_openvino_fp32_reproduces_pytorch_and_is_timed(tiny: nn.Module, tmp_path: Path) -> None:
     x = torch.randn(8, 3, 32, 32)
-    export.export_onnx(tiny, tmp_path / "m.onnx", x)
+    onnx_runtime.export_onnx(tiny, tmp_path / "m.onnx", x)
     assert openvino_cpu.parity(tiny, tmp_path / "m.onnx", x, 1) <= openvino_cpu.PARITY_ATOL
-    cfg = measure.LatencyConfig(**ONE_CALL, threads=1, runtimes=("openvino",))
-    timings = harness.Timings({}, {})  # the harness's own path: parity check, then timing
-    harness.time_openvino(tmp_path / "m.onnx", harness.Subject(tiny, TINY, Artifact.fp32(tiny, tmp_path / "m.pt"), 32),
-                          cfg, timings, None, None)
-    lat = timings.latency[measure.OPENVINO_CPU]
+    cfg = timing.LatencyConfig(**ONE_CALL, threads=1, runtimes=("openvino",))
+    timings = Timings({}, {})  # the harness's own path: parity check, then timing
+    openvino_cpu.time_openvino(Measurement(Subject(tiny, TINY, Artifact.fp32(tiny, tmp_path / "m.pt"), 32), cfg,
+                                           keep_onnx=tmp_path / "m.onnx", timings=timings))
+    lat = timings.latency[openvino_cpu.OPENVINO_CPU]
     assert lat[1].median_ms > 0 and lat[1].calls == 1
-    assert "'INFERENCE_PRECISION_HINT': 'f32'" in timings.notes[measure.OPENVINO_CPU]
+    assert "'INFERENCE_PRECISION_HINT': 'f32'" in timings.notes[openvino_cpu.OPENVINO_CPU]
     # fp32 means fp32: OpenVINO's default on CPUs with bf16 would run this "fp32" model in bf16
     assert openvino_cpu.settings(1)["INFERENCE_PRECISION_HINT"] == "f32"
 
 
 def test_openvino_that_disagrees_with_pytorch_is_refused(tiny: nn.Module, tmp_path: Path) -> None:
     x = torch.randn(4, 3, 32, 32)
-    export.export_onnx(tiny, tmp_path / "m.onnx", x)
+    onnx_runtime.export_onnx(tiny, tmp_path / "m.onnx", x)
     other = copy.deepcopy(tiny)
     with torch.no_grad():
         other.classifier[-1].bias += 1.0
@@ -88,21 +90,21 @@ def test_a_missing_or_failing_runtime_is_na_with_its_reason_not_a_crash(
             raise RuntimeError("InductorError: no working C++ compiler found\nlong trace")
         return fail
 
-    monkeypatch.setattr(compiled.torch, "compile", broken)
-    cfg = measure.LatencyConfig(**ONE_CALL, runtimes=("torch", "openvino", "compile"))
-    subject = harness.Subject(tiny, TINY, Artifact.fp32(tiny, tmp_path / "m.pt"), 32)
+    monkeypatch.setattr(torch_compile.torch, "compile", broken)
+    cfg = timing.LatencyConfig(**ONE_CALL, runtimes=("torch", "openvino", "compile"))
+    subject = Subject(tiny, TINY, Artifact.fp32(tiny, tmp_path / "m.pt"), 32)
     (tmp_path / "m.pt").write_bytes(b"x")
-    row, _ = harness.measure_row(subject, INFO, cfg, _loaders().test, torch.device("cpu"))
-    assert row.lat(measure.TORCH_CPU, 1) is not None and row.accuracy is not None
-    assert row.lat(measure.OPENVINO_CPU, 1) is None and row.lat(measure.COMPILE_CPU, 1) is None
-    assert row.note(measure.OPENVINO_CPU) == "n/a (OpenVINO is not installed (openvino): pip install openvino)"
-    assert row.note(measure.COMPILE_CPU) == \
+    row, _ = harness.measure_row(Measurement(subject, cfg, _loaders().test), INFO)
+    assert row.lat(torch_eager.TORCH_CPU, 1) is not None and row.accuracy is not None
+    assert row.lat(openvino_cpu.OPENVINO_CPU, 1) is None and row.lat(torch_compile.COMPILE_CPU, 1) is None
+    assert row.note(openvino_cpu.OPENVINO_CPU) == "n/a (OpenVINO is not installed (openvino): pip install openvino)"
+    assert row.note(torch_compile.COMPILE_CPU) == \
         "n/a (torch.compile failed (RuntimeError: InductorError: no working C++ compiler found))"
 
 
 def test_torch_compile_is_checked_against_eager_and_compile_time_kept_apart(tiny: nn.Module) -> None:
-    c = compiled.Compiled(tiny, (3, 32, 32))
-    assert c.check(torch.randn(2, 3, 32, 32)) <= compiled.PARITY_ATOL
+    c = torch_compile.Compiled(tiny, (3, 32, 32))
+    assert c.check(torch.randn(2, 3, 32, 32)) <= torch_compile.PARITY_ATOL
     run = c.runner(2)  # the parity batch: compiled already, not again
     assert run().shape == (2, 4) and set(c.compile_s) == {2} and c.compile_s[2] > 0
     assert "compile time (not in the latency): b2" in c.note()
@@ -126,12 +128,12 @@ def test_fp16_accuracy_is_the_fp16_models_own(tmp_path: Path) -> None:
     assert all(p.dtype == torch.float16 for p in art.module.parameters())
     saved = torch.load(art.file, weights_only=True)["state_dict"]
     assert all(v.dtype == torch.float16 for v in saved.values())  # half the bytes on disk
-    cfg = measure.LatencyConfig(**ONE_CALL, runtimes=("torch", "ort"))
-    row, preds = harness.measure_row(harness.Subject(fp32, TINY, art, 32), INFO, cfg, ld.test, torch.device("cpu"))
+    cfg = timing.LatencyConfig(**ONE_CALL, runtimes=("torch", "ort"))
+    row, preds = harness.measure_row(Measurement(Subject(fp32, TINY, art, 32), cfg, ld.test), INFO)
     with torch.no_grad():
         assert (fp32(next(iter(ld.test))[0]).argmax(1) == 1).all()  # fp32 would score 0%
     assert (preds == 0).all() and row.accuracy == 1.0 and row.env["dtype"] == "float16"
-    assert row.note(measure.ORT_CPU).startswith("n/a (the model is pytorch fp16")
+    assert row.note(onnx_runtime.ORT_CPU).startswith("n/a (the model is pytorch fp16")
 
 
 def test_bf16_runs_stays_close_to_fp32_and_reloads_as_bf16_only_where_asked(tiny: nn.Module, tmp_path: Path) -> None:
@@ -165,17 +167,16 @@ def test_nncf_int8_accuracy_comes_from_the_openvino_int8_model(tiny: nn.Module, 
     art = quantization(constant(2), TINY, QuantizationConfig(backend="openvino", calibration_size=32),
                        _ctx(tmp_path, ld))
     assert art.ir is not None and art.ir.suffix == ".xml" and art.onnx is None and art.module is None
-    assert measure.file_size(art.ir) < 0.5 * measure.file_size(art.fp32_onnx)  # .xml + .bin, int8 weights
+    assert counting.file_size(art.ir) < 0.5 * counting.file_size(art.fp32_onnx)  # .xml + .bin, int8 weights
     import openvino as ov
 
     ops = {op.get_type_name() for op in ov.Core().read_model(str(art.ir)).get_ordered_ops()}
     assert "FakeQuantize" in ops or "FakeConvert" in ops  # NNCF's int8 marks
-    cfg = measure.LatencyConfig(**ONE_CALL, runtimes=("torch", "ort", "openvino"))
-    row, preds = harness.measure_row(harness.Subject(constant(0), TINY, art, 32), INFO, cfg, ld.test,
-                                     torch.device("cpu"))
+    cfg = timing.LatencyConfig(**ONE_CALL, runtimes=("torch", "ort", "openvino"))
+    row, preds = harness.measure_row(Measurement(Subject(constant(0), TINY, art, 32), cfg, ld.test), INFO)
     assert row.accuracy == 1.0 and (preds == 2).all()
-    assert row.lat(measure.OPENVINO_CPU, 1) is not None and row.lat(measure.ORT_CPU, 1) is None
-    assert row.lat(measure.TORCH_CPU, 1) is None and row.size_bytes == measure.file_size(art.ir)
+    assert row.lat(openvino_cpu.OPENVINO_CPU, 1) is not None and row.lat(onnx_runtime.ORT_CPU, 1) is None
+    assert row.lat(torch_eager.TORCH_CPU, 1) is None and row.size_bytes == counting.file_size(art.ir)
 
 
 def test_nncf_keeps_the_first_and_last_layer_in_fp32_like_onnxruntime(tiny: nn.Module, tmp_path: Path) -> None:

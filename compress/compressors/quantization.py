@@ -9,26 +9,21 @@ The row is measured from the int8 file itself: its size, its session's latency, 
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Literal
+from typing import Literal
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
 
-from compress import export
 from compress.compressors._registry import Context, Planned, register
 from compress.errors import CompressError
+from compress.log import quiet
+from compress.measuring.calibration import MIN_CALIBRATION, CalibrationReader, calibration_batches
+from compress.measuring.runtimes import onnx_runtime
 from compress.models.artifact import Artifact
 from compress.models.checkpoints import DYNAMIC_INT8, DYNAMIC_INT8_BACKEND, save_checkpoint
 from compress.models.vgg import ModelSpec
-
-MIN_CALIBRATION = 32  # fewer images than this give activation ranges no one should trust
 
 
 @dataclass(frozen=True)
@@ -52,58 +47,6 @@ class QuantizationConfig:
                                 f"{self.calibration_size}: fewer give unreliable activation ranges")
 
 
-def calibration_batches(loader: Any, size: int, batch: int = 32) -> list[np.ndarray]:
-    """The first `size` training images (the loader's order is seeded), in batches."""
-    out: list[np.ndarray] = []
-    have = 0
-    for x, _ in loader:
-        take = x[: size - have].numpy()
-        out += [take[i:i + batch] for i in range(0, len(take), batch)]
-        have += len(take)
-        if have >= size:
-            break
-    if have < size:
-        raise CompressError(f"calibration needs {size} training images but the training split has {have}: "
-                            f"pass --calibration-size {max(have, 0)} or fewer (at least {MIN_CALIBRATION}), "
-                            "or use more data")
-    return out
-
-
-class _Reader:
-    """onnxruntime.quantization.CalibrationDataReader over in-memory batches."""
-
-    def __init__(self, batches: list[np.ndarray]) -> None:
-        self._it: Iterator[np.ndarray] = iter(batches)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        x = next(self._it, None)
-        return None if x is None else {export.INPUT: x}
-
-    def __iter__(self) -> "_Reader":  # ONNX Runtime's QDQ debugging API iterates where the quantizer calls get_next
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        item = self.get_next()
-        if item is None:
-            raise StopIteration
-        return item
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """ORT's quantizer prints progress and warnings on stdout; keep stdout for --json."""
-    sink = io.StringIO()
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(level)
-
-
 def _onnxruntime(model: nn.Module, config: QuantizationConfig, ctx: Context) -> Artifact:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -112,15 +55,15 @@ def _onnxruntime(model: nn.Module, config: QuantizationConfig, ctx: Context) -> 
     check, _ = next(iter(ctx.loaders.test))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     fp32, pre, int8 = (ctx.run_dir / n for n in ("model.fp32.onnx", "model.pre.onnx", "model.int8.onnx"))
-    export.export_onnx(model, fp32, check[:32])
+    onnx_runtime.export_onnx(model, fp32, check[:32])
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[config.calibration]
     try:
-        with _quiet():
+        with quiet():
             quant_pre_process(str(fp32), str(pre))
             compute = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
             exclude = [compute[0], compute[-1]] if config.keep_fp32 == "first-last" and compute else []
-            quantize_static(str(pre), str(int8), _Reader(batches), quant_format=QuantFormat.QDQ,
+            quantize_static(str(pre), str(int8), CalibrationReader(batches), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             per_channel=config.per_channel, calibrate_method=method, nodes_to_exclude=exclude)
     except Exception as exc:
@@ -138,7 +81,7 @@ def _onnxruntime(model: nn.Module, config: QuantizationConfig, ctx: Context) -> 
 
 def _openvino(model: nn.Module, config: QuantizationConfig, ctx: Context) -> Artifact:
     """NNCF post-training int8 from the same parity-checked fp32 export and calibration images as ONNX Runtime's."""
-    from compress import openvino_cpu
+    from compress.measuring.runtimes import openvino_cpu
 
     if config.calibration != "minmax":
         raise CompressError(f"--calibration {config.calibration} is an ONNX Runtime setting; NNCF chooses its own "
@@ -150,7 +93,7 @@ def _openvino(model: nn.Module, config: QuantizationConfig, ctx: Context) -> Art
     check, _ = next(iter(ctx.loaders.test))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     fp32, ir = ctx.run_dir / "model.fp32.onnx", ctx.run_dir / "model.int8.xml"
-    export.export_onnx(model, fp32, check[:32])
+    onnx_runtime.export_onnx(model, fp32, check[:32])
     openvino_cpu.quantize(fp32, batches, ir, keep_first_last=config.keep_fp32 == "first-last")
     kept = "; first conv + last matmul fp32" if config.keep_fp32 == "first-last" else ""
     return Artifact(backend=f"openvino int8 NNCF PTQ ({config.calibration_size} images{kept})", file=ir, ir=ir,
@@ -163,7 +106,7 @@ def _torch(model: nn.Module, spec: ModelSpec, ctx: Context) -> Artifact:
     torch.ao's static flow is deprecated and the PT2E flow lives in torchao, which is not a
     dependency; dynamic quantization is the PyTorch int8 path that needs neither.
     """
-    with _quiet():
+    with quiet():
         qmodel = torch.ao.quantization.quantize_dynamic(model.cpu().eval(), {nn.Linear}, dtype=torch.qint8)
     path = ctx.run_dir / "model.pt"
     save_checkpoint(qmodel, spec, path, extra={"quantization": DYNAMIC_INT8})

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from compress.measure import default_threads
+from compress.measuring.timing import default_threads
 
 
 def _cpu_info() -> tuple[str, list[str]]:
@@ -51,7 +51,7 @@ def _static_env() -> dict[str, Any]:
     except ImportError:
         ort = None
     cpu, flags = _cpu_info()
-    from compress import openvino_cpu
+    from compress.measuring.runtimes import openvino_cpu
 
     try:
         nncf = importlib.metadata.version("nncf")

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
 
-from compress.errors import CompressError
+from compress.errors import CompressError, first_line
+from compress.log import log
+from compress.measuring.runtimes._registry import register
+from compress.measuring.timing import torch_threads
+
+if TYPE_CHECKING:
+    from compress.measuring.subject import Measurement
+
+COMPILE_CPU = "compile-cpu"
 
 # Compile in this process: Inductor's default pool of compile workers would show up as "other processes
 # using the CPU" in the load watch around the timings, and on 2 cores it competes with them.
@@ -27,11 +35,6 @@ PARITY_ATOL = 1e-3  # fp32: Inductor fuses and reorders float sums; far below a 
 # bf16 depthwise net differed from eager by 0.0625), so half precision is checked relative to the
 # logits' scale
 HALF_RTOL = 0.05
-
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 class Compiled:
@@ -67,7 +70,7 @@ class Compiled:
         except CompressError:
             raise
         except Exception as exc:  # Inductor raises many types (BackendCompilerFailed, CalledProcessError, ...)
-            raise CompressError(f"torch.compile failed ({type(exc).__name__}: {_first(exc)})") from None
+            raise CompressError(f"torch.compile failed ({type(exc).__name__}: {first_line(exc)})") from None
         self.compile_s[len(x)] = time.perf_counter() - t0
         return out
 
@@ -80,3 +83,26 @@ class Compiled:
     def note(self) -> str:
         spent = ", ".join(f"b{b} {s:.1f} s" for b, s in sorted(self.compile_s.items()))
         return f"compile time (not in the latency): {spent}"
+
+
+@register(COMPILE_CPU, "compile", "compile", "torch.compile (Inductor, CPU)", order=20, help="torch.compile with Inductor, CPU")
+def time_compiled(m: Measurement) -> None:
+    """torch.compile (Inductor) on the CPU, parity-checked against eager; compile time in the notes, not the latency."""
+    module = m.module
+    if module is None:
+        m.timings.notes[COMPILE_CPU] = f"n/a (the model is {m.subject.artifact.backend}, not a PyTorch module)"
+        return
+    reference = m.pair.module if m.pair is not None else None
+    log(f"compiling {m.subject.label} with torch.compile (Inductor) and timing it on CPU"
+        + m.against(reference, " (compiled too)"))
+    try:
+        with torch_threads(m.cfg.threads):
+            cand = Compiled(module, m.subject.shape)
+            cand.check(m.check_inputs())
+            ref = Compiled(reference, m.subject.shape) if reference is not None else None
+            m.time(COMPILE_CPU, cand.runner, ref.runner if ref else None)
+        m.timings.notes[COMPILE_CPU] = cand.note()
+    except CompressError as exc:
+        m.timings.drop(COMPILE_CPU, str(exc))
+    finally:
+        torch._dynamo.reset()  # compiled graphs hold the model's weights; drop them with it

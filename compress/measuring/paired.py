@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from compress.measure import IQR_WARN, LatencyConfig
+from compress.measuring.timing import LatencyConfig, summarize
 from compress.store.rows import Latency, Paired
 
 BLOCKS = 10  # block pairs at most (ABBA order); fewer when calls are slow
@@ -78,11 +78,4 @@ def interleaved(reference: Callable[[], object], candidate: Callable[[], object]
     ratios = np.asarray(ref_blocks) / np.asarray(cand_blocks)
     low, high = bootstrap_ci(ratios)
     paired = Paired(reference_row_id, float(np.median(ratios)), low, high, ref_blocks, cand_blocks)
-    return paired, _latency(cand_calls, batch)
-
-
-def _latency(times: list[float], batch: int) -> Latency:
-    q1, med, q3, p90 = np.percentile(np.asarray(times), [25, 50, 75, 90])
-    warning = f"noisy: IQR/median = {(q3 - q1) / med:.2f} > {IQR_WARN}" if med > 0 and (q3 - q1) / med > IQR_WARN \
-        else None
-    return Latency(batch, float(med), float(p90), float(q3 - q1), len(times), warning)
+    return paired, summarize(cand_calls, batch)

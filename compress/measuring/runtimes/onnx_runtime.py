@@ -2,27 +2,29 @@
 
 Every model is exported the same way (torch.export-based exporter, dynamic batch axis) and
 the export is trusted only after ONNX Runtime's fp32 output matches PyTorch's on real test
-images. ONNX Runtime latency is timed by the harness (`harness.time_runtime`), the same statistics and the
+images. ONNX Runtime latency is timed by `time_ort` below, the same statistics and the
 same thread count as the PyTorch columns, so the two backends are comparable.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
-from compress.errors import CompressError
-from compress.measure import default_threads
+from compress.errors import CompressError, first_line
+from compress.log import log, quiet
+from compress.measuring.runtimes._registry import register
+from compress.measuring.timing import default_threads
 from compress.store.atomic import atomic_open
 
+if TYPE_CHECKING:
+    from compress.measuring.subject import Measurement
+
+ORT_CPU = "ort-cpu"
 PARITY_ATOL = 1e-4  # max |ORT fp32 - PyTorch| on the logits of a batch of test images
 INPUT, OUTPUT = "input", "logits"
 
@@ -35,17 +37,13 @@ def export_onnx(model: nn.Module, path: Path, check_inputs: torch.Tensor) -> flo
     model = model.cpu().eval()
     check_inputs = check_inputs.cpu().float()
     batch = torch.export.Dim("batch", min=1, max=4096)
-    sink = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            warnings.simplefilter("ignore")
-            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        with quiet("torch.onnx", stderr=True):
             program = torch.onnx.export(model, (check_inputs[:2],), dynamo=True, input_names=[INPUT],
                                         output_names=[OUTPUT], dynamic_shapes=({0: batch},), verbose=False)
             raw = program.model_proto.SerializeToString()
     except Exception as exc:  # the exporter raises many types; the user needs the cause in one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CompressError(f"ONNX export of the model failed ({type(exc).__name__}: {first})") from None
+        raise CompressError(f"ONNX export of the model failed ({type(exc).__name__}: {first_line(exc)})") from None
     if len(raw) >= 2**31:
         raise CompressError(f"the model is {len(raw) / 1e9:.1f} GB, above ONNX's 2 GB single-file limit")
     with atomic_open(Path(path), "wb") as fh:
@@ -107,3 +105,24 @@ def labels(logits_of: Callable[[np.ndarray], np.ndarray],
     if not preds:
         raise CompressError("the test split is empty: nothing to evaluate")
     return np.concatenate(preds), np.concatenate(true)
+
+
+def _score(m: Measurement) -> tuple[np.ndarray, np.ndarray]:
+    path = m.onnx()
+    assert path is not None
+    return predict(path, m.test_loader, m.cfg.threads)
+
+
+@register(ORT_CPU, "ort", "ORT", "ONNX Runtime (CPU)", order=30, default=True, help="ONNX Runtime, CPU", reads_onnx=True,
+          score=_score, scores=lambda artifact: artifact.onnx is not None)
+def time_ort(m: Measurement) -> None:
+    """ONNX Runtime's CPU session of the ONNX file, interleaved with the reference's ONNX file when there is one."""
+    path = m.onnx()
+    if path is None:
+        return
+    ref_onnx, shape = m.reference_onnx(), m.subject.shape
+    log(f"timing {m.subject.label} with ONNX Runtime on CPU" + m.against(ref_onnx))
+    sess = session(path, m.cfg.threads)
+    ref_sess = session(ref_onnx, m.cfg.threads) if ref_onnx else None
+    m.time(ORT_CPU, lambda b: ort_runner(sess, shape, b),
+           (lambda b: ort_runner(ref_sess, shape, b)) if ref_sess is not None else None)

@@ -10,21 +10,23 @@ shape, as OpenVINO's own benchmark_app does.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 import torch
 
-from compress.errors import CompressError
-from compress.export import labels
-from compress.measure import default_threads
+from compress.errors import CompressError, first_line
+from compress.log import log, quiet
+from compress.measuring.runtimes._registry import register
+from compress.measuring.runtimes.onnx_runtime import labels
+from compress.measuring.timing import default_threads
 
+if TYPE_CHECKING:
+    from compress.measuring.subject import Measurement
+
+OPENVINO_CPU = "openvino-cpu"
 PARITY_ATOL = 1e-3  # OpenVINO fp32 may fuse and reorder more than ONNX Runtime; still far below a class flip
 
 
@@ -74,12 +76,7 @@ def compile_file(path: Path, threads: int | None, batch: int | None = None, prec
             model.reshape({model.input(0): shape})
         return core.compile_model(model, "CPU", settings(threads, precision))
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long C++ traces
-        raise CompressError(f"OpenVINO cannot compile {path}: {_first(exc)}") from None
-
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+        raise CompressError(f"OpenVINO cannot compile {path}: {first_line(exc)}") from None
 
 
 def runner(compiled: Any, input_shape: tuple[int, int, int], batch: int) -> Callable[[], object]:
@@ -112,21 +109,6 @@ def predict(path: Path, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     return labels(lambda x: logits(compiled, x), batches)
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """NNCF logs progress bars and warnings; stdout is kept for --json."""
-    sink = io.StringIO()
-    nncf_log = logging.getLogger("nncf")
-    level = nncf_log.level
-    nncf_log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        nncf_log.setLevel(level)
-
-
 def quantize(fp32_onnx: Path, batches: list[np.ndarray], out_xml: Path, keep_first_last: bool) -> None:
     """NNCF post-training int8 of the fp32 ONNX file, on the same calibration batches as ONNX Runtime's path.
 
@@ -147,7 +129,7 @@ def quantize(fp32_onnx: Path, batches: list[np.ndarray], out_xml: Path, keep_fir
                if op.get_type_name() in ("Convolution", "MatMul")]
     ignored = nncf.IgnoredScope(names=[compute[0], compute[-1]]) if keep_first_last and compute else None
     try:
-        with _quiet():
+        with quiet("nncf", stderr=True):
             int8 = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
                                  **({"ignored_scope": ignored} if ignored else {}))
             out_xml.parent.mkdir(parents=True, exist_ok=True)
@@ -155,4 +137,41 @@ def quantize(fp32_onnx: Path, batches: list[np.ndarray], out_xml: Path, keep_fir
     except CompressError:
         raise
     except Exception as exc:
-        raise CompressError(f"NNCF quantization failed ({type(exc).__name__}: {_first(exc)})") from None
+        raise CompressError(f"NNCF quantization failed ({type(exc).__name__}: {first_line(exc)})") from None
+
+
+def _file(m: Measurement) -> tuple[Path | None, str | None]:
+    """What OpenVINO times: an NNCF int8 IR, or the fp32 ONNX export; else None and why not."""
+    art = m.subject.artifact
+    if art.ir is not None:
+        return art.ir, None
+    onnx = m.onnx()
+    if onnx is not None and art.dtype == "float32":
+        return onnx, None
+    return None, f"the model is {art.backend}; OpenVINO times fp32 exports and --backend openvino int8"
+
+
+def _score(m: Measurement) -> tuple[np.ndarray, np.ndarray]:
+    assert m.subject.artifact.ir is not None
+    return predict(m.subject.artifact.ir, m.test_loader, m.cfg.threads)
+
+
+@register(OPENVINO_CPU, "openvino", "OV", "OpenVINO (CPU)", order=40, help="OpenVINO, CPU", reads_onnx=True,
+          score=_score, scores=lambda artifact: artifact.ir is not None)
+def time_openvino(m: Measurement) -> None:
+    """OpenVINO on the CPU, fp32 pinned (not its bf16 default), parity-checked; n/a with the reason if it cannot."""
+    path, why = _file(m)
+    why = missing() or why
+    if why or path is None:
+        m.timings.notes[OPENVINO_CPU] = f"n/a ({why})"
+        return
+    ref, shape, threads = m.reference_onnx(), m.subject.shape, m.cfg.threads
+    log(f"timing {m.subject.label} with OpenVINO on CPU" + m.against(ref))
+    try:
+        if m.module is not None:  # fp32: the file must reproduce PyTorch before it is timed
+            parity(m.module, path, m.check_inputs(), threads)
+        m.time(OPENVINO_CPU, lambda b: runner(compile_file(path, threads, b), shape, b),
+               (lambda b: runner(compile_file(ref, threads, b), shape, b)) if ref is not None else None)
+        m.timings.notes[OPENVINO_CPU] = f"OpenVINO {version()} {settings(threads)}"
+    except CompressError as exc:
+        m.timings.drop(OPENVINO_CPU, str(exc))

@@ -1,0 +1,98 @@
+"""The one harness: a model in, one measured row out, the same steps for every model.
+
+Counting (params, MACs) is theory, read off the fp32 structure. Timing and scoring are
+measurement, and come from what is deployed alone (the `Artifact`): an int8 row is timed and
+scored by its int8 session, never by the fp32 model it was made from. Each registered runtime
+times the model in turn (`measuring/runtimes/`); the harness knows none of them by name.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compress.errors import CompressError
+from compress.log import log
+from compress.measuring import counting, cpuload, runtimes, significance
+from compress.measuring.environment import environment
+from compress.measuring.subject import Measurement, RowInfo, Subject
+from compress.measuring.timing import default_threads, pinning
+from compress.scaleout import dist
+from compress.store.rows import ResultRow, config_hash, new_row_id, now_iso
+
+
+@dataclass(frozen=True)
+class Counts:
+    params: int
+    nonzero: int
+    macs: int
+    conv_macs: int | None
+
+
+def count(subject: Subject) -> Counts:
+    """Theory: parameters and multiply-accumulates of the fp32 structure."""
+    model = subject.fp32.cpu().eval()
+    params, nonzero = counting.count_params(model)
+    return Counts(params, nonzero, counting.count_macs(model, subject.shape),
+                  counting.count_conv_macs(model, subject.shape))
+
+
+def time_all(m: Measurement) -> None:
+    """Every registered runtime in turn (those in --runtimes, and those that record why they have no figure)."""
+    m.onnx()  # exported once, before any runtime reads it; an int8 row's fp32 ONNX size is recorded here too
+    for rt in runtimes.in_order():
+        if rt.always or m.cfg.on(rt.key):
+            rt.time(m)
+
+
+def score(m: Measurement) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true labels over the whole test split, from the deployed artifact itself."""
+    for rt in runtimes.in_order():
+        if rt.score is not None and rt.scores is not None and rt.scores(m.subject.artifact):
+            return rt.score(m)
+    raise CompressError(f"no registered runtime can score {m.subject.artifact.backend}")
+
+
+def measure_row(m: Measurement, info: RowInfo, row_id: str | None = None) -> tuple[ResultRow, np.ndarray | None]:
+    """Every model goes through exactly this: count, time (each runtime; interleaved with `m.pair` for the
+    speed-ups), watch the machine's load while timing, score, record the environment."""
+    counts = count(m.subject)
+    if m.cfg.require_quiet:
+        cpuload.wait_until_quiet(m.cfg.quiet_timeout_s)
+    before = cpuload.read_counters()
+    preds = true = None
+    with tempfile.TemporaryDirectory(prefix="compress-onnx-") as tmp:
+        m.scratch = Path(tmp)
+        time_all(m)
+        during = cpuload.between(before, cpuload.read_counters())
+        if during is not None and during.busy:
+            log(f"warning: timed while the machine was busy: {during.note()}; the figures may be slow")
+        if m.test_loader is not None:
+            preds, true = score(m)
+    correct = None if preds is None else preds == true
+    return _row(m, info, counts, correct, row_id, during), preds
+
+
+def _row(m: Measurement, info: RowInfo, counts: Counts, correct: np.ndarray | None, row_id: str | None,
+         during: cpuload.Load | None) -> ResultRow:
+    art, timings, subject = m.subject.artifact, m.timings, m.subject
+    return ResultRow(
+        row_id=row_id or new_row_id(info.compressor, info.config), created=now_iso(), dataset=info.dataset,
+        compressor=info.compressor, config=info.config, config_hash=config_hash(info.config),
+        baseline_row_id=info.baseline_row_id, model_path=str(art.file), num_classes=subject.spec.num_classes,
+        image_size=subject.image_size, params=counts.params, nonzero_params=counts.nonzero, macs=counts.macs,
+        size_bytes=counting.file_size(art.file), latency=timings.latency, latency_notes=timings.notes,
+        accuracy=None if correct is None else float(correct.mean()),
+        accuracy_before_finetune=info.accuracy_before_finetune,
+        test_images=0 if correct is None else len(correct), finetune_epochs=info.finetune_epochs,
+        best_epoch=info.best_epoch, train_seconds=info.train_seconds, seed=info.seed,
+        env={**environment(m.cfg.threads or default_threads(), art.dtype), **pinning(m.cfg.threads)},
+        command=info.command, paired=timings.paired,
+        load=None if during is None else {**asdict(during), "busy": during.busy},
+        distributed=info.distributed or dist.current().record(None),
+        onnx_size_bytes=timings.onnx_size, onnx_parity=timings.parity, backend=art.backend,
+        source_row_id=info.source_row_id, control_row_id=info.control_row_id, conv_macs=counts.conv_macs,
+        correct=None if correct is None else significance.encode(correct), caveats=list(info.caveats))
