@@ -16,27 +16,22 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from compress import (
-    compressors,
-    pipeline,
-    report,
-    search,
-    sensitivity,
-    sensitivity_report,
-    sensitivity_run,
-    suite,
-    terminal,
-)
-from compress.baseline import reference
+from compress import compressors, report, sensitivity_report, terminal
 from compress.data import datasets
 from compress.errors import CompressError
+from compress.experiments import checkpoint, pipeline, plans, scanning, search
+from compress.experiments.baseline import reference
 from compress.faults import check_writable, one_line_errors, sigterm_as_interrupt
 from compress.flags import Parser, add_config_flags, config_from, finite_float, list_of, options
 from compress.log import log
 from compress.measuring.timing import REPORT_BATCH, LatencyConfig
 from compress.models import pretrained, vgg
+from compress.reporting import search_report
 from compress.scaleout import collect, dist, shards
+from compress.sensitivity import scans
+from compress.sensitivity.scans import AMOUNTS, ScanSettings
 from compress.session import BaselineSource, Session, pick_device
+from compress.store import searches
 from compress.store.atomic import clean_stale
 from compress.store.workspace import Workspace
 from compress.training.config import FinetuneConfig, TrainConfig
@@ -124,8 +119,8 @@ def _run_all_parser(subs: Any) -> None:
     _run_flags(q)
     q.add_argument("--epochs", type=int, default=None,
                    help="fine-tuning/training epochs for every step (default: each compressor's own budget)")
-    q.add_argument("--amounts", type=list_of(float), default=suite.SWEEP_AMOUNTS,
-                   help="pruning amounts to sweep (default " + ",".join(map(str, suite.SWEEP_AMOUNTS)) + ")")
+    q.add_argument("--amounts", type=list_of(float), default=plans.SWEEP_AMOUNTS,
+                   help="pruning amounts to sweep (default " + ",".join(map(str, plans.SWEEP_AMOUNTS)) + ")")
     q.add_argument("--dry-run", action="store_true",
                    help="print the plan (steps, what each trains, stored training times) and run nothing")
 
@@ -159,8 +154,8 @@ def _sensitivity_parser(sub: Any) -> None:
         q.add_argument("--tolerance", type=_tolerance, default=1.0,
                        help="points of validation accuracy a layer may lose and still count as insensitive (default 1)")
         if kind == "pruning":
-            q.add_argument("--amounts", type=list_of(float), default=sensitivity.AMOUNTS,
-                           help="amounts to prune each layer by (default " + ",".join(map(str, sensitivity.AMOUNTS))
+            q.add_argument("--amounts", type=list_of(float), default=scans.AMOUNTS,
+                           help="amounts to prune each layer by (default " + ",".join(map(str, scans.AMOUNTS))
                                 + ")")
         else:
             q.add_argument("--calibration-size", type=int, default=320,
@@ -175,7 +170,7 @@ def _search_parser(sub: Any) -> None:
     d = search.SearchConfig()
     p.add_argument("--max-drop", type=_tolerance, default=d.max_drop,
                    help=f"points of validation accuracy the model may lose (default {d.max_drop:g})")
-    p.add_argument("--objective", choices=search.OBJECTIVES, default=d.objective,
+    p.add_argument("--objective", choices=searches.OBJECTIVES, default=d.objective,
                    help="what to minimise: ONNX Runtime or PyTorch CPU latency at batch 32, bytes on disk, or MACs "
                         f"(default {d.objective})")
     p.add_argument("--budget-min", type=_positive, default=d.budget_min,
@@ -311,14 +306,14 @@ def _emit(rows: list[Any], ns: argparse.Namespace, baselines: dict[str, Any] | N
 
 def _beside_rows(root: Path, dataset: str) -> dict[str, Any]:
     """What the report shows besides the rows: the stored sensitivity scans and the newest search."""
-    return {"scans": sensitivity.stored(sensitivity.folder(root, dataset)), "searched": search.newest(root, dataset)}
+    return {"scans": scans.stored(scans.folder(root, dataset)), "searched": searches.newest(root, dataset)}
 
 
 def _refresh_report(session: Session, dataset: str, reports_dir: Path) -> None:
     if not dist.current().main:
         return
     rows = session.store.rows(dataset)
-    path = report.write_report(dataset, rows, reports_dir, suite.last_record(session.workspace.root, dataset),
+    path = report.write_report(dataset, rows, reports_dir, plans.last_record(session.workspace.root, dataset),
                                session.report_batch, **_beside_rows(session.workspace.root, dataset))
     log(f"report: {path}")
 
@@ -350,13 +345,13 @@ def cmd_run_all(ns: argparse.Namespace, command: str) -> None:
         compressors.get("pruning").config(amount=a)  # validates each amount before any work
     session, options = session_from(ns, command), compressors.PlanOptions(amounts=tuple(ns.amounts))
     if ns.dry_run:
-        info = suite.describe(session, options, ns.epochs)
-        print(json.dumps(info, indent=2) if ns.json else "\n".join(suite.dry_run_lines(info)))
+        info = plans.describe(session, options, ns.epochs)
+        print(json.dumps(info, indent=2) if ns.json else "\n".join(plans.dry_run_lines(info)))
         return
-    rows, seconds = suite.run_all(session, options, ns.epochs,
+    rows, seconds = plans.run_all(session, options, ns.epochs,
                                   lambda rows: _refresh_report(session, rows[0].dataset, ns.reports_dir))
     if dist.current().main:
-        suite.record(session, rows[0].dataset, seconds, rows)
+        plans.record(session, rows[0].dataset, seconds, rows)
     _refresh_report(session, rows[0].dataset, ns.reports_dir)
     log(f"run all: {len(rows)} rows in {seconds / 60:.1f} min")
     _emit(rows, ns, {rows[0].row_id: rows[0]})
@@ -382,9 +377,9 @@ def cmd_run(ns: argparse.Namespace, command: str) -> None:
 def cmd_sweep(ns: argparse.Namespace, command: str) -> None:
     comp = compressors.get(ns.compressor)
     chosen = {f.name: getattr(ns, "c_" + f.name) for f in options(comp.config)}
-    points, finetune = suite.grid(comp, chosen), _finetune(ns)  # every point validated before any work
+    points, finetune = plans.grid(comp, chosen), _finetune(ns)  # every point validated before any work
     session = session_from(ns, command)
-    rows = suite.sweep(session, ns.compressor, points, finetune, ns.from_run, ns.shard)
+    rows = plans.sweep(session, ns.compressor, points, finetune, ns.from_run, ns.shard)
     _emit(rows, ns, {rows[0].row_id: rows[0]})
     _refresh_report(session, rows[0].dataset, ns.reports_dir)
 
@@ -392,10 +387,10 @@ def cmd_sweep(ns: argparse.Namespace, command: str) -> None:
 def cmd_measure(ns: argparse.Namespace, command: str) -> None:
     if ns.num_classes is not None and ns.num_classes <= 0:
         raise CompressError(f"--num-classes must be positive, got {ns.num_classes}")
-    req = pipeline.CheckpointRequest(weights=ns.weights, arch=ns.arch, num_classes=ns.num_classes,
+    req = checkpoint.CheckpointRequest(weights=ns.weights, arch=ns.arch, num_classes=ns.num_classes,
                                      trust_pickle=ns.trust_pickle, with_data=bool(ns.data or ns.dataset),
                                      store=ns.store, onnx_out=ns.onnx_out)
-    _emit([pipeline.measure_checkpoint(session_from(ns, command), req)], ns)
+    _emit([checkpoint.measure_checkpoint(session_from(ns, command), req)], ns)
 
 
 def cmd_report(ns: argparse.Namespace, command: str) -> None:
@@ -405,7 +400,7 @@ def cmd_report(ns: argparse.Namespace, command: str) -> None:
         raise CompressError(f"the results store {ws.store.path} is empty: run `python -m compress run slim-head` first")
     written = []
     for name in names:
-        path = report.write_report(name, ws.store.rows(name), ns.reports_dir, suite.last_record(ws.root, name),
+        path = report.write_report(name, ws.store.rows(name), ns.reports_dir, plans.last_record(ws.root, name),
                                    ns.report_batch, html=ns.html, **_beside_rows(ws.root, name))
         written.append({"dataset": name, "path": str(path)})
         log(f"wrote {path}" + (f" and {path.with_suffix('.html')}" if ns.html else ""))
@@ -420,7 +415,9 @@ def cmd_sensitivity(ns: argparse.Namespace, command: str) -> None:
         raise CompressError(f"--calibration-size must be at least 32 images, got {ns.calibration_size}")
     _one_process("sensitivity")
     session = session_from(ns, command)
-    scan, path = sensitivity_run.run(session, ns.kind, ns, command)
+    settings = ScanSettings(tolerance=ns.tolerance, amounts=tuple(getattr(ns, "amounts", AMOUNTS)),
+                            calibration_size=getattr(ns, "calibration_size", ScanSettings.calibration_size))
+    scan, path = scanning.run(session, ns.kind, settings, command)
     if ns.json:
         print(json.dumps(scan.to_dict(), indent=2))
     else:
@@ -447,9 +444,9 @@ def cmd_search(ns: argparse.Namespace, command: str) -> None:
     if ns.json:
         print(json.dumps(outcome.to_dict(), indent=2, default=str))
     else:
-        print(search.table(outcome))
+        print(search_report.table(outcome))
         print()
-        print(search.winner_line(outcome, rows))
+        print(search_report.winner_line(outcome, rows))
     log(f"stored {path}")
     _refresh_report(session, session.data.name, ns.reports_dir)
 

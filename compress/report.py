@@ -28,7 +28,7 @@ from compress.measuring.runtimes.onnx_runtime import ORT_CPU
 from compress.measuring.runtimes.openvino_cpu import OPENVINO_CPU
 from compress.measuring.runtimes.torch_compile import COMPILE_CPU
 from compress.measuring.runtimes.torch_eager import TORCH_CPU
-from compress.search import section as search_section
+from compress.reporting.search_report import section as search_section
 from compress.sensitivity_report import guided_against_uniform, sections
 from compress.sensitivity_report import plot as sensitivity_plot
 from compress.store.atomic import write_text

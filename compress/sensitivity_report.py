@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from compress.cells import code, plain
-from compress.sensitivity import PruningScan, QuantizationScan
+from compress.sensitivity.scans import PruningScan, QuantizationScan
 from compress.store.rows import ResultRow
 
 

@@ -123,7 +123,7 @@ def test_a_pruning_sweep_brings_its_random_control_unless_told_otherwise() -> No
 
     from compress import compressors
     from compress.cli import build_parser
-    from compress.suite import grid
+    from compress.experiments.plans import grid
 
     ns = build_parser().parse_args(["sweep", "pruning", "--amount", "0.3,0.6"])
     comp = compressors.get("pruning")

@@ -15,8 +15,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress import pipeline, report
+from compress import report
 from compress.cli import main
+from compress.experiments import pipeline
 from compress.models import checkpoints, vgg
 from compress.store.sqlite import Store
 from compress.store.workspace import Workspace

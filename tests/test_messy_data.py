@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from compress.baseline import stored_split
 from compress.cli import main
 from compress.data import datasets
 from compress.errors import CompressError
+from compress.experiments.baseline import stored_split
 from compress.store.workspace import Workspace
 from tests.conftest import QUICK_LATENCY
 

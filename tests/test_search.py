@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 
-from compress import search
 from compress.errors import CompressError
-from compress.search import SearchConfig, Tried
+from compress.experiments import search
+from compress.experiments.search import SearchConfig
+from compress.reporting import search_report
+from compress.store import searches
+from compress.store.searches import Tried
 
 _BEST = search.Search.best  # the real selection, kept before the class is replaced below
 
@@ -46,9 +49,9 @@ def test_the_search_returns_the_cheapest_candidate_within_the_drop(monkeypatch: 
     feasible = [t for t in out.tried if t.feasible(0.99, 1.0)]
     assert out.best is not None and out.best in feasible and out.best.value == min(t.value for t in feasible)
     assert out.best.method == "pruning" and out.best.settings["amount"] <= 0.6 and not out.best_untuned
-    front = search.pareto(out.tried)
+    front = searches.pareto(out.tried)
     assert out.best in front and all(a.value <= b.value for a, b in zip(front, front[1:]))
-    assert "best within 1 points (validation): pruning amount=" in search.winner_line(out, {})
+    assert "best within 1 points (validation): pruning amount=" in search_report.winner_line(out, {})
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -68,4 +71,4 @@ def test_pareto_keeps_only_what_nothing_beats_on_both() -> None:
         return Tried(n, "pruning", {}, False, "trained", 1, val_accuracy=acc, value=value)
 
     a, b, c, d = t(0, 10, 0.90), t(1, 20, 0.95), t(2, 25, 0.94), t(3, 30, 0.99)
-    assert search.pareto([c, d, a, b]) == [a, b, d]
+    assert searches.pareto([c, d, a, b]) == [a, b, d]

@@ -11,11 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from compress import sensitivity
 from compress.compressors.pruning import PruningConfig, _structured
 from compress.errors import CompressError
 from compress.models import vgg
-from compress.sensitivity import Costs, Curve, PruningScan
+from compress.sensitivity import pruning, scans
+from compress.sensitivity.pruning import Costs
+from compress.sensitivity.scans import Curve, PruningScan, ScanSettings
 from tests.test_quantization import TINY, _loaders
 
 
@@ -43,14 +44,14 @@ def _with_bn() -> nn.Module:
 @pytest.mark.parametrize("layer", [0, 5, 12])
 def test_zeroing_the_lowest_l1_filters_is_exactly_torch_pruning_removing_them(tiny: nn.Module, layer: int) -> None:
     x = torch.randn(4, 3, 32, 32)
-    name, conv, bn = sensitivity.convolutions(tiny)[layer]
+    name, conv, bn = pruning.convolutions(tiny)[layer]
     amounts = [0.0] * 13
     amounts[layer] = 0.5
     pruned, _ = _structured(copy.deepcopy(tiny), TINY, PruningConfig(amount=0.5, per_layer="x.json",
                                                                      layer_amounts=tuple(amounts),
                                                                      keep_classifier=True), 32)
-    assert sensitivity.convolutions(pruned)[layer][1].out_channels == 8
-    with torch.no_grad(), sensitivity._Zeroed(conv, bn, sensitivity.lowest_l1(conv)[:sensitivity.pruned_count(16, 0.5)]):
+    assert pruning.convolutions(pruned)[layer][1].out_channels == 8
+    with torch.no_grad(), pruning._Zeroed(conv, bn, pruning.lowest_l1(conv)[:pruning.pruned_count(16, 0.5)]):
         masked = tiny(x)
     with torch.no_grad():
         assert torch.allclose(masked, pruned.eval()(x), atol=1e-5)
@@ -60,17 +61,17 @@ def test_zeroing_the_lowest_l1_filters_is_exactly_torch_pruning_removing_them(ti
 def test_zeroing_covers_batchnorm_so_the_channel_is_gone() -> None:
     net = _with_bn()
     x = torch.randn(2, 3, 8, 8)
-    name, conv, bn = sensitivity.convolutions(net)[0]
+    name, conv, bn = pruning.convolutions(net)[0]
     assert name == "features.0" and bn is net.features[1]
-    idx = sensitivity.lowest_l1(conv)[:4]
-    with torch.no_grad(), sensitivity._Zeroed(conv, bn, idx):
+    idx = pruning.lowest_l1(conv)[:4]
+    with torch.no_grad(), pruning._Zeroed(conv, bn, idx):
         after_relu = net.features[:3](x)
     assert float(after_relu[:, idx].abs().max()) == 0.0  # exactly what the next layer sees when they are removed
 
 
 def test_a_scan_has_a_curve_per_convolution_and_leaves_the_model_as_it_was(tiny: nn.Module) -> None:
     before = copy.deepcopy(tiny.state_dict())
-    base, curves = sensitivity.scan_pruning(tiny, _loaders(n_test=8).val, torch.device("cpu"), (0.3, 0.9),
+    base, curves = pruning.scan_pruning(tiny, _loaders(n_test=8).val, torch.device("cpu"), (0.3, 0.9),
                                             progress=lambda _: None)
     assert len(curves) == 13 and all(len(c.accuracy) == 2 and c.channels == 16 for c in curves)
     assert 0 <= base <= 1 and all(0 <= a <= 1 for c in curves for a in c.accuracy)
@@ -87,11 +88,11 @@ def _scan(sensitive: int, n: int = 13) -> PruningScan:
 
 def test_guided_amounts_spare_the_sensitive_layer_and_meet_uniform_macs(tiny: nn.Module) -> None:
     costs = Costs.of(tiny, 32)
-    chosen = sensitivity.guided_amounts(_scan(sensitive=3), costs, target_amount=0.5, hidden_amount=0.5)
+    chosen = pruning.guided_amounts(_scan(sensitive=3), costs, target_amount=0.5, hidden_amount=0.5)
     assert list(chosen) == [f"features.{i}" for i in range(13)]
     assert chosen["features.3"] < min(v for k, v in chosen.items() if k != "features.3")
-    keep = [(16 - sensitivity.pruned_count(16, a)) / 16 for a in chosen.values()]
-    uniform = costs.macs([(16 - sensitivity.pruned_count(16, 0.5)) / 16] * 13, 0.5)
+    keep = [(16 - pruning.pruned_count(16, a)) / 16 for a in chosen.values()]
+    uniform = costs.macs([(16 - pruning.pruned_count(16, 0.5)) / 16] * 13, 0.5)
     assert costs.macs(keep, 0.5) <= uniform and costs.macs(keep, 0.5) > 0.9 * uniform
     # the price model is the real count: an unpruned allocation costs what thop counts
     from compress.measuring.counting import count_macs
@@ -109,30 +110,30 @@ def test_a_bad_per_layer_file_is_one_clear_error(tiny: nn.Module, tmp_path: Path
                                                  message: str) -> None:
     path = tmp_path / "amounts.json"
     path.write_text(json.dumps(content))
-    layers = [n for n, _, _ in sensitivity.convolutions(tiny)]
+    layers = [n for n, _, _ in pruning.convolutions(tiny)]
     with pytest.raises(CompressError, match=message):
-        sensitivity.read_per_layer_file(path, layers)
+        scans.read_per_layer_file(path, layers)
     with pytest.raises(CompressError, match="no such file"):
-        sensitivity.read_per_layer_file(tmp_path / "missing.json", layers)
+        scans.read_per_layer_file(tmp_path / "missing.json", layers)
 
 
 def test_a_scan_of_other_weights_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "pruning-x.json"
-    sensitivity.save(path, _scan(0))
-    assert sensitivity.load_pruning(path, "digest").curves[0].layer == "features.0"
+    scans.save(path, _scan(0))
+    assert scans.load_pruning(path, "digest").curves[0].layer == "features.0"
     with pytest.raises(CompressError, match="made on other baseline weights"):
-        sensitivity.load_pruning(path, "another")
+        scans.load_pruning(path, "another")
     with pytest.raises(CompressError, match="run `python -m compress sensitivity pruning` first"):
-        sensitivity.load_pruning(tmp_path / "none.json", "digest")
+        scans.load_pruning(tmp_path / "none.json", "digest")
     path.write_text("{not json")
     with pytest.raises(CompressError, match="is damaged"):
-        sensitivity.load_pruning(path, "digest")
+        scans.load_pruning(path, "digest")
 
 
 def test_int8_scan_measures_every_layer_on_the_validation_split(tiny: nn.Module) -> None:
-    from compress import int8_sensitivity
+    from compress.sensitivity import int8
 
-    scan = int8_sensitivity.scan(tiny, _loaders(), 32, tolerance=1.0, threads=1, baseline="d", command="t",
+    scan = int8.scan(tiny, _loaders(), ScanSettings(tolerance=1.0, calibration_size=32, threads=1), baseline="d", command="t",
                                  progress=lambda _: None)
     assert [x.op for x in scan.layers] == ["Conv"] * 13 + ["Gemm"] * 2
     # measured and finite; int8 of this very model: the first layer 20+ dB above its noise (37.8 dB here)

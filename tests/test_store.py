@@ -74,7 +74,7 @@ def test_a_copied_workdir_finds_its_own_model_files_not_the_originals(tmp_path: 
     import shutil
 
     from compress.errors import CompressError
-    from compress.pipeline import find_row
+    from compress.experiments.pipeline import find_row
     from compress.store.workspace import Workspace
 
     original = tmp_path / "original"

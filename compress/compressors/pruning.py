@@ -169,16 +169,16 @@ def _resolve(config: PruningConfig, stored: Stored) -> PruningConfig:
     """--per-layer: the amounts of each convolution, from the stored scan or a JSON file, into the config."""
     if config.per_layer is None:
         return config
-    from compress import sensitivity
+    from compress.sensitivity import pruning, scans
 
-    layers = [name for name, _, _ in sensitivity.convolutions(stored.model)]
+    layers = [name for name, _, _ in pruning.convolutions(stored.model)]
     if config.per_layer == "sensitivity":
-        scan = sensitivity.load_pruning(sensitivity.scan_path(stored.sensitivity_dir, stored.baseline_key, "pruning"),
+        scan = scans.load_pruning(scans.scan_path(stored.sensitivity_dir, stored.baseline_key, "pruning"),
                                         stored.baseline_digest)
-        costs = sensitivity.Costs.of(stored.model, stored.image_size)
-        amounts = sensitivity.guided_amounts(scan, costs, config.amount, 0.0 if config.keep_classifier else config.amount)
+        costs = pruning.Costs.of(stored.model, stored.image_size)
+        amounts = pruning.guided_amounts(scan, costs, config.amount, 0.0 if config.keep_classifier else config.amount)
     else:
-        amounts = sensitivity.read_per_layer_file(Path(config.per_layer), layers)
+        amounts = scans.read_per_layer_file(Path(config.per_layer), layers)
     return replace(config, layer_amounts=tuple(amounts[name] for name in layers))
 
 

@@ -7,7 +7,7 @@ Runtime and OpenVINO both read is made (once).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,7 +21,7 @@ from compress.measuring.runtimes import onnx_runtime
 from compress.measuring.timing import LatencyConfig, time_calls
 from compress.models.artifact import Artifact
 from compress.models.vgg import ModelSpec
-from compress.store.rows import Latency, Paired
+from compress.store.rows import Latency, Paired, ResultRow
 
 PARITY_IMAGES = 32  # test images an export must reproduce before it is timed
 
@@ -61,6 +61,13 @@ class RowInfo:
     control_row_id: str | None = None
     caveats: tuple[str, ...] = ()  # what a reader must know to read the row right (e.g. possible leakage)
     distributed: dict[str, Any] | None = None  # how it was trained (dist.World.record); None: nothing trained here
+
+    @classmethod
+    def remeasured(cls, row: ResultRow, baseline_row_id: str) -> "RowInfo":
+        """A stored row's provenance, for measuring its model again beside another baseline (--from): what it
+        was and how it was trained carry over; its control, caveats and training world stay with the old row."""
+        kept = {f.name for f in fields(cls)} - {"baseline_row_id", "control_row_id", "caveats", "distributed"}
+        return cls(**{name: getattr(row, name) for name in kept}, baseline_row_id=baseline_row_id)
 
 
 @dataclass(frozen=True)

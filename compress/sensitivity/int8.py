@@ -23,7 +23,7 @@ from compress.errors import CompressError
 from compress.log import log, quiet
 from compress.measuring.calibration import CalibrationReader, calibration_batches
 from compress.measuring.runtimes import onnx_runtime
-from compress.sensitivity import LayerError, QuantizationScan
+from compress.sensitivity.scans import LayerError, QuantizationScan, ScanSettings
 
 COMPUTE = ("Conv", "Gemm", "MatMul")
 SQNR_IMAGES = 64  # validation images (at 32 px) whose activations are compared; every tensor is held in memory
@@ -80,13 +80,13 @@ def _sqnr(fp32: Path, int8: Path, images: np.ndarray, outputs: dict[str, str], t
     return out
 
 
-def scan(model: nn.Module, loaders: Any, calibration_size: int, tolerance: float, threads: int | None,
-         baseline: str, command: str, progress: Callable[[str], None] = log) -> QuantizationScan:
+def scan(model: nn.Module, loaders: Any, settings: ScanSettings, baseline: str, command: str,
+         progress: Callable[[str], None] = log) -> QuantizationScan:
     """Per-layer int8 error and accuracy-when-alone, on the validation split; names the layers to keep fp32."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     start = time.perf_counter()
-    batches = calibration_batches(loaders.train, calibration_size)
+    batches = calibration_batches(loaders.train, settings.calibration_size)
     val_x = np.concatenate([x.numpy() for x, _ in loaders.val])
     size = val_x.shape[-1] if len(val_x) else 32
     val_x = val_x[:max(4, int(SQNR_IMAGES * (32 / size) ** 2))]  # every activation is held in memory: fewer at 224 px
@@ -103,19 +103,19 @@ def scan(model: nn.Module, loaders: Any, calibration_size: int, tolerance: float
         outputs = {n.name: _compared_tensor(n, graph) for n in nodes}
         progress(f"int8 sensitivity: {len(nodes)} layers; every layer int8, then each layer alone")
         _quantize(pre, int8, batches, None)
-        base, all_int8 = _accuracy(fp32, loaders.val, threads), _accuracy(int8, loaders.val, threads)
+        base, all_int8 = _accuracy(fp32, loaders.val, settings.threads), _accuracy(int8, loaders.val, settings.threads)
         sqnr = _sqnr(pre, int8, val_x, outputs, tmp)
         layers = []
         for n in nodes:
             one = tmp / "one.onnx"
             _quantize(pre, one, batches, [n.name])
-            acc = _accuracy(one, loaders.val, threads)
+            acc = _accuracy(one, loaders.val, settings.threads)
             layers.append(LayerError(n.name, n.op_type, sqnr.get(n.name, float("nan")), acc))
             progress(f"int8 sensitivity {n.name} ({n.op_type}): SQNR {sqnr.get(n.name, float('nan')):.1f} dB, "
                      f"validation top-1 with only it int8 {100 * acc:.2f}% (fp32 {100 * base:.2f}%)")
     keep = tuple(x.layer for x in layers
-                 if x.alone_accuracy is not None and 100 * (base - x.alone_accuracy) > tolerance)
+                 if x.alone_accuracy is not None and 100 * (base - x.alone_accuracy) > settings.tolerance)
     return QuantizationScan(baseline=baseline, val_images=len(np.concatenate([y.numpy() for _, y in loaders.val])),
                             val_accuracy=base, int8_accuracy=all_int8, layers=tuple(layers),
-                            seconds=time.perf_counter() - start, command=command, tolerance=tolerance,
+                            seconds=time.perf_counter() - start, command=command, tolerance=settings.tolerance,
                             keep_fp32=keep)

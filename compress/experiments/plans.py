@@ -17,11 +17,11 @@ from typing import Any, Callable, get_origin, get_type_hints
 from tqdm import tqdm
 
 from compress import compressors
-from compress.baseline import baseline_dir, reference
 from compress.compressors import Compressor, PlanOptions
 from compress.errors import CompressError
+from compress.experiments.baseline import baseline_dir, reference
+from compress.experiments.pipeline import Job, run_with_control
 from compress.log import log
-from compress.pipeline import Job, run_with_control
 from compress.scaleout import dist
 from compress.scaleout.shards import Shard
 from compress.session import Session

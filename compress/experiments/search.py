@@ -21,31 +21,26 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from compress import compressors, pipeline
-from compress.baseline import EVAL_BATCH, Reference, reference
-from compress.cells import code
+from compress import compressors
 from compress.compressors import Context
 from compress.errors import CompressError
+from compress.experiments import pipeline
+from compress.experiments.baseline import EVAL_BATCH, Reference, reference
 from compress.log import log
-from compress.measuring import significance
 from compress.measuring.counting import count_macs, count_params
 from compress.measuring.runtimes import onnx_runtime
-from compress.measuring.runtimes.onnx_runtime import ORT_CPU
-from compress.measuring.runtimes.torch_eager import TORCH_CPU
 from compress.models import checkpoints
 from compress.session import Session
 from compress.store.atomic import write_json
 from compress.store.rows import ResultRow
+from compress.store.searches import OBJECTIVES, Outcome, Tried, objective_of
 from compress.training.config import FinetuneConfig
 from compress.training.evaluation import accuracy
 
-Objective = Literal["ort-b32", "cpu-b32", "size", "macs"]
-OBJECTIVES: tuple[str, ...] = ("ort-b32", "cpu-b32", "size", "macs")
-UNIT = {"ort-b32": "ms", "cpu-b32": "ms", "size": "bytes", "macs": "MACs"}
 CHANCE_MARGIN = 0.05  # untuned validation accuracy within this of 1/classes: pruned to chance, not trained
 
 
@@ -67,38 +62,6 @@ class SearchConfig:
             raise CompressError(f"--budget-min must be a positive number of minutes, got {self.budget_min}")
         if self.epochs < 1 or self.trials < 1:
             raise CompressError(f"--epochs and --trials must be >= 1, got {self.epochs} and {self.trials}")
-
-
-@dataclass
-class Tried:
-    """One proposal and how far it got: skipped by theory, skipped untuned, or trained and measured."""
-
-    number: int
-    method: str
-    settings: dict[str, Any]
-    int8: bool
-    stage: str  # "theory" | "untuned" | "trained" | "failed"
-    macs: int
-    params: int = 0  # what --objective size is priced by in theory (bytes follow parameters, not MACs)
-    untuned_val: float | None = None
-    val_accuracy: float | None = None
-    value: float | None = None  # the objective, measured on the stored row
-    row_id: str | None = None
-    source_row_id: str | None = None  # the fp32 row an int8 candidate was made from
-    note: str = ""
-
-    def feasible(self, base_val: float, max_drop: float) -> bool:
-        return self.val_accuracy is not None and 100 * (base_val - self.val_accuracy) <= max_drop + 1e-9
-
-
-def objective_of(row: ResultRow, objective: str) -> float | None:
-    """The figure the search minimises, read off a stored row (None: not measured on that runtime)."""
-    if objective == "size":
-        return float(row.size_bytes)
-    if objective == "macs":
-        return float(row.macs)
-    lat = row.lat(ORT_CPU if objective == "ort-b32" else TORCH_CPU, 32)
-    return None if lat is None else lat.median_ms
 
 
 def _space(trial: Any, objective: str, has_scan: bool) -> tuple[str, dict[str, Any], bool]:
@@ -208,34 +171,6 @@ class Search:
         return t
 
 
-@dataclass
-class Outcome:
-    config: dict[str, Any]
-    baseline_row_id: str
-    baseline_val: float
-    baseline_value: float | None
-    tried: list[Tried] = field(default_factory=list)
-    best: Tried | None = None
-    best_untuned: bool = False
-    seconds: float = 0.0
-    command: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def pareto(tried: list[Tried]) -> list[Tried]:
-    """Measured candidates no other one beats on both the objective (lower) and validation accuracy (higher)."""
-    done = sorted((t for t in tried if t.value is not None and t.val_accuracy is not None),
-                  key=lambda t: (t.value, -(t.val_accuracy or 0)))
-    front, best_acc = [], -1.0
-    for t in done:
-        if (t.val_accuracy or 0) > best_acc:
-            front.append(t)
-            best_acc = t.val_accuracy or 0
-    return front
-
-
 def run(session: Session, cfg: SearchConfig, command: str) -> Outcome:
     """Propose, check cheaply, train the promising, until the budget or --trials is spent."""
     import optuna
@@ -291,7 +226,7 @@ def run(session: Session, cfg: SearchConfig, command: str) -> Outcome:
 
 
 def _has_scan(search: Search) -> bool:
-    from compress.sensitivity import folder, scan_path
+    from compress.sensitivity.scans import folder, scan_path
 
     base = Path(search.ref.baseline.path)
     return scan_path(folder(search.session.workspace.root, search.session.data.name), base.parent.name,
@@ -302,77 +237,3 @@ def save(session: Session, outcome: Outcome) -> Path:
     path = session.workspace.root / session.data.name / "search" / f"search-{time.strftime('%Y%m%d-%H%M%S')}.json"
     write_json(path, outcome.to_dict())
     return path
-
-
-def winner_line(outcome: Outcome, rows: dict[str, ResultRow]) -> str:
-    """What the search found, judged on the test split against the baseline (McNemar)."""
-    b = outcome.best
-    cfg = outcome.config
-    if b is None:
-        return (f"no candidate stayed within {cfg['max_drop']:g} points on the validation split in "
-                f"{outcome.seconds / 60:.1f} min ({len(outcome.tried)} tried)")
-    name = f"{b.method} " + " ".join(f"{k}={v}" for k, v in b.settings.items()) + (" then int8" if b.int8 else "")
-    if outcome.best_untuned:
-        within = 100 * (outcome.baseline_val - (b.untuned_val or 0)) <= cfg["max_drop"]
-        return (f"no candidate could be fine-tuned and measured within the budget: best UNTUNED candidate {name}, "
-                f"{b.macs / 1e6:.1f} M MACs, validation top-1 {100 * (b.untuned_val or 0):.2f}% "
-                + ("(within the drop before any fine-tuning; " if within else "(outside the drop; ")
-                + "not stored: untuned)")
-    row, base = rows.get(b.row_id or ""), rows.get(outcome.baseline_row_id)
-    test = ""
-    if row is not None and base is not None and row.accuracy is not None and base.accuracy is not None:
-        m = significance.mcnemar(significance.decode(base.correct), significance.decode(row.correct)) if row.correct and base.correct \
-            else None
-        test = (f"; test top-1 {100 * row.accuracy:.2f}% vs baseline {100 * base.accuracy:.2f}% "
-                f"({100 * (row.accuracy - base.accuracy):+.2f} pts" + (f", McNemar p {m.p_value:.3f})" if m else ")"))
-    speed = ""
-    if b.value is not None and outcome.baseline_value:
-        speed = (f"; {cfg['objective']} {b.value:.4g} {UNIT[cfg['objective']]} against the baseline's "
-                 f"{outcome.baseline_value:.4g}: {outcome.baseline_value / b.value:.2f}x (two medians timed apart)")
-    return (f"best within {cfg['max_drop']:g} points (validation): {name} (row {b.row_id}), validation top-1 "
-            f"{100 * (b.val_accuracy or 0):.2f}% vs {100 * outcome.baseline_val:.2f}%{speed}{test}")
-
-
-def load(path: Path) -> Outcome | None:
-    """A stored search for the report (None when it cannot be read)."""
-    import json
-
-    try:
-        d = json.loads(Path(path).read_text())
-        tried = [Tried(**t) for t in d.pop("tried")]
-        best = d.pop("best")
-        return Outcome(**d, tried=tried, best=Tried(**best) if best else None)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def newest(root: Path, dataset: str) -> Outcome | None:
-    found = sorted((Path(root) / dataset / "search").glob("search-*.json"))
-    return load(found[-1]) if found else None
-
-
-def table(outcome: Outcome) -> str:
-    """Everything tried, best first among the measured; the Pareto front marked."""
-    import pandas as pd
-
-    front = {t.number for t in pareto(outcome.tried)}
-    lines = []
-    for t in sorted(outcome.tried, key=lambda t: (t.value is None, t.value or 0)):
-        lines.append({"#": t.number + 1, "candidate": f"{t.method} " + " ".join(f"{k}={v}" for k, v in t.settings.items())
-                      + (" + int8" if t.int8 else ""), "stage": t.stage, "MACs (M)": f"{t.macs / 1e6:.1f}",
-                      "val top-1 %": "" if t.val_accuracy is None else f"{100 * t.val_accuracy:.2f}",
-                      "untuned val %": "" if t.untuned_val is None else f"{100 * t.untuned_val:.2f}",
-                      f"{outcome.config['objective']} ({UNIT[outcome.config['objective']]})":
-                          "" if t.value is None else f"{t.value:.4g}",
-                      "Pareto": "yes" if t.number in front else "", "row": t.row_id or "", "note": t.note})
-    return pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True) if lines else "(nothing tried)"
-
-
-def section(outcome: Outcome | None, rows: dict[str, ResultRow]) -> list[str]:
-    if outcome is None:
-        return []
-    cfg = outcome.config
-    return [f"## Search: the best {cfg['objective']} within {cfg['max_drop']:g} points", "",
-            f"From {code(outcome.command)} ({outcome.seconds / 60:.1f} min, {len(outcome.tried)} distinct candidates, "
-            f"{sum(t.stage == 'trained' for t in outcome.tried)} of them fine-tuned for {cfg['epochs']} epochs each; "
-            "Optuna TPE). Feasibility on the validation split; the winner judged on the test split.", "", winner_line(outcome, rows) + ".", "", table(outcome), ""]

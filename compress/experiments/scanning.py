@@ -6,19 +6,19 @@ a scan of other weights is never used for `run pruning --per-layer sensitivity`)
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
-from compress import int8_sensitivity
-from compress.baseline import EVAL_BATCH, ensure_baseline
+from compress.experiments.baseline import EVAL_BATCH, ensure_baseline
 from compress.log import log
-from compress.sensitivity import PruningScan, QuantizationScan, folder, save, scan_path, scan_pruning
+from compress.sensitivity import int8
+from compress.sensitivity.pruning import scan_pruning
+from compress.sensitivity.scans import PruningScan, QuantizationScan, ScanSettings, folder, save, scan_path
 from compress.session import Session
 from compress.store.digest import file_digest
 
 
-def run(session: Session, kind: str, ns: argparse.Namespace, command: str) -> tuple[PruningScan | QuantizationScan, Path]:
+def run(session: Session, kind: str, settings: ScanSettings, command: str) -> tuple[PruningScan | QuantizationScan, Path]:
     base = ensure_baseline(session)
     digest = file_digest(Path(base.path))
     path = scan_path(folder(session.workspace.root, session.data.name), Path(base.path).parent.name, kind)
@@ -27,12 +27,12 @@ def run(session: Session, kind: str, ns: argparse.Namespace, command: str) -> tu
     start = time.perf_counter()
     scan: PruningScan | QuantizationScan
     if kind == "pruning":
-        log(f"pruning sensitivity: {len(tuple(ns.amounts))} amounts per convolution, {val_images} validation images")
-        val_acc, curves = scan_pruning(base.model, ld.val, session.device, tuple(ns.amounts))
-        scan = PruningScan(digest, val_images, val_acc, tuple(ns.amounts), tuple(curves),
-                           time.perf_counter() - start, command, tolerance=ns.tolerance)
+        log(f"pruning sensitivity: {len(settings.amounts)} amounts per convolution, {val_images} validation images")
+        val_acc, curves = scan_pruning(base.model, ld.val, session.device, settings.amounts)
+        scan = PruningScan(digest, val_images, val_acc, settings.amounts, tuple(curves),
+                           time.perf_counter() - start, command, tolerance=settings.tolerance)
     else:
-        scan = int8_sensitivity.scan(base.model.cpu(), ld, ns.calibration_size, ns.tolerance, None, digest, command)
+        scan = int8.scan(base.model.cpu(), ld, settings, digest, command)
     base.model.cpu()
     save(path, scan)
     log(f"{kind} sensitivity took {scan.seconds:.0f} s")

@@ -17,20 +17,18 @@ import torch
 from torch import nn
 
 from compress import compressors
-from compress.baseline import EVAL_BATCH, Reference, reference, stored_split
 from compress.compressors import Context, Stored
-from compress.data import datasets as data_mod
 from compress.data.datasets import Loaders
 from compress.errors import CompressError
+from compress.experiments.baseline import Reference, reference
 from compress.log import log
 from compress.measuring.harness import measure_row
 from compress.measuring.subject import Measurement, PairWith, RowInfo, Subject
-from compress.models import checkpoints, vgg
+from compress.models import checkpoints
 from compress.models.artifact import Artifact
-from compress.models.checkpoints import DYNAMIC_INT8, DYNAMIC_INT8_BACKEND
 from compress.models.vgg import ModelSpec
 from compress.scaleout import dist
-from compress.sensitivity import folder
+from compress.sensitivity.scans import folder
 from compress.session import Session
 from compress.store.atomic import write_json
 from compress.store.rows import ResultRow, new_row_id
@@ -95,10 +93,7 @@ def start_from(session: Session, old: ResultRow, ref: Reference, test_loader: An
         return Start(imported.model, imported.spec, ref.row)
     if old.baseline_row_id == ref.row.row_id:  # measured in this invocation already (e.g. by `run all`)
         return Start(imported.model, imported.spec, old)
-    info = RowInfo(dataset=old.dataset, compressor=old.compressor, config=old.config, seed=old.seed,
-                   command=old.command, baseline_row_id=ref.row.row_id, finetune_epochs=old.finetune_epochs,
-                   best_epoch=old.best_epoch, train_seconds=old.train_seconds,
-                   accuracy_before_finetune=old.accuracy_before_finetune, source_row_id=old.source_row_id)
+    info = RowInfo.remeasured(old, ref.row.row_id)
     log(f"re-measuring --from {old.row_id} ({old.compressor}) beside this run's baseline")
     subject = Subject(imported.model, imported.spec, Artifact.fp32(imported.model, Path(old.model_path)),
                       old.image_size, old.compressor)
@@ -287,55 +282,3 @@ def run_with_control(session: Session, job: Job, ref: Reference | None = None) -
         control_id = control.row_id
     base_row, row = run_compressor(session, job, ref, control_row_id=control_id)
     return [base_row, *rows, row]
-
-
-@dataclass(frozen=True)
-class CheckpointRequest:
-    """`compress measure`: a checkpoint you already have, and what to check it against."""
-
-    weights: Path
-    arch: str | None = None  # expected architecture (checked against the file)
-    num_classes: int | None = None  # expected class count (checked)
-    trust_pickle: bool = False
-    with_data: bool = False  # score it on the session's data (else: theory and latency only)
-    store: bool = False  # add the row to the results store
-    onnx_out: Path | None = None  # keep the parity-checked ONNX export here
-
-
-def measure_checkpoint(session: Session, req: CheckpointRequest) -> ResultRow:
-    """Measure a checkpoint through the same harness as every compressed model."""
-    imported = checkpoints.load_model(req.weights, req.arch, req.num_classes, req.trust_pickle, half=True)
-    saved_size = imported.extra.get("image_size") if isinstance(imported.extra, dict) else None
-    size = session.data.image_size or (session.data.size if req.with_data else saved_size or 224)
-    if size < data_mod.MIN_IMAGE_SIZE:
-        raise CompressError(f"--image-size {size} is too small: VGG16 needs at least {data_mod.MIN_IMAGE_SIZE}")
-    session = replace(session, data=replace(session.data, image_size=size))
-    test_loader, name = None, "no-data"
-    if req.with_data:
-        bundle = data_mod.load(session.data)
-        if bundle.num_classes != imported.spec.num_classes:
-            raise CompressError(f"{req.weights} predicts {imported.spec.num_classes} classes but {session.data.name} "
-                                f"has {bundle.num_classes} ({', '.join(bundle.classes[:5])}...): pick the matching data")
-        split = stored_split(session.workspace, session.data, bundle)
-        test_loader = data_mod.loaders(bundle, split, EVAL_BATCH, session.data.seed).test
-        name = session.data.name
-    config = {"weights": str(Path(req.weights).resolve()), "layout": imported.layout, "arch": imported.spec.arch,
-              "spec": imported.spec.to_dict()}
-    info = RowInfo(dataset=name, compressor=f"import:{Path(req.weights).name}", config=config,
-                   seed=session.data.seed, command=session.command)
-    precision = imported.extra.get("precision")
-    if precision in vgg.HALF:  # measured in its own precision, counted on the fp32 structure
-        artifact = Artifact(backend=f"pytorch {precision}", file=Path(req.weights), module=imported.model,
-                            gpu_note=None, dtype=str(vgg.HALF[precision]).removeprefix("torch."))
-        fp32 = vgg.build(imported.spec)
-    elif imported.extra.get("quantization") == DYNAMIC_INT8:
-        artifact = Artifact(backend=DYNAMIC_INT8_BACKEND, file=Path(req.weights), module=imported.model)
-        fp32 = vgg.build(imported.spec)  # same shapes in fp32: params and MACs are counted on it
-    else:
-        artifact, fp32 = Artifact.fp32(imported.model, Path(req.weights)), imported.model
-    subject = Subject(fp32, imported.spec, artifact, session.data.size, Path(req.weights).name)
-    row, _ = measure_row(Measurement(subject, session.latency, test_loader, session.device, keep_onnx=req.onnx_out), info)
-    if req.store:
-        session.store.add(row)
-    log(f"{req.weights}: {imported.layout} layout, {imported.spec.arch}, {imported.spec.num_classes} classes")
-    return row

@@ -1,0 +1,1 @@
+"""Experiments: the baseline, one compressor run (the pipeline), plans of many runs, search, sensitivity scans."""

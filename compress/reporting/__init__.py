@@ -1,0 +1,1 @@
+"""Reporting: markdown, terminal, HTML and plots, rendered from stored rows only."""
