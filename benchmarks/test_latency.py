@@ -31,7 +31,8 @@ from compress.measuring import timing
 from compress.measuring.runtimes import onnx_runtime, torch_eager
 from compress.models import checkpoints, vgg
 from compress.models.artifact import Artifact
-from compress.report import is_default, latest
+from compress.reporting.full_table import latest
+from compress.reporting.sections import is_default
 from compress.store.sqlite import Store
 
 

@@ -16,17 +16,18 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from compress import compressors, report, sensitivity_report, terminal
+from compress import compressors
+from compress.configs import settings_of
 from compress.data import datasets
 from compress.errors import CompressError
 from compress.experiments import checkpoint, pipeline, plans, scanning, search
 from compress.experiments.baseline import reference
 from compress.faults import check_writable, one_line_errors, sigterm_as_interrupt
-from compress.flags import Parser, add_config_flags, config_from, finite_float, list_of, options
+from compress.flags import Parser, add_config_flags, config_from, finite_float, list_of
 from compress.log import log
 from compress.measuring.timing import REPORT_BATCH, LatencyConfig
 from compress.models import pretrained, vgg
-from compress.reporting import search_report
+from compress.reporting import markdown, scan_tables, search_report, terminal
 from compress.scaleout import collect, dist, shards
 from compress.sensitivity import scans
 from compress.sensitivity.scans import AMOUNTS, ScanSettings
@@ -298,29 +299,30 @@ def _emit(rows: list[Any], ns: argparse.Namespace, baselines: dict[str, Any] | N
     if ns.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2, default=str))
     elif ns.wide:
-        print(report.to_markdown(rows, baselines or {}, ns.report_batch))
+        print(markdown.to_markdown(rows, baselines or {}, ns.report_batch))
     else:
         known = {r.row_id: r for r in rows if r.compressor == "baseline"}
         terminal.show(rows, {**known, **(baselines or {})}, ns.report_batch)
 
 
-def _beside_rows(root: Path, dataset: str) -> dict[str, Any]:
-    """What the report shows besides the rows: the stored sensitivity scans and the newest search."""
-    return {"scans": scans.stored(scans.folder(root, dataset)), "searched": searches.newest(root, dataset)}
+def _beside(root: Path, dataset: str) -> markdown.Beside:
+    """What the report shows besides the rows: the last complete `run all`, the stored scans, the newest search."""
+    return markdown.Beside(plans.last_record(root, dataset), tuple(scans.stored(scans.folder(root, dataset))),
+                           searches.newest(root, dataset))
 
 
 def _refresh_report(session: Session, dataset: str, reports_dir: Path) -> None:
     if not dist.current().main:
         return
     rows = session.store.rows(dataset)
-    path = report.write_report(dataset, rows, reports_dir, plans.last_record(session.workspace.root, dataset),
-                               session.report_batch, **_beside_rows(session.workspace.root, dataset))
+    path = markdown.write_report(dataset, rows, reports_dir, session.report_batch,
+                                 _beside(session.workspace.root, dataset))
     log(f"report: {path}")
 
 
 def cmd_list(ns: argparse.Namespace, command: str) -> None:
     items = [{"name": n, "description": compressors.get(n).description,
-              "options": [f.name for f in options(compressors.get(n).config)]} for n in compressors.names()]
+              "options": [f.name for f in settings_of(compressors.get(n).config)]} for n in compressors.names()]
     if ns.json:
         print(json.dumps(items, indent=2))
         return
@@ -376,7 +378,7 @@ def cmd_run(ns: argparse.Namespace, command: str) -> None:
 
 def cmd_sweep(ns: argparse.Namespace, command: str) -> None:
     comp = compressors.get(ns.compressor)
-    chosen = {f.name: getattr(ns, "c_" + f.name) for f in options(comp.config)}
+    chosen = {f.name: getattr(ns, "c_" + f.name) for f in settings_of(comp.config)}
     points, finetune = plans.grid(comp, chosen), _finetune(ns)  # every point validated before any work
     session = session_from(ns, command)
     rows = plans.sweep(session, ns.compressor, points, finetune, ns.from_run, ns.shard)
@@ -400,8 +402,8 @@ def cmd_report(ns: argparse.Namespace, command: str) -> None:
         raise CompressError(f"the results store {ws.store.path} is empty: run `python -m compress run slim-head` first")
     written = []
     for name in names:
-        path = report.write_report(name, ws.store.rows(name), ns.reports_dir, plans.last_record(ws.root, name),
-                                   ns.report_batch, html=ns.html, **_beside_rows(ws.root, name))
+        path = markdown.write_report(name, ws.store.rows(name), ns.reports_dir, ns.report_batch,
+                                     _beside(ws.root, name), html=ns.html)
         written.append({"dataset": name, "path": str(path)})
         log(f"wrote {path}" + (f" and {path.with_suffix('.html')}" if ns.html else ""))
     if ns.json:
@@ -421,7 +423,7 @@ def cmd_sensitivity(ns: argparse.Namespace, command: str) -> None:
     if ns.json:
         print(json.dumps(scan.to_dict(), indent=2))
     else:
-        print(sensitivity_report.table(scan))
+        print(scan_tables.table(scan))
     log(f"stored {path}")
     if session.store.rows(session.data.name):
         _refresh_report(session, session.data.name, ns.reports_dir)

@@ -12,6 +12,8 @@ import types
 from dataclasses import MISSING, fields
 from typing import Any, Literal, Sequence, Union, get_args, get_origin, get_type_hints
 
+from compress.configs import settings_of
+
 HELP = {
     "dataset": "built-in or torchvision dataset: digits (default, offline), cifar10, fashion-mnist",
     "data": "ImageFolder root (one sub-folder of images per class); overrides --dataset",
@@ -98,8 +100,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
     With as_lists (for `sweep`), every non-boolean flag takes comma-separated values.
     """
     hints = get_type_hints(cls)
+    chosen = settings_of(cls)
     for f in fields(cls):
-        if f.name in skip or not f.init or f.metadata.get("cli") is False:  # facts or set by the tool, not options
+        if f.name in skip or f not in chosen:  # facts or set by the tool, not settings
             continue
         t = unwrap_optional(hints[f.name])
         flag = f.metadata.get("flag") or "--" + prefix + f.name.replace("_", "-")
@@ -134,11 +137,6 @@ def _default(f: Any) -> Any:
     if f.default is not MISSING:
         return f.default
     return f.default_factory() if f.default_factory is not MISSING else None
-
-
-def options(cls: type) -> list[Any]:
-    """The fields of a config the user sets: not facts (init=False), not values filled in from others (cli=False)."""
-    return [f for f in fields(cls) if f.init and f.metadata.get("cli") is not False]
 
 
 def config_from(cls: type, ns: argparse.Namespace, dest_prefix: str = "", **fixed: Any) -> Any:

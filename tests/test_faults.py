@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress import report
 from compress.cli import main
 from compress.experiments import pipeline
 from compress.models import checkpoints, vgg
+from compress.reporting import markdown
 from compress.store.sqlite import Store
 from compress.store.workspace import Workspace
 from compress.training.config import TrainConfig
@@ -76,7 +76,7 @@ def test_killing_a_writer_mid_write_leaves_store_and_files_intact(tmp_path: Path
                                             "training continues with --resume)"]
     else:  # nothing runs after SIGKILL: the temp file stays beside a whole row.json, never in its place
         assert proc.returncode == -signal.SIGKILL and leftovers == temps
-    assert report.render("digits", rows).startswith("# compress report: digits")
+    assert markdown.render("digits", rows).startswith("# compress report: digits")
 
 
 def _tiny_training() -> tuple[torch.nn.Module, DataLoader, DataLoader]:

@@ -9,12 +9,13 @@ import re
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from compress import compressors, report, terminal
-from compress.cells import summary
+from compress import compressors
 from compress.measuring.runtimes.onnx_runtime import ORT_CPU
 from compress.measuring.runtimes.torch_eager import TORCH_CPU
+from compress.reporting import markdown, terminal
+from compress.reporting.cells import summary
+from compress.reporting.webpage import markdown_parser
 from compress.store.rows import ResultRow
-from compress.webpage import markdown_parser
 from tests.test_report import BASE, _correct, _lat, _rows
 
 
@@ -74,7 +75,7 @@ def test_terminal_table_fits_120_and_80_columns() -> None:
 def test_the_report_opens_with_the_headline_and_the_plots(tmp_path: Path) -> None:
     rows = _five()
     plots = [("accuracy vs MACs", tmp_path / "synthetic_acc_vs_macs.png")]
-    text = report.render("synthetic", rows, plots)
+    text = markdown.render("synthetic", rows, plots)
     first = "\n".join(text.splitlines()[:40])
     assert text.splitlines()[2].startswith("VGG16 on synthetic (10 classes, 40 test images at 32x32)")
     head = _tables(first)[0]
@@ -90,7 +91,7 @@ def test_the_report_opens_with_the_headline_and_the_plots(tmp_path: Path) -> Non
 
 
 def test_every_markdown_table_parses_with_as_many_cells_as_its_header() -> None:
-    text = report.render("synthetic", _five() + _rows()[1:])
+    text = markdown.render("synthetic", _five() + _rows()[1:])
     tables = _tables(text)
     assert len(tables) >= 3
     for table in tables:
@@ -106,7 +107,7 @@ def test_html_report_is_one_file_with_the_plots_inside(tmp_path: Path) -> None:
     store = Store(tmp_path / "results.sqlite")
     for r in _five():
         store.add(r)
-    path = report.write_report("synthetic", store.rows("synthetic"), tmp_path / "reports", html=True)
+    path = markdown.write_report("synthetic", store.rows("synthetic"), tmp_path / "reports", html=True)
     page = path.with_suffix(".html").read_text()
     assert page.startswith("<!doctype html>") and "<table>" in page and "<details>" in page
     sources = re.findall(r'src="([^"]*)"', page)

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compress import report
 from compress.measuring import significance
 from compress.measuring.runtimes.cuda import TORCH_CUDA
 from compress.measuring.runtimes.onnx_runtime import ORT_CPU
 from compress.measuring.runtimes.torch_eager import TORCH_CPU
+from compress.reporting import markdown
 from compress.store.rows import Latency, ResultRow
 from compress.store.sqlite import Store
 
@@ -79,8 +79,9 @@ def test_report_renders_every_column_and_section_from_synthetic_rows(tmp_path: P
     for r in _rows():
         store.add(r)
     rows = store.rows("synthetic")  # through the store, as `compress report` reads them
-    text = report.render("synthetic", rows, run_all={"seconds": 3000, "command": "python -m compress run all",
-                                                     "finished": "now", "env": {"cpu": "test CPU", "threads": 2}})
+    text = markdown.render("synthetic", rows, beside=markdown.Beside(run_all={
+        "seconds": 3000, "command": "python -m compress run all", "finished": "now",
+        "env": {"cpu": "test CPU", "threads": 2}}))
     full = text.split("## All models")[1]
     header = next(line for line in full.splitlines() if line.startswith("| model"))
     for col in ("params", "nonzero", "MACs (M)", "conv MACs (M)", "size (MB)", "CPU b1 ms", "CPU b32 ms", "ORT b1 ms",
@@ -104,14 +105,14 @@ def test_report_refuses_an_empty_store(tmp_path: Path) -> None:
     from compress.errors import CompressError
 
     with pytest.raises(CompressError, match="no stored results for dataset 'x'"):
-        report.render("x", [])
+        markdown.render("x", [])
 
 
 def test_speedup_below_seventy_percent_of_the_macs_reduction_is_called_out() -> None:
     base, pruned = _rows()[:2]  # MACs 432.8M -> 211.0M (2.05x) but CPU b32 240 -> 174 ms (1.38x): 67% of theory
     fast = replace(pruned, row_id="r9-fast", config={"compressor": {"amount": 0.31}}, config_hash="ffff",
                    latency={TORCH_CPU: {32: _lat(120, 32)}})  # 2.00x: 98% of theory
-    text = report.render("synthetic", [base, pruned, fast])
+    text = markdown.render("synthetic", [base, pruned, fast])
     assert "MACs ÷ 2.05, CPU b32 speed-up 1.38x (67% of theory) — **below 70% of the theoretical speed-up**" in text
     line = next(ln for ln in text.splitlines() if "CPU b32 speed-up 2.00x" in ln)
     assert "98% of theory" in line and "below" not in line
@@ -126,7 +127,7 @@ def test_seed_004_table_answers_each_method_with_its_default_row() -> None:
     default = replace(pruned, config={"compressor": json.loads(json.dumps(asdict(PruningConfig())))})
     other = replace(pruned, row_id="r8", config={"compressor": {**default.config["compressor"], "amount": 0.5}},
                     config_hash="gggg", params=1)
-    text = report.render("synthetic", [base, default, other])
+    text = markdown.render("synthetic", [base, default, other])
     section = text.split("## Seed 004's words")[1].split("\n## ")[0]
     rows = [ln for ln in section.splitlines() if ln.startswith("| Pruning")]
     assert len(rows) == 1 and "2.04x" in rows[0] and "2.05x" in rows[0]  # params ÷ and MACs ÷ of the default row
@@ -135,7 +136,7 @@ def test_seed_004_table_answers_each_method_with_its_default_row() -> None:
 
 
 def test_pareto_front_keeps_only_points_nothing_beats() -> None:
-    from compress.plots import pareto
+    from compress.reporting.plots import pareto
 
     pts = [(1.0, 90.0), (2.0, 95.0), (3.0, 94.0), (4.0, 97.0), (0.5, 80.0), (2.0, 93.0)]
     assert pareto(pts) == [(0.5, 80.0), (1.0, 90.0), (2.0, 95.0), (4.0, 97.0)]

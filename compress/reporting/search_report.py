@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from compress.cells import code
 from compress.measuring import significance
+from compress.reporting.cells import code
 from compress.store.rows import ResultRow
 from compress.store.searches import UNIT, Outcome, pareto
 

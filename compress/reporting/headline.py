@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from compress.cells import brief, mb, ratio, significance, speedup, summary
 from compress.measuring.runtimes import keys as runtime_keys
 from compress.measuring.runtimes import label as runtime_label
+from compress.reporting.cells import brief, mb, ratio, significance, speedup, summary
 from compress.store.rows import ResultRow
 
 

@@ -15,7 +15,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from compress.headline import baseline_line, compact
+from compress.reporting.headline import baseline_line, compact
 from compress.store.rows import ResultRow
 
 SHORT = {"params ÷": "params÷", "MACs ÷": "MACs÷", "size ÷": "size÷", "top-1 %": "top-1", "Δ top-1 pts": "Δ pts"}

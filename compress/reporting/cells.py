@@ -54,7 +54,8 @@ def defaults(compressor: str) -> dict[str, object]:
     import json
     from dataclasses import asdict
 
-    from compress import compressors, flags
+    from compress import compressors
+    from compress.configs import settings_of
     from compress.errors import CompressError
 
     try:
@@ -63,7 +64,7 @@ def defaults(compressor: str) -> dict[str, object]:
         return {}
     # init=False fields state facts, and cli=False fields are filled in from others (per-layer amounts from
     # --per-layer): neither is a setting the user chose
-    options = {f.name for f in flags.options(cls)}
+    options = {f.name for f in settings_of(cls)}
     return json.loads(json.dumps({k: v for k, v in asdict(cls()).items() if k in options}, default=str))
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from compress.cells import code, plain
+from compress.reporting.cells import code, plain
 from compress.sensitivity.scans import PruningScan, QuantizationScan
 from compress.store.rows import ResultRow
 
@@ -104,7 +104,7 @@ def sections(scans: list[PruningScan | QuantizationScan], plots: dict[str, Path]
 
 def guided_against_uniform(rows: list[ResultRow], by_id: dict[str, ResultRow]) -> list[str]:
     """Each sensitivity-guided pruning row against uniform pruning at the same --amount and budget, McNemar between."""
-    from compress.cells import significance
+    from compress.reporting.cells import significance
 
     lines = []
     for r in rows:
