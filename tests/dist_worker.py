@@ -1,5 +1,5 @@
 """Launched by tests/test_distributed.py, under torchrun or plainly: training steps of a tiny model
-through compress.train.fit (one step per epoch), the weights saved by rank 0. Modes: `train`
+through compress.training.loop.fit (one step per epoch), the weights saved by rank 0. Modes: `train`
 (2 epochs); `fail` (rank 1 raises while rank 0 goes on into the training's collectives);
 `whole`, `cut` and `resume` (3 epochs with an epoch checkpoint: uninterrupted, interrupted on
 every rank at the start of epoch 2, and continued with resume=True)."""

@@ -27,9 +27,9 @@ from compress.training.loop import FitOptions, fit
 WRITER = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from compress.atomic import write_json
+    from compress.store.atomic import write_json
     from compress.faults import one_line_errors, terminate_as_interrupt
-    from compress.results import Store
+    from compress.store.sqlite import Store
     from tests.test_store import _row
     store, out = Store(Path(sys.argv[1])), Path(sys.argv[2])
     real_fsync, writes = os.fsync, []

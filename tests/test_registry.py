@@ -19,7 +19,7 @@ TOY = '''
 from dataclasses import dataclass, field, replace
 
 from compress.compressors._registry import register
-from compress.models import set_head
+from compress.models.vgg import set_head
 
 
 @dataclass(frozen=True)
