@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from compress.cli.faults import one_line_errors, sigterm_as_interrupt
 from compress.errors import CompressError
-from compress.faults import one_line_errors, sigterm_as_interrupt
 from compress.scaleout import dist
 from compress.training.config import TrainConfig
 from compress.training.loop import FitOptions, fit

@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from compress.cli import main
+from compress.cli.main import main
 from compress.models import checkpoints, vgg
 from compress.store.sqlite import Store
 from tests.conftest import QUICK_DATA

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from compress.cli import main
+from compress.cli.main import main
 from compress.store.rows import ROW_COLUMNS
 from compress.store.sqlite import Store
 from tests.conftest import QUICK_CLI, QUICK_DATA, QUICK_LATENCY
@@ -122,7 +122,7 @@ def test_a_pruning_sweep_brings_its_random_control_unless_told_otherwise() -> No
     from dataclasses import fields
 
     from compress import compressors
-    from compress.cli import build_parser
+    from compress.cli.parser import build_parser
     from compress.experiments.plans import grid
 
     ns = build_parser().parse_args(["sweep", "pruning", "--amount", "0.3,0.6"])

@@ -111,7 +111,7 @@ def test_the_control_is_the_same_config_without_the_teacher() -> None:
 def test_the_depthwise_row_states_its_block_but_offers_no_flag_for_it(capsys: pytest.CaptureFixture[str]) -> None:
     from dataclasses import asdict
 
-    from compress.cli import main
+    from compress.cli.main import main
 
     assert "pw1x1-BN-ReLU" in asdict(DepthwiseConfig(head="mlp"))["block"]
     with pytest.raises(SystemExit):

@@ -100,7 +100,7 @@ def test_torchrun_run_pruning_stores_exactly_the_rows_of_a_single_process_run(tm
 
 def test_sweep_shards_collected_equal_the_whole_grid_and_collecting_twice_adds_nothing(tmp_path: Path) -> None:
     from compress import compressors
-    from compress.cli import main
+    from compress.cli.main import main
 
     quick = [*QUICK_CLI, "--max-samples", "48", "--latency-batches", "1"]
     base = tmp_path / "base"

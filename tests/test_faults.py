@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress.cli import main
+from compress.cli.main import main
 from compress.experiments import pipeline
 from compress.models import checkpoints, vgg
 from compress.reporting import markdown
@@ -28,7 +28,7 @@ WRITER = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
     from compress.store.atomic import write_json
-    from compress.faults import one_line_errors, terminate_as_interrupt
+    from compress.cli.faults import one_line_errors, terminate_as_interrupt
     from compress.store.sqlite import Store
     from tests.test_store import _row
     store, out = Store(Path(sys.argv[1])), Path(sys.argv[2])

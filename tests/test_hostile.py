@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress.cli import main
-from compress.faults import one_line_errors
+from compress.cli.faults import one_line_errors
+from compress.cli.main import main
 from compress.models import checkpoints, vgg
 from compress.store.sqlite import Store
 from tests.conftest import QUICK_DATA, QUICK_LATENCY

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from compress.cli import main
+from compress.cli.main import main
 from compress.data import datasets
 from compress.errors import CompressError
 from compress.experiments.baseline import stored_split

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress.cli import main
+from compress.cli.main import main
 from compress.measuring import counting
 from compress.models import checkpoints, pretrained, vgg
 from compress.store.sqlite import Store

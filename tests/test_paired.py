@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compress.cli import main
+from compress.cli.main import main
 from compress.errors import CompressError
 from compress.measuring import cpuload
 from compress.measuring.paired import BLOCKS, bootstrap_ci, interleaved

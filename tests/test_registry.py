@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from compress import compressors
-from compress.cli import main
+from compress.cli.main import main
 from compress.compressors import _registry
 from tests.test_compressors import check_contract, contract_names
 

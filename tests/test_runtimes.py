@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from compress.cli import main
+from compress.cli.main import main
 from compress.compressors import get
 from compress.compressors.precision import PrecisionConfig
 from compress.compressors.quantization import QuantizationConfig, quantization

@@ -1,0 +1,73 @@
+"""From flags to one Session, and the checks every command makes before any work."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import replace
+
+from compress.cli.faults import check_writable
+from compress.cli.flags import config_from
+from compress.data import datasets
+from compress.errors import CompressError
+from compress.log import log
+from compress.measuring.timing import LatencyConfig
+from compress.scaleout import dist
+from compress.session import BaselineSource, Session, pick_device
+from compress.store.atomic import clean_stale
+from compress.store.workspace import Workspace
+from compress.training.config import TrainConfig
+
+STARTED = time.time()  # files older than this process and no longer written to are leftovers
+
+
+def workspace(ns: argparse.Namespace) -> Workspace:
+    return Workspace(ns.workdir) if ns.workdir else Workspace.default()
+
+
+def _workdir_flag(ns: argparse.Namespace) -> str:
+    """What set the workspace, for error messages: the flag, or the environment variable."""
+    return "--workdir" if ns.workdir or not os.environ.get("COMPRESS_HOME") else "$COMPRESS_HOME"
+
+
+def prepare(ns: argparse.Namespace) -> None:
+    """Before any work: output folders writable, the store readable, leftovers of killed runs cleaned."""
+    if ns.command == "list" or getattr(ns, "dry_run", False):
+        return
+    ws = workspace(ns)
+    targets = [(getattr(ns, "reports_dir", None), "--reports-dir")]
+    if ns.command != "report":  # report only reads the workspace
+        targets.append((ws.root, _workdir_flag(ns)))
+    check_writable(targets)
+    ws.store.check()
+    if ns.command != "report" and dist.current().main:  # under torchrun rank 0 alone cleans (and writes)
+        files, freed = clean_stale(ws.root, STARTED)
+        if files:
+            log(f"cleaned {files} leftover file(s) of interrupted runs under {ws.root} ({freed / 1e6:.1f} MB freed)")
+
+
+def session_from(ns: argparse.Namespace, command: str) -> Session:
+    """Every setting of this invocation, validated once before any work."""
+    if getattr(ns, "baseline_epochs", 1) <= 0:
+        raise CompressError(f"--baseline-epochs must be positive, got {ns.baseline_epochs}")
+    if ns.report_batch < 1:
+        raise CompressError(f"--report-batch must be a positive batch size, got {ns.report_batch}")
+    if ns.command == "baseline":
+        train = config_from(TrainConfig, ns)
+        if train.epochs <= 0:
+            raise CompressError(f"--epochs must be positive for the baseline, got {train.epochs}")
+    else:  # the baseline's own recipe; --epochs etc. are the fine-tune's
+        train = TrainConfig(epochs=getattr(ns, "baseline_epochs", TrainConfig.epochs))
+    source = BaselineSource(weights=getattr(ns, "baseline_weights", None), trust_pickle=ns.trust_pickle,
+                            arch=ns.arch, pretrained=getattr(ns, "pretrained", None),
+                            download=bool(getattr(ns, "download", False)),
+                            freeze_features=getattr(ns, "freeze_features", False))
+    data_cfg = config_from(datasets.DataConfig, ns, dataset=ns.dataset or "digits")
+    if source.pretrained is not None:  # ImageNet weights expect ImageNet's input statistics
+        data_cfg = replace(data_cfg, normalization="imagenet")
+    return Session(workspace=workspace(ns), data=data_cfg, baseline=source,
+                   arch=ns.arch or "vgg16", baseline_train=train, latency=config_from(LatencyConfig, ns, "lat_"),
+                   device=pick_device(ns.device), command=command, keep_onnx=getattr(ns, "export_onnx", False),
+                   resume=getattr(ns, "resume", False), retrain=getattr(ns, "retrain", False),
+                   report_batch=ns.report_batch)
