@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import types
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, Literal, Sequence, Union, get_args, get_origin, get_type_hints
 
 from compress.configs import settings_of
@@ -93,12 +93,25 @@ def _choice_list(choices: tuple[str, ...]) -> Any:
     return parse
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "", dest_prefix: str = "",
-                     skip: Sequence[str] = (), defaults: dict[str, Any] | None = None, as_lists: bool = False) -> None:
+@dataclass(frozen=True)
+class FlagStyle:
+    """How one config's fields are spelled as flags: `--<prefix>name` into `ns.<dest_prefix>name`, fields
+    skipped, defaults other than the config's, and (for `sweep`) comma-separated lists of values."""
+
+    prefix: str = ""
+    dest_prefix: str = ""
+    skip: Sequence[str] = ()
+    defaults: dict[str, Any] | None = None
+    as_lists: bool = False
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, style: FlagStyle = FlagStyle()) -> None:
     """One flag per dataclass field; the type annotation decides how it is parsed.
 
-    With as_lists (for `sweep`), every non-boolean flag takes comma-separated values.
+    With `style.as_lists` (for `sweep`), every non-boolean flag takes comma-separated values.
     """
+    prefix, dest_prefix, skip, defaults, as_lists = (style.prefix, style.dest_prefix, style.skip, style.defaults,
+                                                     style.as_lists)
     hints = get_type_hints(cls)
     chosen = settings_of(cls)
     for f in fields(cls):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from compress import compressors
-from compress.cli.flags import Parser, add_config_flags, finite_float, list_of
+from compress.cli.flags import FlagStyle, Parser, add_config_flags, finite_float, list_of
 from compress.data import datasets
 from compress.errors import CompressError
 from compress.experiments import plans, search
@@ -34,8 +34,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _data_flags(p: argparse.ArgumentParser, **defaults: Any) -> None:
-    add_config_flags(p.add_argument_group("data"), datasets.DataConfig, skip=("test_fraction", "val_fraction"),
-                     defaults=defaults or None)
+    add_config_flags(p.add_argument_group("data"), datasets.DataConfig,
+                     FlagStyle(skip=("test_fraction", "val_fraction"), defaults=defaults or None))
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
@@ -56,7 +56,8 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _latency_flags(p: argparse.ArgumentParser) -> None:
-    add_config_flags(p.add_argument_group("latency measurement"), LatencyConfig, prefix="latency-", dest_prefix="lat_")
+    add_config_flags(p.add_argument_group("latency measurement"), LatencyConfig,
+                     FlagStyle(prefix="latency-", dest_prefix="lat_"))
 
 
 def _run_flags(p: argparse.ArgumentParser, baseline_epochs: bool = True) -> None:
@@ -78,12 +79,13 @@ def _compressor_parsers(parent: argparse.ArgumentParser, sweep: bool) -> Any:
         comp = compressors.get(name)
         q = subs.add_parser(name, help=comp.description, description=comp.description)
         _run_flags(q)
-        add_config_flags(q.add_argument_group(f"{name} options"), comp.config, dest_prefix="c_", as_lists=sweep,
-                         defaults=comp.sweep_defaults if sweep else None)
+        add_config_flags(q.add_argument_group(f"{name} options"), comp.config,
+                         FlagStyle(dest_prefix="c_", as_lists=sweep, defaults=comp.sweep_defaults if sweep else None))
         if comp.finetune:
             title = "training after compression" + (" (the same budget for every point)" if sweep else "")
+            trained = comp.finetune_config()
             add_config_flags(q.add_argument_group(title), FinetuneConfig,
-                             defaults={f.name: getattr(comp.finetune_config(), f.name) for f in fields(FinetuneConfig)})
+                             FlagStyle(defaults={f.name: getattr(trained, f.name) for f in fields(FinetuneConfig)}))
         q.add_argument("--from", dest="from_run", metavar="RUN", default=None,
                        help="start from a stored run (row id, id prefix or run folder) instead of the baseline, "
                             "e.g. quantize a pruned model; the source is re-measured beside the new row")

@@ -33,11 +33,13 @@ from compress.experiments.baseline import EVAL_BATCH, Reference, reference
 from compress.log import log
 from compress.measuring.counting import count_macs, count_params
 from compress.measuring.runtimes import onnx_runtime
+from compress.measuring.runtimes.onnx_runtime import ORT_CPU
+from compress.measuring.runtimes.torch_eager import TORCH_CPU
 from compress.models import checkpoints
 from compress.session import Session
 from compress.store.atomic import write_json
 from compress.store.rows import ResultRow
-from compress.store.searches import OBJECTIVES, Outcome, Tried, objective_of
+from compress.store.searches import OBJECTIVES, Outcome, Tried
 from compress.training.config import FinetuneConfig
 from compress.training.evaluation import accuracy
 
@@ -237,3 +239,13 @@ def save(session: Session, outcome: Outcome) -> Path:
     path = session.workspace.root / session.data.name / "search" / f"search-{time.strftime('%Y%m%d-%H%M%S')}.json"
     write_json(path, outcome.to_dict())
     return path
+
+
+def objective_of(row: ResultRow, objective: str) -> float | None:
+    """The figure the search minimises, read off a stored row (None: not measured on that runtime)."""
+    if objective == "size":
+        return float(row.size_bytes)
+    if objective == "macs":
+        return float(row.macs)
+    lat = row.lat(ORT_CPU if objective == "ort-b32" else TORCH_CPU, 32)
+    return None if lat is None else lat.median_ms

@@ -42,8 +42,7 @@ def bootstrap_ci(ratios: np.ndarray, seed: int = 0, level: float = 0.95) -> tupl
 
 
 def interleaved(reference: Callable[[], object], candidate: Callable[[], object], cfg: LatencyConfig, batch: int,
-                reference_row_id: str, sync: Callable[[], None] | None = None,
-                clock: Callable[[], float] = time.perf_counter) -> tuple[Paired, Latency]:
+                reference_row_id: str, clock: Callable[[], float] = time.perf_counter) -> tuple[Paired, Latency]:
     """Time both in alternating blocks; returns the paired speed-up and the candidate's own latency.
 
     Block i runs k calls of one then k of the other (each after one untimed call), the order flipping
@@ -54,8 +53,6 @@ def interleaved(reference: Callable[[], object], candidate: Callable[[], object]
     def once(fn: Callable[[], object]) -> float:
         t0 = clock()
         fn()
-        if sync:
-            sync()
         return (clock() - t0) * 1e3
 
     for _ in range(max(1, min(cfg.warmup, 2))):  # warm both; first calls allocate

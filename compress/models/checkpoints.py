@@ -153,6 +153,20 @@ def load_model(path: Path, arch: str | None = None, num_classes: int | None = No
                             f"BatchNorm), but --arch is {arch}: pass --arch {spec.arch}")
     _check_finite(sd, path)
     model = build(spec)
+    _check_fits(model, sd, path, f"{spec.arch} ({layout} layout, {spec.num_classes} classes)")
+    model.load_state_dict(sd)
+    precision = extra.get("precision")
+    if precision in HALF:
+        if not half:
+            raise CompressError(f"{path} is a {precision} checkpoint (made by `run precision`): it cannot be a "
+                                "baseline or be compressed further; measure it with `compress measure --weights`, "
+                                "or start from its fp32 source")
+        return Imported(model=Cast(model, HALF[precision]).eval(), spec=spec, layout=layout, extra=extra)
+    return Imported(model=model, spec=spec, layout=layout, extra=extra)
+
+
+def _check_fits(model: nn.Module, sd: dict[str, Any], path: Path, what: str) -> None:
+    """Every key of the model in the file and nothing else, each of the model's shape; else one line naming them."""
     missing, unexpected = _diff_keys(model.state_dict(), sd)
     mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
                   for k, v in model.state_dict().items() if k in sd and sd[k].shape != v.shape]
@@ -164,17 +178,7 @@ def load_model(path: Path, arch: str | None = None, num_classes: int | None = No
             parts.append(f"unexpected keys {unexpected[:5]}")
         if mismatched:
             parts.append(f"shape mismatches {mismatched[:3]}")
-        raise CompressError(f"{path} does not fit {spec.arch} ({layout} layout, {spec.num_classes} classes): "
-                            + "; ".join(parts))
-    model.load_state_dict(sd)
-    precision = extra.get("precision")
-    if precision in HALF:
-        if not half:
-            raise CompressError(f"{path} is a {precision} checkpoint (made by `run precision`): it cannot be a "
-                                "baseline or be compressed further; measure it with `compress measure --weights`, "
-                                "or start from its fp32 source")
-        return Imported(model=Cast(model, HALF[precision]).eval(), spec=spec, layout=layout, extra=extra)
-    return Imported(model=model, spec=spec, layout=layout, extra=extra)
+        raise CompressError(f"{path} does not fit {what}: " + "; ".join(parts))
 
 
 def _check_finite(sd: dict[str, Any], path: Path) -> None:

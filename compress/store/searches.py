@@ -6,10 +6,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from compress.measuring.runtimes.onnx_runtime import ORT_CPU
-from compress.measuring.runtimes.torch_eager import TORCH_CPU
-from compress.store.rows import ResultRow
-
 Objective = Literal["ort-b32", "cpu-b32", "size", "macs"]
 
 
@@ -39,16 +35,6 @@ class Tried:
 
     def feasible(self, base_val: float, max_drop: float) -> bool:
         return self.val_accuracy is not None and 100 * (base_val - self.val_accuracy) <= max_drop + 1e-9
-
-
-def objective_of(row: ResultRow, objective: str) -> float | None:
-    """The figure the search minimises, read off a stored row (None: not measured on that runtime)."""
-    if objective == "size":
-        return float(row.size_bytes)
-    if objective == "macs":
-        return float(row.macs)
-    lat = row.lat(ORT_CPU if objective == "ort-b32" else TORCH_CPU, 32)
-    return None if lat is None else lat.median_ms
 
 
 @dataclass
