@@ -191,3 +191,58 @@ def test_nncf_keeps_the_first_and_last_layer_in_fp32_like_onnxruntime(tiny: nn.M
     assert weights == ["Constant"] + ["Multiply"] * (len(weights) - 2) + ["Constant"]
     out = openvino_cpu.logits(openvino_cpu.compile_file(art.ir, 1), np.zeros((2, 3, 32, 32), np.float32))
     assert out.shape == (2, 4)
+
+
+TOY_RUNTIME = '''
+from compress.measuring.runtimes._registry import register
+
+TOY_CPU = "toy-cpu"
+
+
+@register(TOY_CPU, "toy", "TOY", "Toy runtime (CPU)", order=60, help="a runtime written by a test")
+def time_toy(m):
+    """Times a trivial call per batch: enough to show where its figures land."""
+    m.time(TOY_CPU, lambda batch: (lambda: sum(range(100 * batch))), None)
+'''
+
+
+@pytest.fixture
+def toy_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A runtime module in a folder of its own, on the runtimes package's path; the registry restored afterwards."""
+    import sys
+
+    from compress.measuring import runtimes
+    from compress.measuring.runtimes import _registry
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "toy_runtime.py").write_text(TOY_RUNTIME)
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
+    monkeypatch.setattr(_registry, "_SEARCHED", set(_registry._SEARCHED))
+    monkeypatch.setattr(runtimes, "__path__", [*runtimes.__path__, str(folder)])
+    yield "toy-cpu"
+    sys.modules.pop("compress.measuring.runtimes.toy_runtime", None)
+
+
+def test_a_new_module_is_a_new_runtime_everywhere(toy_runtime: str, tiny: nn.Module, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """One file in the runtimes folder: --runtimes offers it, the harness times it, the row and the report show it."""
+    from compress.measuring import runtimes
+    from compress.reporting import markdown
+
+    with pytest.raises(SystemExit):
+        main(["run", "slim-head", "--help"])
+    assert "toy (a runtime written by a test)" in " ".join(capsys.readouterr().out.split())
+    cfg = timing.LatencyConfig(**ONE_CALL, runtimes=("torch", "toy"))
+    assert cfg.on(toy_runtime) and runtimes.label(toy_runtime) == "TOY"
+    ld = _loaders()
+    rows = []
+    for name in ("baseline", "t"):
+        (tmp_path / f"{name}.pt").write_bytes(b"x")
+        subject = Subject(tiny, TINY, Artifact.fp32(tiny, tmp_path / f"{name}.pt"), 32)
+        info = RowInfo(dataset="t", compressor=name, config={}, seed=0, command="t",
+                       baseline_row_id=rows[0].row_id if rows else None)
+        rows.append(harness.measure_row(Measurement(subject, cfg, ld.test), info)[0])
+    assert rows[1].lat(toy_runtime, 1) is not None and rows[1].lat(toy_runtime, 1).calls == 1
+    text = markdown.render("t", rows, batch=1)  # timed at batch 1 only
+    assert "TOY b1 ms" in text and "Toy runtime (CPU)" in text
