@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from compress import compressors
 from compress.compressors import Context
 from compress.data.datasets import Loaders
-from compress.measuring import timing
+from compress.measuring import onnx_export, timing
 from compress.measuring.runtimes import onnx_runtime, torch_eager
 from compress.models import checkpoints, vgg
 from compress.models.artifact import Artifact
@@ -99,7 +99,7 @@ class Variants:
         model = checkpoints.load_model(Path(row.model_path), half=True).model.eval()  # fp16/bf16 rows stay half
         onnx = self.tmp / f"{name}.onnx"
         if row.backend == "pytorch fp32":
-            onnx_runtime.export_onnx(model, onnx, torch.randn(4, 3, row.image_size, row.image_size))
+            onnx_export.export_onnx(model, onnx, torch.randn(4, 3, row.image_size, row.image_size))
         return Variant(name, f"stored {row.row_id}", model, onnx if onnx.exists() else None, row.image_size,
                        row.num_classes)
 
@@ -121,7 +121,7 @@ class Variants:
             return Variant(name, "built untrained", out.module, out.onnx, size)
         model = out[0].eval()
         onnx = self.tmp / f"{name}.onnx"
-        onnx_runtime.export_onnx(model, onnx, torch.randn(4, 3, size, size))
+        onnx_export.export_onnx(model, onnx, torch.randn(4, 3, size, size))
         return Variant(name, "built untrained", model, onnx, size)
 
 
@@ -137,7 +137,7 @@ def _call(variant: Variant, runtime: str, batch: int) -> Callable[[], Any]:
         assert variant.module is not None
         return torch_eager.torch_runner(variant.module, shape, batch, torch.device("cpu"))
     assert variant.onnx is not None
-    return onnx_runtime.ort_runner(onnx_runtime.session(variant.onnx), shape, batch)
+    return onnx_runtime.ort_runner(onnx_export.session(variant.onnx), shape, batch)
 
 
 RUNTIMES = (torch_eager.TORCH_CPU, onnx_runtime.ORT_CPU)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress.measuring import counting, timing
+from compress.measuring import counting, onnx_export, timing
 from compress.measuring.runtimes import cuda, onnx_runtime, torch_eager
 from compress.measuring.subject import Measurement, Subject, Timings
 from compress.measuring.timing import LatencyConfig
@@ -107,10 +107,10 @@ def test_threads_flag_is_what_pytorch_and_onnxruntime_run_with(tmp_path: Path,
                                        cfg))  # what every run does to time PyTorch on the CPU
     assert seen and set(seen) == {1}
     sessions: list[object] = []
-    real = onnx_runtime.session
-    monkeypatch.setattr(onnx_runtime, "session", lambda path, threads=None: sessions.append(real(path, threads))
+    real = onnx_export.session
+    monkeypatch.setattr(onnx_export, "session", lambda path, threads=None: sessions.append(real(path, threads))
                         or sessions[-1])
-    onnx_runtime.export_onnx(torch.nn.Conv2d(3, 4, 3), tmp_path / "c.onnx", torch.randn(2, 3, 8, 8))
+    onnx_export.export_onnx(torch.nn.Conv2d(3, 4, 3), tmp_path / "c.onnx", torch.randn(2, 3, 8, 8))
     sessions.clear()
     conv = torch.nn.Conv2d(3, 4, 3)
     onnx = Artifact(backend="onnx fp32", file=tmp_path / "c.onnx", onnx=tmp_path / "c.onnx", dtype="float32")

@@ -14,7 +14,7 @@ from compress.compressors import Context
 from compress.compressors.quantization import QuantizationConfig, quantization
 from compress.data.datasets import Loaders
 from compress.errors import CompressError
-from compress.measuring import counting, harness, timing
+from compress.measuring import counting, harness, onnx_export, timing
 from compress.measuring.calibration import calibration_batches
 from compress.measuring.runtimes import cuda, onnx_runtime, torch_eager
 from compress.measuring.subject import Measurement, RowInfo, Subject
@@ -48,18 +48,18 @@ def tiny() -> torch.nn.Module:
 
 def test_onnx_export_matches_pytorch_within_tolerance(tiny: torch.nn.Module, tmp_path: Path) -> None:
     x = torch.randn(8, 3, 32, 32)
-    diff = onnx_runtime.export_onnx(tiny, tmp_path / "m.onnx", x)
-    assert 0 <= diff <= onnx_runtime.PARITY_ATOL
-    got = onnx_runtime.run(onnx_runtime.session(tmp_path / "m.onnx", 1), np.random.default_rng(1).standard_normal(
+    diff = onnx_export.export_onnx(tiny, tmp_path / "m.onnx", x)
+    assert 0 <= diff <= onnx_export.PARITY_ATOL
+    got = onnx_export.run(onnx_export.session(tmp_path / "m.onnx", 1), np.random.default_rng(1).standard_normal(
         (5, 3, 32, 32), dtype=np.float32))
     assert got.shape == (5, 4)  # the batch axis is dynamic
 
 
 def test_onnx_export_that_disagrees_fails_and_leaves_no_file(tiny: torch.nn.Module, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(onnx_runtime, "parity", lambda *a: 0.25)
+    monkeypatch.setattr(onnx_export, "parity", lambda *a: 0.25)
     with pytest.raises(CompressError, match=r"max \|ORT - PyTorch\| = 0.25 .* above 0.0001"):
-        onnx_runtime.export_onnx(tiny, tmp_path / "m.onnx", torch.randn(4, 3, 32, 32))
+        onnx_export.export_onnx(tiny, tmp_path / "m.onnx", torch.randn(4, 3, 32, 32))
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -75,7 +75,7 @@ def test_onnxruntime_int8_is_a_smaller_int8_file_that_still_classifies(tiny: tor
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
     assert not list(art.onnx.parent.glob("*.pre.onnx")) and not list(art.onnx.parent.glob("augmented*"))
     x = torch.randn(6, 3, 32, 32)
-    out = onnx_runtime.run(onnx_runtime.session(art.onnx, 1), x.numpy())
+    out = onnx_export.run(onnx_export.session(art.onnx, 1), x.numpy())
     assert out.shape == (6, 4) and np.isfinite(out).all()
     with torch.no_grad():
         ref = tiny(x).numpy()
@@ -114,7 +114,7 @@ def test_int8_accuracy_comes_from_the_int8_session_not_the_fp32_model(tmp_path: 
 
     fp32, other = constant(0), constant(2)
     ld = _loaders(labels=2)
-    onnx_runtime.export_onnx(other, tmp_path / "int8.onnx", torch.randn(2, 3, 32, 32))
+    onnx_export.export_onnx(other, tmp_path / "int8.onnx", torch.randn(2, 3, 32, 32))
     art = Artifact(backend="test", file=tmp_path / "int8.onnx", onnx=tmp_path / "int8.onnx")
     info = RowInfo(dataset="t", compressor="quantization", config={}, seed=0, command="t")
     lat = timing.LatencyConfig(warmup=0, min_calls=1, max_calls=1, budget_s=0, batches=(1,), runtimes=("torch", "ort"))

@@ -19,7 +19,7 @@ from compress.compressors import get
 from compress.compressors.precision import PrecisionConfig
 from compress.compressors.quantization import QuantizationConfig, quantization
 from compress.errors import CompressError
-from compress.measuring import counting, harness, timing
+from compress.measuring import counting, harness, onnx_export, timing
 from compress.measuring.runtimes import cuda, onnx_runtime, openvino_cpu, torch_compile, torch_eager
 from compress.measuring.subject import Measurement, RowInfo, Subject, Timings
 from compress.models.artifact import Artifact
@@ -55,7 +55,7 @@ def test_default_runtimes_keep_the_old_cost() -> None:
 
 def test_openvino_fp32_reproduces_pytorch_and_is_timed(tiny: nn.Module, tmp_path: Path) -> None:
     x = torch.randn(8, 3, 32, 32)
-    onnx_runtime.export_onnx(tiny, tmp_path / "m.onnx", x)
+    onnx_export.export_onnx(tiny, tmp_path / "m.onnx", x)
     assert openvino_cpu.parity(tiny, tmp_path / "m.onnx", x, 1) <= openvino_cpu.PARITY_ATOL
     cfg = timing.LatencyConfig(**ONE_CALL, threads=1, runtimes=("openvino",))
     timings = Timings({}, {})  # the harness's own path: parity check, then timing
@@ -70,7 +70,7 @@ def test_openvino_fp32_reproduces_pytorch_and_is_timed(tiny: nn.Module, tmp_path
 
 def test_openvino_that_disagrees_with_pytorch_is_refused(tiny: nn.Module, tmp_path: Path) -> None:
     x = torch.randn(4, 3, 32, 32)
-    onnx_runtime.export_onnx(tiny, tmp_path / "m.onnx", x)
+    onnx_export.export_onnx(tiny, tmp_path / "m.onnx", x)
     other = copy.deepcopy(tiny)
     with torch.no_grad():
         other.classifier[-1].bias += 1.0

@@ -19,8 +19,8 @@ from torch import nn
 from compress.compressors._registry import Context, Planned, register
 from compress.errors import CompressError
 from compress.log import quiet
+from compress.measuring import onnx_export
 from compress.measuring.calibration import MIN_CALIBRATION, CalibrationReader, calibration_batches
-from compress.measuring.runtimes import onnx_runtime
 from compress.models.artifact import Artifact
 from compress.models.checkpoints import DYNAMIC_INT8, DYNAMIC_INT8_BACKEND, save_checkpoint
 from compress.models.vgg import ModelSpec
@@ -55,7 +55,7 @@ def _onnxruntime(model: nn.Module, config: QuantizationConfig, ctx: Context) -> 
     check, _ = next(iter(ctx.loaders.test))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     fp32, pre, int8 = (ctx.run_dir / n for n in ("model.fp32.onnx", "model.pre.onnx", "model.int8.onnx"))
-    onnx_runtime.export_onnx(model, fp32, check[:32])
+    onnx_export.export_onnx(model, fp32, check[:32])
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[config.calibration]
     try:
@@ -93,7 +93,7 @@ def _openvino(model: nn.Module, config: QuantizationConfig, ctx: Context) -> Art
     check, _ = next(iter(ctx.loaders.test))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     fp32, ir = ctx.run_dir / "model.fp32.onnx", ctx.run_dir / "model.int8.xml"
-    onnx_runtime.export_onnx(model, fp32, check[:32])
+    onnx_export.export_onnx(model, fp32, check[:32])
     openvino_cpu.quantize(fp32, batches, ir, keep_first_last=config.keep_fp32 == "first-last")
     kept = "; first conv + last matmul fp32" if config.keep_fp32 == "first-last" else ""
     return Artifact(backend=f"openvino int8 NNCF PTQ ({config.calibration_size} images{kept})", file=ir, ir=ir,

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from compress.errors import CompressError
-from compress.measuring.runtimes import onnx_runtime
+from compress.measuring import onnx_export
 
 MIN_CALIBRATION = 32  # fewer images than this give activation ranges no one should trust
 
@@ -40,7 +40,7 @@ class CalibrationReader:
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         x = next(self._it, None)
-        return None if x is None else {onnx_runtime.INPUT: x}
+        return None if x is None else {onnx_export.INPUT: x}
 
     def __iter__(self) -> "CalibrationReader":  # ONNX Runtime's QDQ debugging API iterates where the quantizer calls get_next
         return self

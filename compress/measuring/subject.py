@@ -15,9 +15,8 @@ import torch
 from torch import nn
 
 from compress.log import log
-from compress.measuring import counting
+from compress.measuring import counting, onnx_export
 from compress.measuring.paired import interleaved
-from compress.measuring.runtimes import onnx_runtime
 from compress.measuring.timing import LatencyConfig, time_calls
 from compress.models.artifact import Artifact
 from compress.models.vgg import ModelSpec
@@ -110,6 +109,7 @@ class Measurement:
     keep_onnx: Path | None = None  # where to keep the ONNX export (--export-onnx); else it goes in scratch
     timings: Timings = field(default_factory=lambda: Timings({}, {}))
     scratch: Path = Path(".")  # a folder for this measurement's temporary files (the harness sets it)
+    no_onnx: str | None = None  # why there is no ONNX file, when there is none to time
     _onnx: tuple[Path | None] | None = None  # the ONNX file, once looked for
 
     @property
@@ -139,11 +139,11 @@ class Measurement:
         if not self.cfg.onnx:
             return None
         if art.module is None or art.dtype != "float32":
-            self.timings.notes[onnx_runtime.ORT_CPU] = f"n/a (the model is {art.backend}; only fp32 models are exported to ONNX)"
+            self.no_onnx = f"the model is {art.backend}; only fp32 models are exported to ONNX"
             return None
         path = self.keep_onnx or self.scratch / "model.onnx"
         log(f"exporting {self.subject.label} to ONNX and checking it against PyTorch")
-        self.timings.parity = onnx_runtime.export_onnx(art.module, path, self.check_inputs())
+        self.timings.parity = onnx_export.export_onnx(art.module, path, self.check_inputs())
         self.timings.onnx_size = counting.file_size(path)
         return path
 

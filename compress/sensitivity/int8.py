@@ -21,6 +21,7 @@ from torch import nn
 
 from compress.errors import CompressError
 from compress.log import log, quiet
+from compress.measuring import onnx_export
 from compress.measuring.calibration import CalibrationReader, calibration_batches
 from compress.measuring.runtimes import onnx_runtime
 from compress.sensitivity.scans import LayerError, QuantizationScan, ScanSettings
@@ -95,7 +96,7 @@ def scan(model: nn.Module, loaders: Any, settings: ScanSettings, baseline: str, 
     with tempfile.TemporaryDirectory(prefix="compress-int8-sens-") as d:
         tmp = Path(d)
         fp32, pre, int8 = tmp / "fp32.onnx", tmp / "pre.onnx", tmp / "int8.onnx"
-        onnx_runtime.export_onnx(model, fp32, next(iter(loaders.val))[0][:32])
+        onnx_export.export_onnx(model, fp32, next(iter(loaders.val))[0][:32])
         with quiet():
             quant_pre_process(str(fp32), str(pre))
         graph = onnx.load(str(pre)).graph

@@ -15,17 +15,16 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from compress.errors import CompressError
 
-if TYPE_CHECKING:  # types only: the harness's value objects import this registry
-    from compress.measuring.subject import Measurement
-
-TimeFn = Callable[["Measurement"], None]
-ScoreFn = Callable[["Measurement"], tuple[np.ndarray, np.ndarray]]
+# Each takes the harness's Measurement (measuring/subject.py); not named here, so that the registry, which
+# the timing module reads, imports nothing of the harness.
+TimeFn = Callable[[Any], None]
+ScoreFn = Callable[[Any], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
