@@ -24,7 +24,7 @@ from compress.training.config import FinetuneConfig
 class Context:
     """What a compressor may use besides the model: data, device, where its files go."""
 
-    loaders: Any  # compress.data.Loaders
+    loaders: Any  # compress.data.datasets.Loaders
     device: Any  # torch.device
     num_classes: int
     image_size: int

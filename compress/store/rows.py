@@ -31,7 +31,7 @@ class ResultRow:
     nonzero_params: int
     macs: int
     size_bytes: int
-    latency: dict[str, dict[int, Latency]]  # runtime (measure.RUNTIMES) -> batch size -> statistics
+    latency: dict[str, dict[int, Latency]]  # runtime key (measuring/runtimes) -> batch size -> statistics
     accuracy: float | None  # top-1 on the stored test split; None when measured without data
     accuracy_before_finetune: float | None
     test_images: int
@@ -52,7 +52,7 @@ class ResultRow:
     caveats: list[str] = field(default_factory=list)  # what a reader must know to read this row right
     # speed-ups timed interleaved with a reference (runtime -> batch -> Paired), and the machine's load meanwhile
     paired: dict[str, dict[int, Paired]] = field(default_factory=dict)
-    load: dict[str, Any] | None = None  # compress.load.Load as a dict, plus "busy"
+    load: dict[str, Any] | None = None  # measuring.cpuload.Load as a dict, plus "busy"
     # how the model was trained: {"world_size", "backend" (None: one process), "per_rank_batch" (None: no training)}
     distributed: dict[str, Any] = field(default_factory=dict)
 

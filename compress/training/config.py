@@ -20,7 +20,7 @@ class TrainConfig:
     batch_size: int = 32
     weight_decay: float = 0.0
     schedule: Literal["cosine", "constant"] = "cosine"
-    augment: bool = False  # random shifts of training images (data.Shifted)
+    augment: bool = False  # random shifts of training images (datasets.Shifted)
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
