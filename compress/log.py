@@ -9,13 +9,14 @@ import sys
 import warnings
 from typing import Iterator
 
+from compress.errors import printable
 from compress.scaleout import dist
 
 
 def log(msg: str) -> None:
     """Progress and notes go to stderr: stdout is for results (`--json`). Under torchrun, rank 0 speaks."""
     if dist.current().main:
-        print(msg, file=sys.stderr, flush=True)
+        print(printable(msg), file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

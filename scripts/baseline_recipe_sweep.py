@@ -17,6 +17,7 @@ import json
 import torch
 
 from compress.data import datasets
+from compress.data.split import make_split
 from compress.models import vgg
 from compress.training.config import TrainConfig
 from compress.training.evaluation import evaluate
@@ -33,7 +34,7 @@ def main() -> None:
     dev = torch.device(args.device)
     cfg = datasets.DataConfig()
     bundle = datasets.load(cfg)
-    split = datasets.make_split(bundle, cfg)
+    split = make_split(bundle, cfg)
     for recipe in args.recipes:
         sched_name, aug, epochs = recipe.split(":")
         for seed in args.seeds:

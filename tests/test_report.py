@@ -14,6 +14,7 @@ from compress.measuring.runtimes.cuda import TORCH_CUDA
 from compress.measuring.runtimes.onnx_runtime import ORT_CPU
 from compress.measuring.runtimes.torch_eager import TORCH_CPU
 from compress.reporting import markdown
+from compress.store import rows
 from compress.store.rows import Latency, ResultRow
 from compress.store.sqlite import Store
 
@@ -69,7 +70,7 @@ def test_mcnemar_matches_hand_computed_values() -> None:
     assert t.p_value == pytest.approx(2 / 1024) and t.significant
     assert significance.mcnemar(np.ones(5, bool), np.ones(5, bool)).p_value == 1.0  # no disagreement
     assert significance.mcnemar(np.array([1, 0, 1, 0], bool), np.array([0, 1, 0, 1], bool)).p_value == 1.0  # 2 vs 2
-    assert significance.decode(significance.encode(a)).tolist() == a.tolist()
+    assert rows.decode(rows.encode(a)).tolist() == a.tolist()
     with pytest.raises(ValueError, match="same images"):
         significance.mcnemar(a, b[:-1])
 

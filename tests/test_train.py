@@ -5,6 +5,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from compress.data import datasets
+from compress.data.split import make_split
 from compress.training.config import TrainConfig
 from compress.training.evaluation import evaluate
 from compress.training.loop import fit
@@ -42,19 +43,19 @@ def test_zero_epochs_leaves_the_model_untouched() -> None:
 def test_split_is_deterministic_disjoint_and_stratified() -> None:
     cfg = datasets.DataConfig()
     bundle = datasets.load(cfg)
-    a, b = datasets.make_split(bundle, cfg), datasets.make_split(bundle, cfg)
+    a, b = make_split(bundle, cfg), make_split(bundle, cfg)
     assert a == b
     assert not (set(a.train) & set(a.val)) and not (set(a.train) & set(a.test)) and not (set(a.val) & set(a.test))
     assert len(a.train) + len(a.val) + len(a.test) == 1797 and len(a.test) == 359
     test_classes = torch.bincount(torch.tensor(bundle.train_targets[list(a.test)]))
     assert test_classes.min() >= 34  # ~36 per class: stratified, not luck
-    assert datasets.make_split(bundle, datasets.DataConfig(seed=1)) != a
+    assert make_split(bundle, datasets.DataConfig(seed=1)) != a
 
 
 def test_shift_augmentation_only_touches_training_images() -> None:
     cfg = datasets.DataConfig(max_samples=60)
     bundle = datasets.load(cfg)
-    split = datasets.make_split(bundle, cfg)
+    split = make_split(bundle, cfg)
     torch.manual_seed(0)
     plain = datasets.loaders(bundle, split, 8)
     shifted = datasets.loaders(bundle, split, 8, augment=True)

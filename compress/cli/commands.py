@@ -187,15 +187,15 @@ def cmd_search(ns: argparse.Namespace, command: str) -> None:
 
 def cmd_collect(ns: argparse.Namespace, command: str) -> None:
     ws = workspace(ns)
-    got = collect.collect(ws, ns.sources)
+    got = collect.collect(ws, ns.sources, compressors.names())
     for reason in got.refused:
         log(f"refused: {reason}")
     log(f"collected {len(got.added)} new row(s) into {ws.store.path} ({got.present} already there, "
-        f"{len(got.refused)} baseline(s) refused); `compress report --workdir {ws.root}` writes the merged report")
+        f"{len(got.refused)} refusal(s)); `compress report --workdir {ws.root}` writes the merged report")
     if ns.json:
         print(json.dumps({"added": got.added, "already_present": got.present, "refused": got.refused}, indent=2))
     if got.refused:
-        raise CompressError(f"{len(got.refused)} baseline(s) and their rows were refused (reasons above); the rows "
+        raise CompressError(f"{len(got.refused)} baseline(s) or row(s) were refused (reasons above); the rows "
                             "that were collected are stored")
 
 

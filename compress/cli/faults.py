@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from compress.errors import CompressError
+from compress.errors import CompressError, printable
 
 INTERRUPTED = 130
 TERMINATED = 143  # 128 + SIGTERM: under torchrun, stopped because another rank failed
@@ -31,7 +31,7 @@ def _say(msg: str) -> None:
 
     world = dist.current()
     who = f" [rank {world.rank}/{world.size}]" if world.active else ""
-    print(f"compress{who}: {msg}", file=sys.stderr, flush=True)
+    print(f"compress{who}: {printable(msg)}", file=sys.stderr, flush=True)
 
 
 @contextmanager
@@ -96,9 +96,19 @@ def _known_failure(exc: BaseException) -> int | None:
              "above); stored results are intact")
         return 3
     if any(word in text for word in OOM_WORDS):
-        where = "the GPU" if "cuda" in text else "the device"
-        _say(f"error: {where} ran out of memory ({str(exc).splitlines()[0][:120]}): lower --batch-size or "
-             "--image-size, or pass --device cpu; stored results are intact")
+        gpu = "cuda" in text
+        _say(f"error: {'the GPU' if gpu else 'the machine'} ran out of memory ({str(exc).splitlines()[0][:120]}): "
+             f"lower --batch-size or --image-size{', or pass --device cpu' if gpu else ''}; stored results are intact")
+        return 2
+    denied = next((e for e in chain if isinstance(e, PermissionError)), None)
+    if denied is not None:
+        _say(f"error: cannot write {denied.filename or 'a file'}: permission denied ({denied.strerror}); make it "
+             "writable (or pass --workdir / --reports-dir elsewhere); stored results are intact")
+        return 2
+    gone = next((e for e in chain if isinstance(e, FileNotFoundError)), None)
+    if gone is not None:
+        _say(f"error: {gone.filename or 'a file the run reads'} is gone (moved or deleted while the run used it): "
+             "put it back and run again; an interrupted training continues with --resume")
         return 2
     return None
 

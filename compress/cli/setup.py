@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import replace
 
+from compress import compressors
 from compress.cli.faults import check_writable
 from compress.cli.flags import config_from
 from compress.data import datasets
@@ -42,7 +43,8 @@ def prepare(ns: argparse.Namespace) -> None:
     check_writable(targets)
     ws.store.check()
     if ns.command != "report" and dist.current().main:  # under torchrun rank 0 alone cleans (and writes)
-        files, freed = clean_stale(ws.root, STARTED)
+        folders, runs = ws.own_folders([*compressors.names(), "baseline"])
+        files, freed = clean_stale(folders, runs, ws.temp, STARTED)
         if files:
             log(f"cleaned {files} leftover file(s) of interrupted runs under {ws.root} ({freed / 1e6:.1f} MB freed)")
 
@@ -64,6 +66,7 @@ def session_from(ns: argparse.Namespace, command: str) -> Session:
                             download=bool(getattr(ns, "download", False)),
                             freeze_features=getattr(ns, "freeze_features", False))
     data_cfg = config_from(datasets.DataConfig, ns, dataset=ns.dataset or "digits")
+    Workspace.check_dataset_name(data_cfg.name)
     if source.pretrained is not None:  # ImageNet weights expect ImageNet's input statistics
         data_cfg = replace(data_cfg, normalization="imagenet")
     return Session(workspace=workspace(ns), data=data_cfg, baseline=source,

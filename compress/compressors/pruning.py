@@ -53,6 +53,10 @@ class PruningConfig:
         if self.per_layer is not None and (self.method != "structured" or self.scope != "uniform"):
             raise CompressError("--per-layer sets each convolution's amount for structured pruning: drop "
                                 "--method unstructured / --scope global")
+        if self.per_layer not in (None, "sensitivity") and not self.layer_amounts:  # a file: read it now, not
+            from compress.sensitivity.scans import parse_per_layer_file  # after the baseline was measured
+
+            parse_per_layer_file(Path(self.per_layer))
         if any(not 0.0 <= a < 1.0 for a in self.layer_amounts):
             raise CompressError(f"per-layer amounts must be in [0, 1), got {self.layer_amounts}")
 

@@ -7,9 +7,9 @@ best epoch on the same validation images and is scored on exactly the same test 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -18,11 +18,24 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from compress.data import image_folders
 from compress.errors import CompressError
 
+if TYPE_CHECKING:
+    from compress.data.split import Split
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 TORCHVISION_DATASETS = ("cifar10", "fashion-mnist")
+
+
 DATASETS = ("digits", *TORCHVISION_DATASETS)
+
+
 MIN_IMAGE_SIZE = 32  # VGG16 halves the resolution 5 times
+
+
 MAX_IMAGE_SIZE = 4096
 
 
@@ -57,6 +70,11 @@ class DataConfig:
             object.__setattr__(self, "normalization", "imagenet" if self.data or self.dataset != "digits" else "half")
         if self.test_data is not None and not self.data:
             raise CompressError("--test-data needs --data: it is the held-out test folder of an ImageFolder tree")
+        if self.test_data is not None and self.data:
+            train, test = Path(self.data).resolve(), Path(self.test_data).resolve()
+            if train == test or train in test.parents or test in train.parents:
+                raise CompressError(f"--test-data {self.test_data} and --data {self.data} overlap: the test images would "
+                                    "be training images too; pass a held-out folder the model never sees")
         if self.max_samples is not None and self.max_samples <= 0:
             raise CompressError(f"--max-samples must be positive, got {self.max_samples}")
         for name in ("test_fraction", "val_fraction"):
@@ -87,22 +105,6 @@ class DataConfig:
         return self.image_size or (224 if self.data else 32)
 
 
-@dataclass(frozen=True)
-class Split:
-    """Indices of train/val (into the training pool) and test (into the test pool)."""
-
-    train: tuple[int, ...]
-    val: tuple[int, ...]
-    test: tuple[int, ...]
-
-    def to_dict(self) -> dict[str, list[int]]:
-        return {k: list(v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, list[int]]) -> "Split":
-        return cls(tuple(d["train"]), tuple(d["val"]), tuple(d["test"]))
-
-
 @dataclass
 class DataBundle:
     name: str
@@ -118,10 +120,6 @@ class DataBundle:
     def num_classes(self) -> int:
         return len(self.classes)
 
-
-# ---------------------------------------------------------------------------------------
-# Sources
-# ---------------------------------------------------------------------------------------
 
 def _digits(cfg: DataConfig) -> DataBundle:
     """scikit-learn's bundled 8x8 digits (real scans, offline), upscaled to RGB."""
@@ -198,43 +196,6 @@ def load(cfg: DataConfig) -> DataBundle:
         return _torchvision(cfg)
     raise CompressError(f"unknown --dataset {cfg.dataset!r}: expected one of {', '.join(DATASETS)} "
                         "(or --data PATH for a folder of images)")
-
-
-# ---------------------------------------------------------------------------------------
-# Split and loaders
-# ---------------------------------------------------------------------------------------
-
-def _split_off(idx: np.ndarray, targets: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified when every class has two members, plain seeded shuffle otherwise."""
-    from sklearn.model_selection import train_test_split
-
-    n_out = max(1, int(round(len(idx) * fraction)))
-    if len(idx) - n_out < 1:
-        raise CompressError(f"only {len(idx)} images: too few to split into train/validation/test")
-    labels = targets[idx]
-    counts = np.bincount(labels)
-    strat = labels if counts[counts > 0].min() >= 2 and n_out >= len(np.unique(labels)) else None
-    keep, out = train_test_split(idx, test_size=n_out, random_state=seed, stratify=strat)
-    return np.sort(keep), np.sort(out)
-
-
-def make_split(bundle: DataBundle, cfg: DataConfig) -> Split:
-    """Deterministic in (data, seed, fractions): test 20%, validation from the rest."""
-    rng = np.random.default_rng(cfg.seed)
-    pool = np.arange(len(bundle.train_targets))
-    if cfg.max_samples is not None and cfg.max_samples < len(pool):
-        pool = np.sort(rng.choice(pool, size=cfg.max_samples, replace=False))
-    if bundle.official_test:
-        train_val = pool
-        n_test = len(bundle.test_pool)  # type: ignore[arg-type]
-        test = np.arange(n_test)
-        if cfg.max_samples is not None:
-            test = np.sort(rng.choice(test, size=min(n_test, max(1, int(cfg.max_samples * cfg.test_fraction))),
-                                      replace=False))
-    else:
-        train_val, test = _split_off(pool, bundle.train_targets, cfg.test_fraction, cfg.seed)
-    train, val = _split_off(train_val, bundle.train_targets, cfg.val_fraction, cfg.seed + 1)
-    return Split(tuple(int(i) for i in train), tuple(int(i) for i in val), tuple(int(i) for i in test))
 
 
 class Shifted(Dataset):

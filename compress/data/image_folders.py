@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from compress.errors import CompressError
+from compress.log import log
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 MAX_PIXELS = 400_000_000  # Pillow's bomb guard, raised: a 100-megapixel photo is a photo, not an attack
@@ -82,6 +82,7 @@ def scan(root: Path, size: int, strict: bool, flag: str = "--data") -> tuple[lis
                         key=lambda p: unicodedata.normalize("NFC", p.name))
     if not class_dirs:
         raise CompressError(f"{flag} {root} has no class folders: expected {root}/<class name>/<image files>")
+    _check_layout(root, class_dirs, flag)
     classes = [unicodedata.normalize("NFC", p.name) for p in class_dirs]
     if len(classes) < 2:
         skipped = sorted(p.name for p in root.iterdir() if p.is_dir() and _hidden(Path(p.name)))
@@ -105,17 +106,48 @@ def scan(root: Path, size: int, strict: bool, flag: str = "--data") -> tuple[lis
         if not good:
             empty.append(classes[label])
         samples += good
+    _check_unique(root, samples, classes, flag)
     if bad and strict:
         raise CompressError(f"{flag} {root}: {len(bad)} image(s) cannot be read: {'; '.join(bad[:5])}"
                             f"{' ...' if len(bad) > 5 else ''}; fix or remove them, or drop --strict to skip them")
     if bad:
-        print(f"warning: skipped {len(bad)} unreadable image(s) under {root}: " + "; ".join(bad), file=sys.stderr)
+        log(f"warning: skipped {len(bad)} unreadable image(s) under {root}: " + "; ".join(bad))
     if ignored:
-        print(f"note: ignored {ignored} non-image file(s) under {root} (images: {' '.join(IMAGE_EXTS)})",
-              file=sys.stderr)
+        log(f"note: ignored {ignored} non-image file(s) under {root} (images: {' '.join(IMAGE_EXTS)})")
     if empty:
         raise CompressError(f"{flag} {root}: class folder(s) {', '.join(empty)} hold no readable images "
                             f"({' '.join(IMAGE_EXTS)}): add images or remove the folder")
     listing = "\n".join(f"{unicodedata.normalize('NFC', str(Path(p).relative_to(root)))}:{os.path.getsize(p)}"
                          for p, _ in samples)
-    return classes, samples, hashlib.sha256(listing.encode()).hexdigest()[:16]
+    return classes, samples, hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+SPLIT_NAMES = {"train", "training", "test", "testing", "val", "valid", "validation"}
+
+
+def _check_layout(root: Path, class_dirs: list[Path], flag: str) -> None:
+    """Class folders that are really something else: a train/test layout (`kaggle/{train,test}/{cat,dog}`
+    would train a "train vs test" classifier), or a link back into the tree (`zz -> .`)."""
+    names = {p.name.lower() for p in class_dirs}
+    if names & {"train", "training"} and names <= SPLIT_NAMES and \
+            all(any(c.is_dir() for c in p.iterdir()) for p in class_dirs):
+        train = next(p for p in class_dirs if p.name.lower() in ("train", "training"))
+        test = next((p for p in class_dirs if p.name.lower() in ("test", "testing")), None)
+        raise CompressError(f"{flag} {root} holds {', '.join(sorted(p.name for p in class_dirs))} folders of class "
+                            f"folders, not classes: pass {flag} {train}" + (f" --test-data {test}" if test else ""))
+    real_root = root.resolve()
+    for p in class_dirs:
+        target = p.resolve()
+        if p.is_symlink() and (target == real_root or target in real_root.parents or real_root in target.parents):
+            raise CompressError(f"{flag} {root}: the class folder {p.name} links to {target}, inside or above the "
+                                "data folder itself: its images would be counted under two classes; remove the link")
+
+
+def _check_unique(root: Path, samples: list[tuple[str, int]], classes: list[str], flag: str) -> None:
+    """The same image file under two classes (through a link) would be in train and test at once."""
+    seen: dict[str, int] = {}
+    for path, label in samples:
+        real = os.path.realpath(path)
+        if seen.setdefault(real, label) != label:
+            raise CompressError(f"{flag} {root}: the image {real} is under two classes ({classes[seen[real]]}, "
+                                f"{classes[label]}) through a link: remove the link or the copy")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -18,7 +19,8 @@ import torch
 from torch import nn
 
 from compress.data import datasets as data_mod
-from compress.data.datasets import DataBundle, DataConfig, Loaders, Split
+from compress.data.datasets import DataBundle, DataConfig, Loaders
+from compress.data.split import Split, make_split
 from compress.errors import CompressError
 from compress.log import log
 from compress.measuring.harness import measure_row
@@ -50,8 +52,17 @@ def stored_split(ws: Workspace, data_cfg: DataConfig, bundle: DataBundle) -> Spl
                 f"(fingerprint {saved['fingerprint']} -> {bundle.fingerprint}, {len(saved['classes'])} -> "
                 f"{len(bundle.classes)} classes): results would not be comparable. Restore the data, or "
                 "pass --retrain to make a new split and baseline")
-        return Split.from_dict(saved["split"])
-    split = data_mod.make_split(bundle, data_cfg)
+        try:
+            split = Split.from_dict(saved["split"])
+        except (KeyError, TypeError, ValueError):
+            split, why = None, "it is not a split"
+        else:
+            why = split.problem(bundle)
+        if split is None or why:
+            raise CompressError(f"the stored split {path} cannot be used: {why}. It was edited or damaged: restore it, "
+                                "or delete it (or pass --retrain) to make a new split and baseline")
+        return split
+    split = make_split(bundle, data_cfg)
     write_json(path, {"fingerprint": bundle.fingerprint, "classes": bundle.classes, "split": split.to_dict(),
                       "data": asdict(data_cfg)})
     return split
@@ -219,9 +230,11 @@ def _train(session: Session, bdir: Any, bundle: DataBundle, split: Split,
     return Baseline(model.cpu(), spec, ckpt, dist.from_main(store), bundle, split, data_cfg)
 
 
-def _scratch() -> Path:
-    """A folder for this invocation's reference exports, removed when the process ends."""
-    folder = Path(tempfile.mkdtemp(prefix="compress-reference-"))
+def _scratch(temp: Path) -> Path:
+    """A folder for this invocation's reference exports under the workdir's tmp/, removed when the process ends
+    (and at the next start if it was killed)."""
+    temp.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"compress-reference-{os.getpid()}-", dir=temp))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
 
@@ -240,10 +253,10 @@ def measure_baseline(session: Session, base: Baseline) -> tuple[ResultRow, Path 
     row_id = new_row_id("baseline", config)
     run_dir = session.workspace.run_dir(base.data_cfg.name, "baseline", row_id)
     subject = Subject(base.model, base.spec, Artifact.fp32(base.model, base.path), base.data_cfg.size, "baseline")
-    onnx = (run_dir / "model.onnx" if session.keep_onnx else _scratch() / "baseline.onnx") \
+    onnx = (run_dir / "model.onnx" if session.keep_onnx else _scratch(session.workspace.temp) / "baseline.onnx") \
         if session.latency.onnx else None
     row, preds = measure_row(Measurement(subject, session.latency, base.loaders(EVAL_BATCH).test, session.device,
-                                         keep_onnx=onnx), info, row_id)
+                                         keep_onnx=onnx, temp_root=session.workspace.temp), info, row_id)
     save_run(session.store, row, preds, run_dir)
     return row, onnx if onnx is not None and onnx.exists() else None
 

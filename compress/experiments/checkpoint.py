@@ -63,7 +63,8 @@ def measure_checkpoint(session: Session, req: CheckpointRequest) -> ResultRow:
     else:
         artifact, fp32 = Artifact.fp32(imported.model, Path(req.weights)), imported.model
     subject = Subject(fp32, imported.spec, artifact, session.data.size, Path(req.weights).name)
-    row, _ = measure_row(Measurement(subject, session.latency, test_loader, session.device, keep_onnx=req.onnx_out), info)
+    row, _ = measure_row(Measurement(subject, session.latency, test_loader, session.device, keep_onnx=req.onnx_out,
+                                     temp_root=session.workspace.temp), info)
     if req.store:
         session.store.add(row)
     log(f"{req.weights}: {imported.layout} layout, {imported.spec.arch}, {imported.spec.num_classes} classes")

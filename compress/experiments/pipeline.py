@@ -99,7 +99,8 @@ def start_from(session: Session, old: ResultRow, ref: Reference, test_loader: An
                       old.image_size, old.compressor)
 
     def remeasure() -> ResultRow:  # rank 0 alone under torchrun
-        row, _ = measure_row(Measurement(subject, session.latency, test_loader, session.device, ref.pair()), info)
+        row, _ = measure_row(Measurement(subject, session.latency, test_loader, session.device, ref.pair(),
+                                         temp_root=session.workspace.temp), info)
         session.store.add(row)
         return row
 
@@ -213,7 +214,7 @@ class _Step:
         subject = Subject(fp32 if fp32 is not None else self.start.model, spec, artifact, s.data.size,
                           job.compressor)
         m = Measurement(subject, s.latency, self.ld.test, s.device, _pair(artifact, self.ref, self.start),
-                        self.run_dir / "model.onnx" if s.keep_onnx else None)
+                        self.run_dir / "model.onnx" if s.keep_onnx else None, temp_root=s.workspace.temp)
         row, preds = measure_row(m, info, self.row_id)
         save_run(s.store, row, preds, self.run_dir)
         return row

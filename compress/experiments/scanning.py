@@ -7,6 +7,7 @@ a scan of other weights is never used for `run pruning --per-layer sensitivity`)
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from compress.experiments.baseline import EVAL_BATCH, ensure_baseline
@@ -32,7 +33,8 @@ def run(session: Session, kind: str, settings: ScanSettings, command: str) -> tu
         scan = PruningScan(digest, val_images, val_acc, settings.amounts, tuple(curves),
                            time.perf_counter() - start, command, tolerance=settings.tolerance)
     else:
-        scan = int8.scan(base.model.cpu(), ld, settings, digest, command)
+        scan = int8.scan(base.model.cpu(), ld, replace(settings, temp_root=session.workspace.temp), digest,
+                         command)
     base.model.cpu()
     save(path, scan)
     log(f"{kind} sensitivity took {scan.seconds:.0f} s")

@@ -8,7 +8,6 @@ times the model in turn (`measuring/runtimes/`); the harness knows none of them 
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,12 +15,13 @@ import numpy as np
 
 from compress.errors import CompressError
 from compress.log import log
-from compress.measuring import counting, cpuload, runtimes, significance
+from compress.measuring import counting, cpuload, runtimes
 from compress.measuring.environment import environment
 from compress.measuring.subject import Measurement, RowInfo, Subject
 from compress.measuring.timing import default_threads, pinning
 from compress.scaleout import dist
-from compress.store.rows import ResultRow, config_hash, new_row_id, now_iso
+from compress.store.atomic import scratch_dir
+from compress.store.rows import ResultRow, config_hash, encode, new_row_id, now_iso
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def measure_row(m: Measurement, info: RowInfo, row_id: str | None = None) -> tup
         cpuload.wait_until_quiet(m.cfg.quiet_timeout_s)
     before = cpuload.read_counters()
     preds = true = None
-    with tempfile.TemporaryDirectory(prefix="compress-onnx-") as tmp:
+    with scratch_dir(m.temp_root, "onnx") as tmp:
         m.scratch = Path(tmp)
         time_all(m)
         during = cpuload.between(before, cpuload.read_counters())
@@ -95,4 +95,4 @@ def _row(m: Measurement, info: RowInfo, counts: Counts, correct: np.ndarray | No
         distributed=info.distributed or dist.current().record(None),
         onnx_size_bytes=timings.onnx_size, onnx_parity=timings.parity, backend=art.backend,
         source_row_id=info.source_row_id, control_row_id=info.control_row_id, conv_macs=counts.conv_macs,
-        correct=None if correct is None else significance.encode(correct), caveats=list(info.caveats))
+        correct=None if correct is None else encode(correct), caveats=list(info.caveats))

@@ -35,12 +35,3 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
     n = only_a + only_b
     p = 1.0 if n == 0 else float(binomtest(min(only_a, only_b), n, 0.5).pvalue)
     return McNemar(only_a, only_b, min(1.0, p))
-
-
-def encode(correct: np.ndarray) -> str:
-    """Per-image correctness as a compact '0'/'1' string, stored with the row."""
-    return "".join("1" if c else "0" for c in np.asarray(correct, dtype=bool))
-
-
-def decode(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode(), dtype=np.uint8) == ord("1")

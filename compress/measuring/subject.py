@@ -107,6 +107,7 @@ class Measurement:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # the accuracy pass's device
     pair: PairWith | None = None
     keep_onnx: Path | None = None  # where to keep the ONNX export (--export-onnx); else it goes in scratch
+    temp_root: Path | None = None  # where temporary exports go (the workdir's tmp/; None: the system's)
     timings: Timings = field(default_factory=lambda: Timings({}, {}))
     scratch: Path = Path(".")  # a folder for this measurement's temporary files (the harness sets it)
     no_onnx: str | None = None  # why there is no ONNX file, when there is none to time

@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Any
 
-from compress.measuring.significance import McNemar, decode, mcnemar
-from compress.store.rows import Latency, ResultRow
+import pandas as pd
+
+from compress.errors import printable
+from compress.measuring.significance import McNemar, mcnemar
+from compress.store.rows import Latency, ResultRow, decode
 
 
 def code(text: str) -> str:
-    """`text` as a markdown code span that survives backticks inside it (a longer fence)."""
+    """`text` as a markdown code span that survives backticks inside it (a longer fence) and stays on one line
+    (a newline in a user's argument would end the span and let what follows be read as markup)."""
+    text = printable(text)
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence, pad = "`" * (longest + 1), " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
@@ -21,7 +27,25 @@ def code(text: str) -> str:
 
 def plain(text: str) -> str:
     """User text (a folder name, a class) in markdown prose: its markup characters are escaped."""
-    return re.sub(r"([\\`*_{}\[\]()#+!|<>])", r"\\\1", text)
+    return re.sub(r"([\\`*_{}\[\]()#+!|<>&])", r"\\\1", printable(text))
+
+
+def named(row: ResultRow) -> str:
+    """A row in report prose: its compressor and settings, both escaped (stored strings, possibly edited)."""
+    return f"{plain(row.compressor)} ({plain(summary(row))})"
+
+
+def cell(value: object) -> object:
+    """One markdown table cell: `|` would end the cell, `<` open raw HTML, a newline end the row."""
+    if not isinstance(value, str):
+        return value
+    return re.sub(r"([\\|<>&])", r"\\\1", printable(value))
+
+
+def md_table(frame: pd.DataFrame, **kw: Any) -> str:
+    """A table as markdown with every cell (and header) escaped: the one way tables reach a report."""
+    safe = frame.rename(columns=lambda c: cell(str(c))).map(cell)
+    return safe.to_markdown(index=False, **kw)
 
 
 def file_stem(name: str) -> str:

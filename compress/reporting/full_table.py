@@ -12,6 +12,7 @@ from compress.measuring.timing import REPORT_BATCH
 from compress.reporting.cells import (
     lat,
     mb,
+    md_table,
     p_cell,
     ratio,
     significance,
@@ -61,7 +62,7 @@ def table(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int = R
 
 
 def to_markdown(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int = REPORT_BATCH) -> str:
-    return table(rows, baselines, batch).to_markdown(index=False)
+    return md_table(table(rows, baselines, batch))
 
 
 def latest(rows: list[ResultRow]) -> list[ResultRow]:

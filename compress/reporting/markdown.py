@@ -27,6 +27,7 @@ from compress.measuring.timing import REPORT_BATCH
 from compress.reporting.cells import (
     code,
     file_stem,
+    md_table,
     plain,
 )
 from compress.reporting.full_table import latest, to_markdown
@@ -97,7 +98,7 @@ def _how_to_read(batch: int) -> list[str]:
 
 def _caveats(rows: list[ResultRow]) -> list[str]:
     """What a reader must know before trusting a figure, once per distinct caveat."""
-    seen = dict.fromkeys(f"**Note** ({r.compressor}): {c}" for r in rows for c in r.caveats)
+    seen = dict.fromkeys(f"**Note** ({plain(r.compressor)}): {plain(c)}" for r in rows for c in r.caveats)
     return [*seen, ""] if seen else []
 
 
@@ -153,7 +154,7 @@ def _headline(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int
     frame = compact(picked, baselines, batch, method=names, setting="brief")
     base = baselines.get(picked[0].baseline_row_id or "")
     return ["## What each method buys", "",
-            frame.to_markdown(index=False, disable_numparse=True), "",
+            md_table(frame, disable_numparse=True), "",
             f"÷ is baseline ÷ model (theory for params and MACs, bytes on disk for size); × is the measured "
             f"speed-up at batch {batch}, timed interleaved with the baseline (intervals in the full table); Δ top-1 "
             f"in points with McNemar's p on the same test images, * when p < 0.05."

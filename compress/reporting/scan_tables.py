@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from compress.reporting.cells import code, plain
+from compress.reporting.cells import code, md_table, plain
 from compress.sensitivity.scans import PruningScan, QuantizationScan
 from compress.store.rows import ResultRow
 
@@ -47,11 +47,11 @@ def table(scan: PruningScan | QuantizationScan) -> str:
     if isinstance(scan, PruningScan):
         head = (f"Validation top-1 (%) with one convolution pruned at each amount, no fine-tuning; baseline "
                 f"{100 * scan.val_accuracy:.2f}% on {scan.val_images} validation images; {scan.seconds:.0f} s.")
-        return head + "\n\n" + pruning_frame(scan).to_markdown(index=False, disable_numparse=True)
+        return head + "\n\n" + md_table(pruning_frame(scan), disable_numparse=True)
     keep = ", ".join(scan.keep_fp32) or f"none (every layer alone in int8 stays within {scan.tolerance:g} pt)"
     head = (f"int8 per layer, validation split ({scan.val_images} images): fp32 {100 * scan.val_accuracy:.2f}%, every "
             f"layer int8 {100 * scan.int8_accuracy:.2f}%; worth keeping in fp32: {keep}; {scan.seconds:.0f} s.")
-    return head + "\n\n" + quantization_frame(scan).to_markdown(index=False, disable_numparse=True)
+    return head + "\n\n" + md_table(quantization_frame(scan), disable_numparse=True)
 
 
 def plot(scan: PruningScan, out_dir: Path, stem: str) -> Path:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from compress.measuring import significance
-from compress.reporting.cells import code
-from compress.store.rows import ResultRow
+from compress.reporting.cells import code, md_table
+from compress.store.rows import ResultRow, decode
 from compress.store.searches import UNIT, Outcome, pareto
 
 
@@ -25,7 +25,7 @@ def winner_line(outcome: Outcome, rows: dict[str, ResultRow]) -> str:
     row, base = rows.get(b.row_id or ""), rows.get(outcome.baseline_row_id)
     test = ""
     if row is not None and base is not None and row.accuracy is not None and base.accuracy is not None:
-        m = significance.mcnemar(significance.decode(base.correct), significance.decode(row.correct)) if row.correct and base.correct \
+        m = significance.mcnemar(decode(base.correct), decode(row.correct)) if row.correct and base.correct \
             else None
         test = (f"; test top-1 {100 * row.accuracy:.2f}% vs baseline {100 * base.accuracy:.2f}% "
                 f"({100 * (row.accuracy - base.accuracy):+.2f} pts" + (f", McNemar p {m.p_value:.3f})" if m else ")"))
@@ -51,7 +51,7 @@ def table(outcome: Outcome) -> str:
                       f"{outcome.config['objective']} ({UNIT[outcome.config['objective']]})":
                           "" if t.value is None else f"{t.value:.4g}",
                       "Pareto": "yes" if t.number in front else "", "row": t.row_id or "", "note": t.note})
-    return pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True) if lines else "(nothing tried)"
+    return md_table(pd.DataFrame(lines), disable_numparse=True) if lines else "(nothing tried)"
 
 
 def section(outcome: Outcome | None, rows: dict[str, ResultRow]) -> list[str]:

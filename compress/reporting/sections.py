@@ -13,8 +13,12 @@ from compress.measuring.runtimes.cuda import TORCH_CUDA
 from compress.measuring.runtimes.onnx_runtime import ORT_CPU
 from compress.measuring.runtimes.torch_eager import TORCH_CPU
 from compress.reporting.cells import (
+    code,
     defaults,
+    md_table,
+    named,
     p_cell,
+    plain,
     ratio,
     significance,
     speedup,
@@ -42,7 +46,7 @@ def speedup_vs_theory(rows: list[ResultRow], baselines: dict[str, ResultRow], ba
             f" — **below {SPEEDUP_SHORTFALL:.0%} of the theoretical speed-up**"
         if theory < 1.05:
             verdict = " — no MACs removed, so no speed-up is expected" if measured < 1.1 else ""
-        lines.append(f"- {r.compressor} ({summary(r)}): MACs ÷ {theory:.2f}, CPU b{batch} speed-up {measured:.2f}x "
+        lines.append(f"- {named(r)}: MACs ÷ {theory:.2f}, CPU b{batch} speed-up {measured:.2f}x "
                      f"({share:.0%} of theory){verdict}")
     return lines
 
@@ -56,8 +60,8 @@ def against_source(rows: list[ResultRow], by_id: dict[str, ResultRow], batch: in
         src = by_id.get(r.source_row_id or r.baseline_row_id or "")
         if src is None:
             continue
-        parts = [f"- {r.compressor} ({summary(r)}), {r.backend}, against its fp32 source "
-                 f"({src.compressor}, row `{src.row_id}`):"]
+        parts = [f"- {named(r)}, {plain(r.backend)}, against its fp32 source "
+                 f"({plain(src.compressor)}, row {code(src.row_id)}):"]
         if r.onnx_size_bytes:
             parts.append(f"size ÷ {r.onnx_size_bytes / r.size_bytes:.2f} vs the fp32 ONNX file;")
         else:
@@ -110,7 +114,7 @@ def by_runtime(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: in
         line["fastest on"] = runtime_label(fastest) if fastest else "n/a"
         line["largest speed-up on"] = runtime_label(max(gains, key=gains.__getitem__)) if gains else ""
         out.append(line)
-    return [pd.DataFrame(out).to_markdown(index=False, disable_numparse=True)]
+    return [md_table(pd.DataFrame(out), disable_numparse=True)]
 
 
 def against_control(rows: list[ResultRow], by_id: dict[str, ResultRow]) -> list[str]:
@@ -126,8 +130,8 @@ def against_control(rows: list[ResultRow], by_id: dict[str, ResultRow]) -> list[
         if test is not None:
             verdict += f" (McNemar p = {test.p_value:.3f}: " + \
                 ("significant)" if test.significant else "within what this test set can tell apart)")
-        lines.append(f"- {r.compressor} ({summary(r)}): with the teacher {100 * r.accuracy:.2f}%, without "
-                     f"{100 * c.accuracy:.2f}% (control row `{c.row_id}`): KD gain {gain:+.2f} pts, {verdict}; "
+        lines.append(f"- {named(r)}: with the teacher {100 * r.accuracy:.2f}%, without "
+                     f"{100 * c.accuracy:.2f}% (control row {code(c.row_id)}): KD gain {gain:+.2f} pts, {verdict}; "
                      f"{r.params:,} params, {r.finetune_epochs} epochs each")
     return lines
 
@@ -138,7 +142,7 @@ def noisy_figures(rows: list[ResultRow]) -> list[str]:
         for runtime in runtime_keys():
             for batch, figure in sorted(r.latency.get(runtime, {}).items()):
                 if figure.warning:
-                    notes.append(f"- {r.compressor} ({summary(r)}), {runtime_label(runtime)} b{batch}: {figure.warning}")
+                    notes.append(f"- {named(r)}, {runtime_label(runtime)} b{batch}: {figure.warning}")
     return notes
 
 
@@ -185,4 +189,4 @@ def seed_table(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: in
                     "Δ top-1 (pts)": acc, "McNemar p": p_cell(test)})
     if not out:
         return []
-    return [pd.DataFrame(out).to_markdown(index=False)]
+    return [md_table(pd.DataFrame(out))]

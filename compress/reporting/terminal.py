@@ -15,6 +15,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from compress.errors import printable
 from compress.reporting.headline import baseline_line, compact
 from compress.store.rows import ResultRow
 
@@ -35,10 +36,10 @@ def render(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int, w
             table.add_column(SHORT.get(name, name).replace(f" b{batch}", ""), justify="left" if i == 0 else "right",
                              no_wrap=True)
     for line in frame.itertuples(index=False):
-        table.add_row(*(str(v) for v in line))
+        table.add_row(*(printable(str(v)) for v in line))
     buf = io.StringIO()
     console = Console(file=buf, width=width or min(Console().width, MAX_WIDTH), no_color=True, highlight=False,
-                      emoji=False, soft_wrap=False)
+                      emoji=False, soft_wrap=False, markup=False)  # a setting like [/x] is text, not markup
     if len(frame):
         console.print(table)
     for r in alone:  # the baseline (and a model measured on its own): absolute figures

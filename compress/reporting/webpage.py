@@ -26,14 +26,24 @@ details { margin: 1em 0; } summary { cursor: pointer; }
 
 
 def markdown_parser() -> MarkdownIt:
-    """CommonMark plus GitHub's tables; raw HTML kept for the report's <details> block (user text in the
-    report is escaped in the markdown already)."""
-    return MarkdownIt("commonmark", {"html": True}).enable("table")
+    """CommonMark plus GitHub's tables, raw HTML off: whatever a stored string holds is shown as text, never
+    run as markup (a data root, a file name or an edited shard row can carry a <script>)."""
+    return MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+# The one HTML element the report uses, the collapsed Provenance block, is put back by code: raw HTML is off,
+# so these are the exact paragraphs markdown-it makes of the report's own <details> lines, nothing a user wrote.
+_DETAILS = re.compile(r"<p>&lt;details&gt;\n&lt;summary&gt;([^&<>]*)&lt;/summary&gt;</p>")
+_END_DETAILS = "<p>&lt;/details&gt;</p>"
+
+
+def _details(body: str) -> str:
+    return _DETAILS.sub(r"<details>\n<summary>\1</summary>", body).replace(_END_DETAILS, "</details>")
 
 
 def to_html(markdown_text: str, folder: Path, title: str) -> str:
     """The page: the markdown rendered, every local PNG it links inlined as a data URI."""
-    body = markdown_parser().render(markdown_text)
+    body = _details(markdown_parser().render(markdown_text))
 
     def embed(match: re.Match[str]) -> str:
         src = html.unescape(match.group(1))

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Collection
 
-from compress.errors import CompressError
+from compress.errors import CompressError, printable
 from compress.store.digest import file_digest
-from compress.store.rows import ResultRow
+from compress.store.rows import ResultRow, decode
 from compress.store.sqlite import Store
 from compress.store.workspace import Workspace
 
@@ -35,8 +36,28 @@ def _recipe(row: ResultRow) -> tuple[str, str]:
     return row.dataset, row.config_hash
 
 
-def collect(dest: Workspace, sources: list[Path]) -> Collected:
-    """Add every row of the sources' stores to `dest`'s store that it lacks (see the module's docstring)."""
+def _doubt(row: ResultRow, compressors: Collection[str]) -> str | None:
+    """Why a shard's row cannot be trusted as it is stored, or None: an unknown compressor (an edited name),
+    an accuracy its own per-image record does not give, a model file that is gone."""
+    if row.compressor != "baseline" and row.compressor not in compressors:
+        return f"its compressor {row.compressor!r} is not one this version knows ({', '.join(sorted(compressors))})"
+    if row.accuracy is not None and row.correct:
+        try:
+            recorded = float(decode(row.correct).mean())
+        except (ValueError, TypeError):
+            return "its per-image record is damaged"
+        if abs(recorded - row.accuracy) > 1e-9 or len(row.correct) != row.test_images:
+            return (f"its accuracy {100 * row.accuracy:.2f}% is not what its per-image record gives "
+                    f"({100 * recorded:.2f}% on {len(row.correct)} images): the row was edited or damaged")
+    if not Path(row.model_path).exists():
+        return f"its model file {row.model_path} is gone"
+    return None
+
+
+def collect(dest: Workspace, sources: list[Path], compressors: Collection[str]) -> Collected:
+    """Add every row of the sources' stores to `dest`'s store that it lacks (see the module's docstring); rows
+    of compressors this version does not know, rows that contradict their own per-image record and rows whose
+    model file is gone are refused, each with its reason."""
     stores = []
     for src in sources:
         store = Store(Path(src) / "results.sqlite")
@@ -70,6 +91,9 @@ def collect(dest: Workspace, sources: list[Path]) -> Collected:
             out.refused.append(f"{store.root}: baseline {b.row_id} and its {n} row(s) refused: {reason}")
         for r in rows:
             if r.row_id in banned or r.baseline_row_id in banned:
+                continue
+            if r.row_id not in have and (why := _doubt(r, compressors)) is not None:
+                out.refused.append(f"{store.root}: row {printable(r.row_id)} refused: {why}")
                 continue
             if r.row_id in have:
                 out.present += 1

@@ -10,7 +10,6 @@ validation split: a layer whose int8 alone costs more than the tolerance is wort
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +24,7 @@ from compress.measuring import onnx_export
 from compress.measuring.calibration import CalibrationReader, calibration_batches
 from compress.measuring.runtimes import onnx_runtime
 from compress.sensitivity.scans import LayerError, QuantizationScan, ScanSettings
+from compress.store.atomic import scratch_dir
 
 COMPUTE = ("Conv", "Gemm", "MatMul")
 SQNR_IMAGES = 64  # validation images (at 32 px) whose activations are compared; every tensor is held in memory
@@ -93,7 +93,7 @@ def scan(model: nn.Module, loaders: Any, settings: ScanSettings, baseline: str, 
     val_x = val_x[:max(4, int(SQNR_IMAGES * (32 / size) ** 2))]  # every activation is held in memory: fewer at 224 px
     if len(val_x) == 0:
         raise CompressError("the validation split is empty: sensitivity is measured on it, never on the test split")
-    with tempfile.TemporaryDirectory(prefix="compress-int8-sens-") as d:
+    with scratch_dir(settings.temp_root, "int8-scan") as d:
         tmp = Path(d)
         fp32, pre, int8 = tmp / "fp32.onnx", tmp / "pre.onnx", tmp / "int8.onnx"
         onnx_export.export_onnx(model, fp32, next(iter(loaders.val))[0][:32])

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.errors import CompressError
+from compress.errors import CompressError, printable
 from compress.store.atomic import write_json
 
 AMOUNTS = tuple(round(0.1 * i, 1) for i in range(1, 10))  # 0.1 ... 0.9, as Li et al.'s Figure 2
@@ -26,6 +26,7 @@ class ScanSettings:
     amounts: tuple[float, ...] = AMOUNTS
     calibration_size: int = 320
     threads: int | None = None
+    temp_root: Path | None = None  # where an int8 scan's model copies go (the workdir's tmp/; None: the system's)
 
 
 @dataclass(frozen=True)
@@ -105,26 +106,55 @@ def load_pruning(path: Path, digest: str) -> PruningScan:
     return scan
 
 
-def read_per_layer_file(path: Path, layers: list[str]) -> dict[str, float]:
-    """A JSON map {layer: amount}; every name must be a convolution of the model, every amount in (0, 1)."""
+MAX_PER_LAYER_BYTES = 1_000_000  # a map of a few dozen layers is a few hundred bytes
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"the layer {key!r} is named twice (the JSON would silently keep the last amount)")
+        seen[key] = value
+    return seen
+
+
+def parse_per_layer_file(path: Path) -> dict[str, float]:
+    """A JSON map {layer: amount}, every amount in (0, 1): read as data before any work (the layer names are
+    checked against the model later). A FIFO, a device, a huge or deeply nested file, a duplicate key: one line."""
+    path = Path(path)
+    hint = "(a JSON map like {\"features.0\": 0.5}, or `sensitivity` for the stored scan)"
+    if not path.exists():
+        raise CompressError(f"--per-layer {path}: no such file {hint}")
+    if not path.is_file():
+        raise CompressError(f"--per-layer {path} is not a regular file (a folder, FIFO or device) {hint}")
+    if path.stat().st_size > MAX_PER_LAYER_BYTES:
+        raise CompressError(f"--per-layer {path} is {path.stat().st_size / 1e6:.1f} MB: a per-layer map is a few "
+                            f"hundred bytes {hint}")
     try:
-        raw = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise CompressError(f"--per-layer {path}: no such file (a JSON map like {{\"features.0\": 0.5}}, or "
-                            "`sensitivity` for the stored scan)") from None
+        raw = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise CompressError(f"--per-layer {path} is nested too deeply to be a map of layer -> amount {hint}") from None
     except (OSError, ValueError) as exc:
         raise CompressError(f"--per-layer {path} is not a JSON map of layer -> amount ({exc})") from None
     if not isinstance(raw, dict) or not raw:
         raise CompressError(f"--per-layer {path} must hold a JSON object {{layer: amount}}, got {type(raw).__name__}")
-    unknown = [k for k in raw if k not in layers]
-    if unknown:
-        raise CompressError(f"--per-layer {path} names layer(s) the model does not have: {', '.join(unknown[:5])}; "
-                            f"its convolutions are {', '.join(layers)}")
     bad = {k: v for k, v in raw.items() if not (isinstance(v, (int, float)) and not isinstance(v, bool)
                                                  and math.isfinite(v) and 0 < v < 1)}
     if bad:
         k, v = next(iter(bad.items()))
-        raise CompressError(f"--per-layer {path}: the amount of {k} is {v!r}; amounts must be numbers in (0, 1)")
+        raise CompressError(f"--per-layer {path}: the amount of {printable(k)} is {printable(repr(v))[:40]}; "
+                            "amounts must be numbers in (0, 1)")
+    return {k: float(v) for k, v in raw.items()}
+
+
+def read_per_layer_file(path: Path, layers: list[str]) -> dict[str, float]:
+    """parse_per_layer_file, and every name a convolution of the model: {layer: amount} for every layer."""
+    raw = parse_per_layer_file(path)
+    unknown = [k for k in raw if k not in layers]
+    if unknown:
+        raise CompressError(f"--per-layer {path} names layer(s) the model does not have: "
+                            f"{printable(', '.join(unknown[:5]))[:200]}; "
+                            f"its convolutions are {', '.join(layers)}")
     return {k: float(raw.get(k, 0.0)) for k in layers}
 
 

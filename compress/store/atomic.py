@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 from compress.errors import CompressError
 
@@ -38,11 +38,12 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
         written = Path(tmp).stat().st_size if Path(tmp).exists() else 0
         Path(tmp).unlink(missing_ok=True)
         if _disk_full(exc, path.parent):
+            wrote = f"{written / 1e6:.1f} MB were written before it filled" if written >= 100_000 else "it was full"
             raise CompressError(
-                f"no space left on the disk writing {path}: {written / 1e6:.1f} MB were written before it filled "
-                f"({shutil.disk_usage(path.parent).free / 1e6:.1f} MB free now); free more than that there, or pass "
-                f"--workdir on another disk. Nothing half-written was kept{' and the old file is intact' if path.exists() else ''}"
-            ) from None
+                f"no space left on the disk writing {path}: {wrote} "
+                f"({shutil.disk_usage(path.parent).free / 1e6:.1f} MB free now); free space there, or write to "
+                f"another disk (--workdir for runs, --reports-dir for reports). Nothing half-written was kept"
+                f"{' and the old file is intact' if path.exists() else ''}") from None
         raise
 
 
@@ -61,7 +62,10 @@ def _disk_full(exc: BaseException, folder: Path) -> bool:
     return "no space left" in text or ("write failed" in text and nearly_full)
 
 
-STALE = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")  # .<name>.<writer pid>.<random>.tmp
+# .<name>.<writer pid>.<random>.tmp, where <name> is a file this tool writes (atomic_open's temporary name)
+STALE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+OURS = re.compile(r"^(model(\.[\w-]+)*\.(pt|onnx|xml|bin)|[\w.-]+\.json|predictions\.npy|resume(\.best)?\.pt)$")
+TEMP_DIR = re.compile(r"^compress-[a-z0-9-]+?-(?P<pid>\d+)-")  # temporary folders under <workdir>/tmp
 
 
 def _alive(pid: int) -> bool:
@@ -74,21 +78,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def clean_stale(root: Path, started: float) -> tuple[int, int]:
-    """Remove what killed runs left under `root`: temporary files of writers that are gone, and epoch
-    checkpoints no --resume can use (a best-epoch file without its resume.pt). Never a live run's file:
-    a temporary file counts only when its writer's pid is dead, a best-epoch file only when the training
-    that owns it (resume.owner) is gone.
-    Returns (files, bytes) removed."""
+def clean_stale(folders: Iterable[Path], run_folders: Iterable[Path], temp_root: Path,
+                started: float) -> tuple[int, int]:
+    """Remove what killed runs left in the tool's own folders, and only there: temporary files of writers that
+    are gone (named after a file this tool writes), epoch checkpoints no --resume can use (a best-epoch file
+    without its resume.pt, in a run or baseline folder), and temporary folders of dead processes under
+    `temp_root`. Never a live run's file, and never a file the tool did not write: nothing is searched
+    recursively. Returns (files, bytes) removed."""
     files = freed = 0
-    if not Path(root).is_dir():
-        return 0, 0
-    for p in Path(root).rglob(".*.tmp"):
-        m = STALE.match(p.name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
-            files, freed = files + 1, freed + _remove(p)
-    for p in Path(root).rglob("resume.best.pt"):
-        if p.with_name("resume.pt").exists():
+    for folder in folders:
+        for p in _listing(folder, ".*.tmp"):
+            m = STALE.match(p.name)
+            if m and OURS.match(m["name"]) and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
+                files, freed = files + 1, freed + _remove(p)
+    for folder in run_folders:
+        p = Path(folder) / "resume.best.pt"
+        if not p.is_file() or p.with_name("resume.pt").exists():
             continue  # resumable: --resume needs it
         owner = p.with_name("resume.owner")
         try:
@@ -98,7 +103,20 @@ def clean_stale(root: Path, started: float) -> tuple[int, int]:
         if not live:
             files, freed = files + 1, freed + _remove(p)
             owner.unlink(missing_ok=True)
+    for d in _listing(temp_root, "compress-*"):
+        m = TEMP_DIR.match(d.name)
+        if d.is_dir() and not d.is_symlink() and m and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
+            size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file() and not f.is_symlink())
+            shutil.rmtree(d, ignore_errors=True)
+            files, freed = files + 1, freed + size
     return files, freed
+
+
+def _listing(folder: Path, pattern: str) -> list[Path]:
+    try:
+        return sorted(Path(folder).glob(pattern)) if Path(folder).is_dir() else []
+    except OSError:
+        return []
 
 
 def _remove(p: Path) -> int:
@@ -108,6 +126,14 @@ def _remove(p: Path) -> int:
         return size
     except OSError:
         return 0
+
+
+def scratch_dir(root: Path | None, kind: str) -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder named after this process (`compress-<kind>-<pid>-...`), under `root` (the workdir's
+    tmp/) when given: on the workdir's disk, removed on exit, and removed at the next start if we were killed."""
+    if root is not None:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix=f"compress-{kind}-{os.getpid()}-", dir=root)
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -12,6 +12,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class ResultRow:
@@ -161,3 +163,12 @@ class Paired:
 
     def cell(self) -> str:
         return f"{self.ratio:.2f}x [{self.low:.2f}–{self.high:.2f}]"
+
+
+def encode(correct: np.ndarray) -> str:
+    """Per-image correctness as a compact '0'/'1' string, stored with the row."""
+    return "".join("1" if c else "0" for c in np.asarray(correct, dtype=bool))
+
+
+def decode(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode(), dtype=np.uint8) == ord("1")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
+from compress.errors import CompressError
 from compress.store.sqlite import Store
+
+RESERVED = ("results.sqlite", "baselines", "splits", "tmp")  # the workdir's own entries
 
 
 @dataclass(frozen=True)
@@ -34,3 +38,37 @@ class Workspace:
 
     def run_dir(self, dataset: str, compressor: str, row_id: str) -> Path:
         return self.root / dataset / compressor / row_id
+
+    @staticmethod
+    def check_dataset_name(name: str) -> None:
+        """A dataset's runs live in <workdir>/<dataset>/: a data folder named like the workdir's own entries
+        would take their place."""
+        if name in RESERVED:
+            raise CompressError(f"the data folder's name {name!r} is one the workdir uses itself ({', '.join(RESERVED)}): "
+                                "rename the folder, or link it under another name, and pass that to --data")
+
+    @property
+    def temp(self) -> Path:
+        """Temporary files of this workdir's runs (ONNX exports, calibration copies): on the workdir's disk, and
+        removed at the next start when the process that made them was killed."""
+        return self.root / "tmp"
+
+    def own_folders(self, compressors: Iterable[str]) -> tuple[list[Path], list[Path]]:
+        """(every folder this tool writes files in, the run and baseline folders among them) that exist now:
+        what the start-up clean-up may look in. A folder of the user's inside the workdir is not among them."""
+        runs = [p for p in self._children(self.root / "baselines")]
+        folders = [self.root, self.root / "splits"]
+        for dataset in self._children(self.root):
+            mine = [dataset / c for c in compressors if (dataset / c).is_dir()]
+            if not mine and not any((dataset / n).exists() for n in ("run_all.json", "search", "sensitivity")):
+                continue  # not a dataset folder of ours
+            folders += [dataset, dataset / "search", dataset / "sensitivity"]
+            runs += [run for c in mine for run in self._children(c)]
+        return folders + runs, runs
+
+    @staticmethod
+    def _children(folder: Path) -> list[Path]:
+        try:
+            return sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()) if folder.is_dir() else []
+        except OSError:
+            return []
