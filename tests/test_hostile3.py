@@ -288,3 +288,14 @@ def test_messages_say_what_is_true(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ran out of memory" in err and "--device cpu" not in err
     with pytest.raises(CompressError, match=r"^2 image\(s\) are too few to split into train, validation and test"):
         make_split(_bundle([0, 1]), DataConfig())
+
+
+def test_a_state_dict_that_is_not_vgg16_says_what_it_lacks(tmp_path: Path) -> None:
+    """Wording: 'expected features.0.weight ... found features.0.weight' for a dict whose tensor is not 4-D."""
+    import torch
+
+    path = tmp_path / "odd.pth"
+    torch.save({"features.0.weight": torch.zeros(3), "classifier.0.weight": torch.zeros(2, 2)}, path)
+    code, _, err = _cli(["measure", "--weights", str(path), "--workdir", str(tmp_path / "runs"), *QUICK_LATENCY])
+    _one_line(code, err, "it has no 4-D convolution weights features.<i>.weight")
+    assert "features.0.weight (3,)" in err

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.errors import CompressError
+from compress.errors import CompressError, printable
 from compress.models.seed004 import SEED_KEY, to_torchvision
 from compress.models.vgg import HALF, Cast, ModelSpec, build
 from compress.store.atomic import atomic_open
@@ -99,10 +99,13 @@ def infer_spec(sd: dict[str, torch.Tensor], path: Path) -> ModelSpec:
     lin_keys = sorted((k for k in sd if k.startswith("classifier.") and k.endswith(".weight") and sd[k].dim() == 2),
                       key=lambda k: int(k.split(".")[1]))
     if not conv_keys or not lin_keys:
-        sample = ", ".join(list(sd)[:4])
+        sample = ", ".join(f"{k} {tuple(v.shape) if hasattr(v, 'shape') else type(v).__name__}" for k, v in
+                           list(sd.items())[:4])
+        lacking = "4-D convolution weights features.<i>.weight" if not conv_keys else \
+            "2-D classifier weights classifier.<i>.weight"
         raise CompressError(
-            f"{path} is not a VGG16 state dict: expected keys like features.0.weight (torchvision) or "
-            f"block1.0.weight (seed 004 layout), found {sample}, ...")
+            f"{path} is not a VGG16 state dict: it has no {lacking} (torchvision's layout; seed 004's is "
+            f"block1.0.weight ...); its first keys: {printable(sample)[:300]}")
     if len(conv_keys) != 13:
         raise CompressError(f"{path} has {len(conv_keys)} convolutions; VGG16 has 13 (is it another VGG depth?)")
     widths = tuple(int(sd[k].shape[0]) for k in conv_keys)
