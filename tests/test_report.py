@@ -95,7 +95,7 @@ def test_report_renders_every_column_and_section_from_synthetic_rows(tmp_path: P
     pruned = next(ln for ln in table if ln.startswith("| pruning"))
     assert "0.000 *" in pruned and "n/a" in pruned  # 38 vs 1 disagreements: significant; no GPU figure
     assert "The last complete `run all` took 50 minutes." in text and "(50.0 min of wall-clock time" in text
-    assert "## int8 against its own fp32" in text and "(2.00x)" in text
+    assert "## int8 against its own fp32" in text and "(2.00x†)" in text  # † timed apart
     # 2 images only the KD student gets right, none the other way: p = 2 * (1/2)^2 = 0.5, not significant
     assert "KD gain +5.00 pts, KD beat the control (McNemar p = 0.500: within what this test set" in text
     assert "## Environment" in text and "abc1234" in text and "python -m compress run pruning" in text

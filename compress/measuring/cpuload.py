@@ -27,6 +27,7 @@ class Counters:
     busy: float  # CPU seconds spent by every process, all cores (user+nice+system+irq+softirq)
     steal: float  # CPU seconds the hypervisor gave elsewhere
     own: float  # CPU seconds of this process (user + system, all its threads)
+    throttled: float = 0.0  # seconds the cgroup's CPU quota held this container back (cpu.stat throttled_usec)
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,17 @@ class Load:
     free_cores: float  # cores not used by other work, on average
     seconds: float
     cores: int
+    throttled_share: float = 0.0  # share of the window the cgroup's CPU quota held us back
 
     @property
     def busy(self) -> bool:
-        return self.others_share + self.steal_share > BUSY_WARN
+        return self.others_share + self.steal_share + self.throttled_share > BUSY_WARN
 
     def note(self) -> str:
+        quota = f", throttled by the CPU quota {100 * self.throttled_share:.0f}% of the time" \
+            if self.throttled_share else ""
         return (f"other processes used {100 * self.others_share:.0f}% of the {self.cores} cores "
-                f"(steal {100 * self.steal_share:.0f}%) over {self.seconds:.0f} s of timing")
+                f"(steal {100 * self.steal_share:.0f}%){quota} over {self.seconds:.0f} s of timing")
 
 
 def _cores() -> int:
@@ -53,17 +57,35 @@ def _cores() -> int:
 
 
 def read_counters() -> Counters | None:
-    """The kernel's CPU counters now, or None where there is no /proc/stat (not Linux)."""
+    """The CPU counters of the cores this process may run on (psutil's per-CPU times: the other cores' work does
+    not slow ours), this process's own time, and the cgroup's throttled time; None where they cannot be read."""
     try:
-        first = Path("/proc/stat").read_text().splitlines()[0].split()
-    except (OSError, IndexError):
+        import psutil
+
+        per_cpu = psutil.cpu_times(percpu=True)
+    except (ImportError, OSError, RuntimeError):
         return None
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    values = [int(v) / tick for v in first[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq = values[:7]
-    steal = values[7] if len(values) > 7 else 0.0
+    mine = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(len(per_cpu))
+    cpus = [per_cpu[i] for i in mine if i < len(per_cpu)]
+    busy = sum(c.user + c.system + getattr(c, "nice", 0.0) + getattr(c, "irq", 0.0) + getattr(c, "softirq", 0.0)
+               for c in cpus)
+    steal = sum(getattr(c, "steal", 0.0) for c in cpus)
     t = os.times()
-    return Counters(time.monotonic(), user + nice + system + irq + softirq, steal, t.user + t.system)
+    return Counters(time.monotonic(), busy, steal, t.user + t.system, _throttled())
+
+
+def _throttled() -> float:
+    """Seconds the cgroup (v2 cpu.stat, v1 cpu.stat) has throttled this container; 0 where there is no quota."""
+    for path, key, scale in (("/sys/fs/cgroup/cpu.stat", "throttled_usec", 1e-6),
+                             ("/sys/fs/cgroup/cpu/cpu.stat", "throttled_time", 1e-9)):
+        try:
+            for line in Path(path).read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value) * scale
+        except (OSError, ValueError):
+            continue
+    return 0.0
 
 
 Source = Callable[[], Counters | None]
@@ -76,8 +98,9 @@ def between(before: Counters | None, after: Counters | None, cores: int | None =
     capacity = (after.wall - before.wall) * cores
     others = max(0.0, (after.busy - before.busy) - (after.own - before.own))
     share = min(1.0, others / capacity)
+    throttled = min(1.0, max(0.0, after.throttled - before.throttled) / (after.wall - before.wall))
     return Load(share, min(1.0, (after.steal - before.steal) / capacity), cores * (1 - share),
-                after.wall - before.wall, cores)
+                after.wall - before.wall, cores, throttled)
 
 
 def wait_until_quiet(timeout_s: float, source: Source | None = None,

@@ -45,7 +45,13 @@ def time_all(m: Measurement) -> None:
     m.onnx()  # exported once, before any runtime reads it; an int8 row's fp32 ONNX size is recorded here too
     for rt in runtimes.in_order():
         if rt.always or m.cfg.on(rt.key):
+            before = cpuload.read_counters()  # each runtime's own window: load meanwhile flags that runtime alone
             rt.time(m)
+            during = cpuload.between(before, cpuload.read_counters())
+            if during is not None and rt.key in m.timings.latency:
+                m.timings.loads[rt.key] = during
+                if during.busy:
+                    log(f"warning: {rt.name} timed while the machine was busy: {during.note()}")
 
 
 def score(m: Measurement) -> tuple[np.ndarray, np.ndarray]:
@@ -68,8 +74,6 @@ def measure_row(m: Measurement, info: RowInfo, row_id: str | None = None) -> tup
         m.scratch = Path(tmp)
         time_all(m)
         during = cpuload.between(before, cpuload.read_counters())
-        if during is not None and during.busy:
-            log(f"warning: timed while the machine was busy: {during.note()}; the figures may be slow")
         if m.test_loader is not None:
             preds, true = score(m)
     correct = None if preds is None else preds == true
@@ -91,7 +95,8 @@ def _row(m: Measurement, info: RowInfo, counts: Counts, correct: np.ndarray | No
         best_epoch=info.best_epoch, train_seconds=info.train_seconds, seed=info.seed,
         env={**environment(m.cfg.threads or default_threads(), art.dtype), **pinning(m.cfg.threads)},
         command=info.command, paired=timings.paired,
-        load=None if during is None else {**asdict(during), "busy": during.busy},
+        load=None if during is None else {**asdict(during), "busy": during.busy, "runtimes": {
+            key: {**asdict(window), "busy": window.busy} for key, window in timings.loads.items()}},
         distributed=info.distributed or dist.current().record(None),
         onnx_size_bytes=timings.onnx_size, onnx_parity=timings.parity, backend=art.backend,
         source_row_id=info.source_row_id, control_row_id=info.control_row_id, conv_macs=counts.conv_macs,

@@ -16,6 +16,7 @@ from torch import nn
 
 from compress.errors import CompressError, first_line
 from compress.log import quiet
+from compress.measuring import timing
 from compress.measuring.timing import default_threads
 from compress.store.atomic import atomic_open
 
@@ -61,13 +62,14 @@ def parity(model: nn.Module, path: Path, inputs: torch.Tensor) -> float:
 
 
 def session(path: Path, threads: int | None = None) -> Any:
-    """A CPU ONNX Runtime session with a fixed intra-op thread count (as the PyTorch timings)."""
+    """A CPU ONNX Runtime session with a fixed intra-op thread count (as the PyTorch timings), spinning off."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or default_threads()
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if timing.ORT_ALLOW_SPINNING else "0")
     try:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:

@@ -89,6 +89,7 @@ class Timings:
     onnx_size: int | None = None
     parity: float | None = None
     paired: dict[str, dict[int, Paired]] = field(default_factory=dict)
+    loads: dict[str, Any] = field(default_factory=dict)  # runtime -> cpuload.Load while that runtime was timed
 
     def drop(self, runtime: str, why: str) -> None:
         """No figures for `runtime`, and why (a runtime that failed part-way keeps nothing it timed)."""

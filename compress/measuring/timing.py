@@ -23,6 +23,11 @@ from compress.store.rows import Latency
 
 IQR_WARN = 0.10  # as torch.utils.benchmark: IQR/median above this means the figure is noisy
 MIN_TIMED = 5  # timed calls a figure has at least, whatever --latency-max-s says (unless --latency-min-calls is lower)
+# ONNX Runtime's intra-op threads spin after each run by default: a session timed right after another one's
+# calls runs ~40% slower while the other's threads spin (ANCHORS: 74.6 ms alone, 105.6 ms alternating). Every
+# session here has spinning off, alone and paired alike, so a model's latency does not depend on its partner;
+# every row states it (env["ort_allow_spinning"]).
+ORT_ALLOW_SPINNING = False
 REPORT_BATCH = 32  # the batch the tables' speed-ups and the plots use unless told otherwise (--report-batch)
 
 
@@ -139,4 +144,4 @@ def pinning(threads: int | None) -> dict[str, object]:
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {"torch_intra_op_threads": chosen, "torch_inter_op_threads": torch.get_num_interop_threads(),
             "ort_intra_op_threads": chosen, "ort_inter_op_threads": 1, "ort_execution": "sequential",
-            "cpu_affinity": affinity}
+            "ort_allow_spinning": ORT_ALLOW_SPINNING, "cpu_affinity": affinity}

@@ -127,14 +127,18 @@ def p_cell(test: McNemar | None) -> str:
 
 def speedup(b: ResultRow | None, r: ResultRow, runtime: str, batch: int, interval: bool = True) -> str:
     """`r` against baseline `b`: the interleaved ratio (with its 95% interval unless `interval` is off) when
-    `r` was paired with `b`, else the ratio of two separately timed medians; ⚠ when either was timed busy."""
-    busy = " ⚠" if r.busy or (b is not None and b.busy) else ""
+    `r` was paired with `b`, else the ratio of two separately timed medians, marked † (APART); ⚠ when either
+    was timed busy."""
+    busy = " ⚠" if r.busy_on(runtime) or (b is not None and b.busy_on(runtime)) else ""
     paired = r.pair(runtime, batch)
     if paired is not None and b is not None and paired.reference_row_id == b.row_id:
         return (paired.cell() if interval else f"{paired.ratio:.2f}x") + busy
     base, new = (b.lat(runtime, batch) if b else None), r.lat(runtime, batch)
     plain = ratio(base.median_ms if base else None, new.median_ms if new else None)
-    return plain + busy if plain else ""
+    return plain + APART + busy if plain else ""
+
+
+APART = "†"  # a ratio of two medians timed apart, not interleaved (the GPU column, a model made from another row)
 
 
 def brief(row: ResultRow, n: int = 2) -> str:

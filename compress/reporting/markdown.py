@@ -24,6 +24,7 @@ from compress.measuring.runtimes.cuda import TORCH_CUDA
 from compress.measuring.runtimes.openvino_cpu import OPENVINO_CPU
 from compress.measuring.runtimes.torch_compile import COMPILE_CPU
 from compress.measuring.timing import REPORT_BATCH
+from compress.reporting import consistency
 from compress.reporting.cells import (
     code,
     file_stem,
@@ -80,10 +81,10 @@ def _how_to_read(batch: int) -> list[str]:
         "**compile** is torch.compile (Inductor) per batch size, checked against eager; compile time is in the "
         "row's notes, never in the latency. A runtime a model cannot run on reads n/a, with the reason below.",
         f"- Ratios (÷, speed-up, at batch {batch}) and Δ top-1 compare each row with the baseline measured in the "
-        "same invocation. A speed-up written `2.01x [1.90–2.12]` was timed interleaved with its reference (blocks "
-        "of calls alternating A B B A in one process, same runtime, threads and batch), the median of the "
-        "per-block ratios with its 95% bootstrap interval; ⚠ on a speed-up means other processes used more than "
-        "10% of the CPU while it was timed. Top-1 is on the same stored test split for every row.",
+        "same invocation. A speed-up written `2.01x [1.90–2.12]` was timed interleaved with its reference (A B + "
+        "B A units of blocks in one process, same runtime, threads and batch), the geometric mean of the unit "
+        "ratios with its Student-t 95% interval; † marks a ratio of two medians timed apart; ⚠ on a speed-up "
+        "means other processes used more than 10% of its cores while that runtime was timed. Top-1 is on the same stored test split for every row.",
         "- **McNemar p** is McNemar's exact test of each model against the baseline on the same test images "
         "(paired predictions): below 0.05 (marked *) the accuracy difference is unlikely to be luck of this "
         "test set; above it, this test set cannot tell the two models apart, whatever Δ top-1 says.",
@@ -114,14 +115,14 @@ def _plots_block(plots: list[tuple[str, Path]]) -> list[str]:
 def _noise_line(rows: list[ResultRow]) -> list[str]:
     """Noisy figures are marked where they stand; here they are counted once, not listed."""
     warns = noisy_figures(rows)
-    busy = [r for r in rows if r.busy and r.load]
+    busy = [r for r in rows if r.load and any(r.busy_on(k) for k in runtime_keys())]
     out = []
     if warns:
         out.append(f"{len(warns)} latency figure(s) are noisy (IQR/median > 0.10) and marked ⚠ in the full table; "
                    "the speed-ups come from interleaved timing, which cancels most of that noise.")
     if busy:
-        out.append(f"{len(busy)} row(s) were timed while other processes used more than {BUSY_WARN:.0%} of the "
-                   "machine (⚠ on their speed-ups).")
+        out.append(f"{len(busy)} row(s) had a runtime timed while other processes used more than {BUSY_WARN:.0%} "
+                   "of its cores (⚠ on that runtime's speed-ups).")
     return [" ".join(out), ""] if out else []
 
 
@@ -156,8 +157,9 @@ def _headline(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int
     return ["## What each method buys", "",
             md_table(frame, disable_numparse=True), "",
             f"÷ is baseline ÷ model (theory for params and MACs, bytes on disk for size); × is the measured "
-            f"speed-up at batch {batch}, timed interleaved with the baseline (intervals in the full table); Δ top-1 "
-            f"in points with McNemar's p on the same test images, * when p < 0.05."
+            f"speed-up at batch {batch}, timed interleaved with the baseline (intervals in the full table), except "
+            f"where marked †: two medians timed apart (the GPU column, a model made from another stored row); Δ "
+            f"top-1 in points with McNemar's p on the same test images, * when p < 0.05."
             + (f" The {plain(baseline_line(base, batch))}." if base else ""), ""]
 
 
@@ -223,6 +225,7 @@ def render(dataset: str, all_rows: list[ResultRow], plots: list[tuple[str, Path]
     parts += _section("Distillation against its control",
                       "A KD result without its control is not a result: the control is the same student, same "
                       "data, same epochs, trained on the labels alone.", against_control(rows, by_id))
+    parts += consistency.section(rows, by_id, batch)
     parts += _section("Speed-up against MACs",
                       f"MACs are theory; the clock is what the model costs. On CPU at batch {batch}:",
                       speedup_vs_theory(rows[1:], baselines, batch))

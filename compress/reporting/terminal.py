@@ -45,8 +45,8 @@ def render(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int, w
     for r in alone:  # the baseline (and a model measured on its own): absolute figures
         console.print(baseline_line(r, batch))
     if len(frame):
-        console.print(f"÷: baseline / this model; ×: measured speed-up at batch {batch} (MACs are theory). "
-                      "* McNemar p < 0.05. ⚠ noisy or busy. --wide: every column; --json: the rows.")
+        console.print(f"÷: baseline / this model; ×: measured speed-up at batch {batch}, interleaved († timed "
+                      "apart; MACs are theory). * McNemar p < 0.05. ⚠ noisy or busy. --wide: every column; --json: the rows.")
     return buf.getvalue()
 
 

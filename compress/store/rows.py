@@ -65,6 +65,13 @@ class ResultRow:
     def pair(self, runtime: str, batch: int) -> Paired | None:
         return self.paired.get(runtime, {}).get(batch)
 
+    def busy_on(self, runtime: str) -> bool:
+        """Timed busy on this runtime: its own timing window (rows before per-runtime windows: the whole row's)."""
+        per = (self.load or {}).get("runtimes")
+        if isinstance(per, dict) and runtime in per:
+            return bool(per[runtime].get("busy"))
+        return self.busy if not isinstance(per, dict) else False
+
     @property
     def busy(self) -> bool:
         """Timed while other work used more than a small share of the machine."""

@@ -1,0 +1,120 @@
+"""A model's latency must not depend on what it was timed beside: the checks that say when it did."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from compress.measuring import timing
+from compress.measuring.paired import interleaved
+from compress.measuring.runtimes.cuda import TORCH_CUDA
+from compress.measuring.runtimes.onnx_runtime import ORT_CPU
+from compress.measuring.timing import LatencyConfig, time_calls
+from compress.reporting import consistency, markdown
+from compress.store.rows import Paired
+from tests.test_paired import FakeClock
+from tests.test_report import BASE, _lat
+
+
+def _timed(neighbour_slowdown: float, monkeypatch: pytest.MonkeyPatch) -> tuple[float, Paired]:
+    """The reference timed alone, then paired, on a fake runtime whose calls run `neighbour_slowdown` x slower
+    for a second after the other session's last call (ONNX Runtime's default spinning threads, exaggerated)."""
+    clock, last_call = FakeClock(), {"R": -10.0, "C": -10.0}
+    monkeypatch.setattr(timing.time, "perf_counter", clock)  # time_calls reads the same fake clock
+
+    def runner(name: str, ms: float):  # type: ignore[no-untyped-def]
+        other = "C" if name == "R" else "R"
+
+        def call() -> None:
+            near = clock.now - last_call[other] < 1.0
+            clock.now += (neighbour_slowdown if near else 1.0) * ms / 1e3
+            last_call[name] = clock.now
+        return call
+
+    cfg = LatencyConfig(warmup=1, min_calls=10, max_calls=10, budget_s=1.0, max_s=100)
+    ref = runner("R", 20.0)
+    alone = time_calls(ref, cfg, 32).median_ms
+    paired, _ = interleaved(ref, runner("C", 10.0), cfg, 32, BASE.row_id, clock=clock)
+    return alone, paired
+
+
+def _pair_rows(alone: float, paired: Paired) -> list:
+    base = replace(BASE, latency={ORT_CPU: {32: _lat(alone, 32)}})
+    cand = replace(BASE, row_id="c", compressor="slim-head", baseline_row_id=base.row_id,
+                   latency={ORT_CPU: {32: _lat(10.0, 32)}}, paired={ORT_CPU: {32: paired}})
+    return [base, cand]
+
+
+def test_a_spinning_neighbour_is_caught_by_the_consistency_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    alone, paired = _timed(1.4, monkeypatch)
+    rows = _pair_rows(alone, paired)
+    flagged, checked = consistency.partner_lines(rows, {r.row_id: r for r in rows})
+    assert checked == 1 and len(flagged) == 1 and "ran at 28.00 ms per block as the partner against 20.00 ms" \
+        in flagged[0]
+    quiet_alone, quiet = _timed(1.0, monkeypatch)  # no neighbour effect: nothing to flag
+    rows = _pair_rows(quiet_alone, quiet)
+    assert consistency.partner_lines(rows, {r.row_id: r for r in rows}) == ([], 1)
+
+
+def _paired(ref: str, ratio: float) -> Paired:
+    return Paired(ref, ratio, ratio * 0.95, ratio * 1.05, [1.0] * 6, [1.0 / ratio] * 6)
+
+
+@pytest.mark.parametrize("int8_ms,flag", [(10.0, False), (20.0, True)])
+def test_chains_are_checked_by_composition(int8_ms: float, flag: bool) -> None:
+    """int8 of a pruned model: (int8 vs pruned) x (pruned vs baseline) against the two rows' own medians."""
+    base = replace(BASE, latency={ORT_CPU: {32: _lat(60.0, 32)}})
+    pruned = replace(BASE, row_id="p", compressor="pruning", baseline_row_id=base.row_id,
+                     latency={ORT_CPU: {32: _lat(30.0, 32)}}, paired={ORT_CPU: {32: _paired(base.row_id, 2.0)}})
+    int8 = replace(BASE, row_id="q", compressor="quantization", baseline_row_id=base.row_id, source_row_id="p",
+                   latency={ORT_CPU: {32: _lat(int8_ms, 32)}}, paired={ORT_CPU: {32: _paired("p", 3.0)}})
+    rows = [base, pruned, int8]
+    (line,) = consistency.chain_lines(rows, {r.row_id: r for r in rows}, 32)
+    assert "3.00x against its source x 2.00x source against the baseline = 6.00x" in line
+    assert line.endswith(" ⚠") == flag
+
+
+def test_the_report_marks_ratios_timed_apart_and_shows_the_checks() -> None:
+    """Paired, unpaired (GPU) and busy rows in one report: † on what was timed apart, the caption says so."""
+    base = replace(BASE, latency={ORT_CPU: {32: _lat(20.0, 32)}, TORCH_CUDA: {32: _lat(4.0, 32)}})
+    paired = replace(BASE, row_id="c", compressor="slim-head", baseline_row_id=base.row_id,
+                     latency={ORT_CPU: {32: _lat(10.0, 32)}, TORCH_CUDA: {32: _lat(2.0, 32)}},
+                     paired={ORT_CPU: {32: _paired(base.row_id, 2.0)}})
+    busy = replace(paired, row_id="d", compressor="depthwise", load={"busy": True, "others_share": 0.3})
+    text = markdown.render("synthetic", [base, paired, busy])
+    headline = text.split("## What each method buys")[1].split("##")[0]
+    assert "2.00x" in headline and "2.00x†" in headline  # ORT paired, GPU timed apart
+    assert "2.00x ⚠" in headline or "2.00x⚠" in headline.replace(" ⚠", "⚠")  # the busy row is flagged
+    assert "where marked †: two medians timed apart" in headline
+    assert "## Consistency of the paired timings" in text and "2 paired figure(s) checked" in text
+
+
+def test_the_load_check_reads_only_our_cores_and_leaves_out_our_own_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-CPU counters: work on a core outside our affinity mask does not count, our own threads' time does not
+    count as other work, and a CPU quota that throttles us does."""
+    from collections import namedtuple
+
+    import psutil
+
+    from compress.measuring import cpuload
+
+    Cpu = namedtuple("Cpu", "user nice system idle iowait irq softirq steal")
+    state = {"t": 0.0, "own": 0.0, "throttled": 0.0, "cpu0": 0.0, "cpu1": 0.0}
+    monkeypatch.setattr(psutil, "cpu_times", lambda percpu: [Cpu(state["cpu0"], 0, 0, 0, 0, 0, 0, 0),
+                                                            Cpu(state["cpu1"], 0, 0, 0, 0, 0, 0, 0)])
+    monkeypatch.setattr(cpuload.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(cpuload.os, "times", lambda: type("T", (), {"user": state["own"], "system": 0.0})())
+    monkeypatch.setattr(cpuload.time, "monotonic", lambda: state["t"])
+    monkeypatch.setattr(cpuload, "_throttled", lambda: state["throttled"])
+    before = cpuload.read_counters()
+    state.update(t=10.0, own=9.0, cpu0=9.5, cpu1=10.0)  # we ran 9 s on core 0; another process filled core 1
+    calm = cpuload.between(before, cpuload.read_counters(), cores=1)
+    assert calm is not None and calm.others_share == pytest.approx(0.05) and not calm.busy
+    state.update(t=20.0, own=14.0, cpu0=19.5)  # someone else took 5 s of our core
+    busy = cpuload.between(cpuload.Counters(10.0, 9.5, 0.0, 9.0), cpuload.read_counters(), cores=1)
+    assert busy is not None and busy.others_share == pytest.approx(0.5) and busy.busy
+    state.update(t=30.0, own=24.0, cpu0=29.5, throttled=3.0)  # the quota held us back 3 s of 10
+    quota = cpuload.between(cpuload.Counters(20.0, 19.5, 0.0, 14.0), cpuload.read_counters(), cores=1)
+    assert quota is not None and quota.others_share == 0.0 and quota.throttled_share == pytest.approx(0.3)
+    assert quota.busy and "throttled by the CPU quota 30%" in quota.note()
