@@ -6,6 +6,8 @@ import argparse
 import os
 import time
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from compress import compressors
 from compress.cli.faults import check_writable
@@ -14,6 +16,7 @@ from compress.data import datasets
 from compress.errors import CompressError
 from compress.log import log
 from compress.measuring.timing import LatencyConfig
+from compress.models import keras_convert, keras_read
 from compress.scaleout import dist
 from compress.session import BaselineSource, Session, pick_device
 from compress.store.atomic import clean_stale
@@ -49,6 +52,21 @@ def prepare(ns: argparse.Namespace) -> None:
             log(f"cleaned {files} leftover file(s) of interrupted runs under {ws.root} ({freed / 1e6:.1f} MB freed)")
 
 
+def _keras_input(data_cfg: datasets.DataConfig, ns: argparse.Namespace) -> datasets.DataConfig:
+    """A Keras file's model brings its input with it: the normalization it expects (unless --normalization says
+    otherwise) and the image size it was built for (unless --image-size says otherwise: then one line)."""
+    path = getattr(ns, "baseline_weights", None) or getattr(ns, "weights", None)
+    if path is None or not Path(path).is_file() or not keras_read.is_keras(Path(path)):
+        return data_cfg
+    expected = keras_convert.expected(Path(path))
+    changes: dict[str, Any] = {}
+    if getattr(ns, "normalization", "auto") == "auto":
+        changes["normalization"] = expected["normalization"]
+    if getattr(ns, "image_size", None) is None and expected["input_size"]:
+        changes["image_size"] = expected["input_size"]
+    return replace(data_cfg, **changes) if changes else data_cfg
+
+
 def session_from(ns: argparse.Namespace, command: str) -> Session:
     """Every setting of this invocation, validated once before any work."""
     if getattr(ns, "baseline_epochs", 1) <= 0:
@@ -65,7 +83,7 @@ def session_from(ns: argparse.Namespace, command: str) -> Session:
                             arch=ns.arch, pretrained=getattr(ns, "pretrained", None),
                             download=bool(getattr(ns, "download", False)),
                             freeze_features=getattr(ns, "freeze_features", False))
-    data_cfg = config_from(datasets.DataConfig, ns, dataset=ns.dataset or "digits")
+    data_cfg = _keras_input(config_from(datasets.DataConfig, ns, dataset=ns.dataset or "digits"), ns)
     Workspace.check_dataset_name(data_cfg.name)
     if source.pretrained is not None:  # ImageNet weights expect ImageNet's input statistics
         data_cfg = replace(data_cfg, normalization="imagenet")

@@ -54,9 +54,13 @@ class DataConfig:
     max_samples: int | None = None  # a seeded subset, for smoke tests
     strict: bool = False  # --data: refuse unreadable images instead of skipping them with a warning
     test_data: str | None = None  # --data: a separate held-out folder of the same classes is the test split
-    # Input normalisation, stated in every row: "imagenet" mean/std (folders, torchvision datasets, and any
-    # ImageNet-pretrained baseline) or "half" ((x - 0.5) / 0.5, the built-in digits). "auto" picks by data.
-    normalization: Literal["auto", "imagenet", "half"] = field(default="auto", metadata={"cli": False})
+    # Input normalisation, stated in every row. "auto" picks by data and model: "imagenet" mean/std for folders,
+    # torchvision datasets and ImageNet-pretrained baselines, "half" for the built-in digits, and what a Keras
+    # file's model expects ("raw" unless it has a Rescaling layer).
+    normalization: Literal["auto", "imagenet", "half", "raw", "unit", "caffe"] = field(default="auto", metadata={
+        "help": "the input a model expects: imagenet (mean/std), half ((x-0.5)/0.5), raw (RGB 0-255, what the "
+                "Keras seeds feed), unit (0-1), caffe (keras.applications.vgg16.preprocess_input: BGR, ImageNet "
+                "means subtracted); auto picks by data and model"})
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed < 2**32:
@@ -97,8 +101,8 @@ class DataConfig:
         return f"{self.name}-{self.size}px-s{self.seed}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
 
     @property
-    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return (IMAGENET_MEAN, IMAGENET_STD) if self.normalization == "imagenet" else ((0.5,) * 3, (0.5,) * 3)
+    def normalizer(self) -> "Normalizer":
+        return Normalizer(self.normalization)
 
     @property
     def size(self) -> int:
@@ -121,6 +125,30 @@ class DataBundle:
         return len(self.classes)
 
 
+CAFFE_BGR_MEANS = (103.939, 116.779, 123.68)  # keras.applications.imagenet_utils, mode "caffe"
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Images in [0, 1] (C,H,W or N,C,H,W) as the model expects them; a class, so data loaders can pickle it."""
+
+    mode: str
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "imagenet":
+            shape = (3, 1, 1)
+            return (x - torch.tensor(IMAGENET_MEAN).view(shape)) / torch.tensor(IMAGENET_STD).view(shape)
+        if self.mode == "half":
+            return (x - 0.5) / 0.5
+        if self.mode == "unit":
+            return x
+        if self.mode == "raw":
+            return x * 255.0
+        if self.mode == "caffe":
+            return x.flip(-3) * 255.0 - torch.tensor(CAFFE_BGR_MEANS).view(3, 1, 1)
+        raise CompressError(f"unknown normalization {self.mode!r}")
+
+
 def _digits(cfg: DataConfig) -> DataBundle:
     """scikit-learn's bundled 8x8 digits (real scans, offline), upscaled to RGB."""
     from sklearn.datasets import load_digits
@@ -128,8 +156,7 @@ def _digits(cfg: DataConfig) -> DataBundle:
     bunch = load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # N,1,8,8 in [0,1]
     x = torch.nn.functional.interpolate(x, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False)
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in cfg.mean_std)
-    x = ((x.expand(-1, 3, -1, -1) - mean) / std).contiguous()
+    x = cfg.normalizer(x.expand(-1, 3, -1, -1)).contiguous()
     y = torch.tensor(bunch.target, dtype=torch.long)
     fp = hashlib.sha256(bunch.images.tobytes() + bunch.target.tobytes()).hexdigest()[:16]
     ds = TensorDataset(x, y)
@@ -137,19 +164,18 @@ def _digits(cfg: DataConfig) -> DataBundle:
                       bunch.target.astype(np.int64), official_test=False)
 
 
-def _transform(size: int, grayscale: bool = False,
-               mean_std: tuple[tuple[float, ...], tuple[float, ...]] = (IMAGENET_MEAN, IMAGENET_STD)) -> Any:
+def _transform(size: int, normalizer: Normalizer, grayscale: bool = False) -> Any:
     from torchvision import transforms as T
 
     steps: list[Any] = [T.Grayscale(3)] if grayscale else []
-    steps += [T.Resize((size, size)), T.ToTensor(), T.Normalize(*mean_std)]
+    steps += [T.Resize((size, size)), T.ToTensor(), normalizer]
     return T.Compose(steps)
 
 
 def _folder(cfg: DataConfig) -> DataBundle:
     """An ImageFolder tree; with --test-data, a second tree of the same classes is the test split."""
     classes, samples, fp = image_folders.scan(Path(cfg.data or ""), cfg.size, cfg.strict)
-    ds = image_folders.ImageFiles(samples, _transform(cfg.size, mean_std=cfg.mean_std), cfg.size)
+    ds = image_folders.ImageFiles(samples, _transform(cfg.size, cfg.normalizer), cfg.size)
     if cfg.test_data is None:
         return DataBundle(cfg.name, classes, cfg.size, fp, ds, ds, np.array(ds.targets), official_test=False)
     test_classes, test_samples, test_fp = image_folders.scan(Path(cfg.test_data), cfg.size, cfg.strict, "--test-data")
@@ -159,7 +185,7 @@ def _folder(cfg: DataConfig) -> DataBundle:
         raise CompressError(f"--test-data {cfg.test_data} has {len(test_classes)} classes, --data {cfg.data} has "
                             f"{len(classes)}: only in --data: {', '.join(only_train) or 'none'}; only in --test-data: "
                             f"{', '.join(only_test) or 'none'}. Both need the same class folders")
-    test = image_folders.ImageFiles(test_samples, _transform(cfg.size, mean_std=cfg.mean_std), cfg.size)
+    test = image_folders.ImageFiles(test_samples, _transform(cfg.size, cfg.normalizer), cfg.size)
     return DataBundle(cfg.name, classes, cfg.size, hashlib.sha256(f"{fp}|{test_fp}".encode()).hexdigest()[:16],
                       ds, test, np.array(ds.targets), official_test=True)
 
@@ -169,7 +195,7 @@ def _torchvision(cfg: DataConfig) -> DataBundle:
     from torchvision import datasets
 
     cls = {"cifar10": datasets.CIFAR10, "fashion-mnist": datasets.FashionMNIST}[cfg.dataset]
-    tf = _transform(cfg.size, grayscale=cfg.dataset == "fashion-mnist", mean_std=cfg.mean_std)
+    tf = _transform(cfg.size, cfg.normalizer, grayscale=cfg.dataset == "fashion-mnist")
     root = Path(cfg.data_root)
     try:
         train = cls(str(root), train=True, download=cfg.download, transform=tf)

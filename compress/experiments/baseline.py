@@ -159,13 +159,13 @@ def _imported(session: Session, bdir: Path, bundle: DataBundle, cached: bool) ->
         _check_classes(path, model.spec, meta.get("checkpoint_classes"), bundle)
         log(f"using {path} as the baseline (converted before: {bdir / 'model.pt'})")
     else:
-        model = checkpoints.load_model(path, src.arch, None, src.trust_pickle)
+        model = checkpoints.load_model(path, src.arch, None, src.trust_pickle, image_size=session.data.size)
         known = model.extra.get("classes") if isinstance(model.extra, dict) else None
         _check_classes(path, model.spec, known, bundle)
         meta = {"arch": model.spec.arch, "data": asdict(session.data), "train": None, "best_epoch": None,
                 "train_seconds": 0.0, "classes": bundle.classes, "checkpoint_classes": known,
                 "source": {"kind": "imported", "file": str(path.resolve()), "sha256": file_digest(path),
-                           "layout": model.layout}}
+                           "layout": model.layout, **({"keras": model.extra["keras"]} if "keras" in model.extra else {})}}
         checkpoints.save_checkpoint(model.model, model.spec, bdir / "model.pt",
                                extra={"classes": bundle.classes, "image_size": session.data.size})
         write_json(bdir / "meta.json", meta)

@@ -33,7 +33,8 @@ class CheckpointRequest:
 
 def measure_checkpoint(session: Session, req: CheckpointRequest) -> ResultRow:
     """Measure a checkpoint through the same harness as every compressed model."""
-    imported = checkpoints.load_model(req.weights, req.arch, req.num_classes, req.trust_pickle, half=True)
+    imported = checkpoints.load_model(req.weights, req.arch, req.num_classes, req.trust_pickle, half=True,
+                                      image_size=session.data.size)
     saved_size = imported.extra.get("image_size") if isinstance(imported.extra, dict) else None
     size = session.data.image_size or (session.data.size if req.with_data else saved_size or 224)
     if size < data_mod.MIN_IMAGE_SIZE:
@@ -48,10 +49,12 @@ def measure_checkpoint(session: Session, req: CheckpointRequest) -> ResultRow:
         split = stored_split(session.workspace, session.data, bundle)
         test_loader = data_mod.loaders(bundle, split, EVAL_BATCH, session.data.seed).test
         name = session.data.name
+    keras = imported.extra.get("keras") if isinstance(imported.extra, dict) else None
     config = {"weights": str(Path(req.weights).resolve()), "layout": imported.layout, "arch": imported.spec.arch,
-              "spec": imported.spec.to_dict()}
+              "spec": imported.spec.to_dict(), "data": {"normalization": session.data.normalization},
+              **({"keras": keras} if keras else {})}
     info = RowInfo(dataset=name, compressor=f"import:{Path(req.weights).name}", config=config,
-                   seed=session.data.seed, command=session.command)
+                   seed=session.data.seed, command=session.command, caveats=tuple(keras["notes"]) if keras else ())
     precision = imported.extra.get("precision")
     if precision in vgg.HALF:  # measured in its own precision, counted on the fp32 structure
         artifact = Artifact(backend=f"pytorch {precision}", file=Path(req.weights), module=imported.model,

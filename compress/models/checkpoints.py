@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError, printable
+from compress.models import keras_convert, keras_read
 from compress.models.seed004 import SEED_KEY, to_torchvision
 from compress.models.vgg import HALF, Cast, ModelSpec, build
 from compress.store.atomic import atomic_open
@@ -48,6 +49,9 @@ class Imported:
 
 
 def require_file(path: Path) -> Path:
+    if keras_read.saved_model_folder(path):
+        raise CompressError(f"{path} is a TensorFlow SavedModel folder: load it in TensorFlow and save it as one "
+                            "file with model.save('model.keras'), then pass that file")
     if not path.exists():
         raise CompressError(f"checkpoint {path} does not exist: pass the path of a .pth/.pt file")
     if not path.is_file():
@@ -118,12 +122,15 @@ def infer_spec(sd: dict[str, torch.Tensor], path: Path) -> ModelSpec:
 
 
 def load_model(path: Path, arch: str | None = None, num_classes: int | None = None,
-               trust_pickle: bool = False, half: bool = False) -> Imported:
-    """Load any checkpoint we understand; explain precisely when it does not fit.
+               trust_pickle: bool = False, half: bool = False, image_size: int | None = None) -> Imported:
+    """Load any checkpoint we understand (PyTorch, or a Keras VGG16 converted exactly); explain precisely when it
+    does not fit. `image_size` is the input a Keras file must have been built for (or, weights only, is given).
 
     A half-precision checkpoint (`run precision`) comes back in its precision (a `Cast`), never silently
     as fp32; only callers that measure it as it is (`half=True`) may load one."""
-    path = Path(path)
+    path = require_file(Path(path))
+    if keras_read.is_keras(path):
+        return _keras(path, arch, num_classes, image_size)
     obj = read_checkpoint(path, trust_pickle)
     extra: dict[str, Any] = {}
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
@@ -166,6 +173,18 @@ def load_model(path: Path, arch: str | None = None, num_classes: int | None = No
                                 "or start from its fp32 source")
         return Imported(model=Cast(model, HALF[precision]).eval(), spec=spec, layout=layout, extra=extra)
     return Imported(model=model, spec=spec, layout=layout, extra=extra)
+
+
+def _keras(path: Path, arch: str | None, num_classes: int | None, image_size: int | None) -> Imported:
+    converted, kf = keras_convert.load(path, image_size)
+    if arch not in (None, "vgg16"):
+        raise CompressError(f"{path} is a Keras VGG16 without BatchNorm, but --arch is {arch}: drop --arch")
+    if num_classes is not None and num_classes != converted.spec.num_classes:
+        raise CompressError(f"{path} was trained for {converted.spec.num_classes} classes, but --num-classes is "
+                            f"{num_classes}: drop --num-classes or pass {converted.spec.num_classes}")
+    return Imported(converted.model, converted.spec, f"keras ({kf.kind})", {
+        "image_size": converted.input_size, "keras": {"normalization": converted.normalization,
+                                                      "input_size": converted.input_size, "notes": converted.notes}})
 
 
 def _check_fits(model: nn.Module, sd: dict[str, Any], path: Path, what: str) -> None:

@@ -70,6 +70,9 @@ class ModelSpec:
     dropout: float = 0.5
     keep_first: bool = False  # vgg16_dw: the first convolution stays a full 3x3 convolution
     input_size: int | None = None  # seed-student only: its first linear layer is sized for the input
+    # head "mlp" only: the side of the map flattened into the first linear layer, kept as the model was built
+    # (a Keras VGG16 built for 32 px flattens 1x1x512); None: adaptive-pooled to 7x7, as torchvision's VGG
+    flatten_side: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,7 +95,8 @@ class ModelSpec:
         checks = {"arch": lambda v: v in ALL_ARCHS, "num_classes": lambda v: _whole(v, 1, MAX_CLASSES),
                   "head": lambda v: v in ("mlp", "gap"), "keep_first": lambda v: isinstance(v, bool),
                   "dropout": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
-                  "input_size": lambda v: v is None or _whole(v, 1, 100_000)}
+                  "input_size": lambda v: v is None or _whole(v, 1, 100_000),
+                  "flatten_side": lambda v: v is None or _whole(v, 1, 1_000)}
         for key, ok in checks.items():
             if key in d and not ok(d[key]):
                 raise CompressError(f"the checkpoint's model spec has {key}={d[key]!r}, which no model can have")
@@ -173,6 +177,9 @@ def set_head(model: VGG, spec: ModelSpec) -> None:
     if spec.head == "gap":
         model.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         model.classifier = make_head(last, spec.hidden, spec.num_classes, spec.dropout)
+    elif spec.head == "mlp" and spec.flatten_side is not None:  # the map as it is, no pooling to 7x7
+        model.avgpool = nn.Identity()
+        model.classifier = make_head(last * spec.flatten_side ** 2, spec.hidden, spec.num_classes, spec.dropout)
     elif spec.head == "mlp":
         model.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         model.classifier = make_head(last * 7 * 7, spec.hidden, spec.num_classes, spec.dropout)

@@ -1,0 +1,155 @@
+"""A Keras VGG16 converted exactly into the suite's VGG: the function it computes is kept.
+
+Kernels HWIO -> OIHW; the first dense layer's input rows permuted from Keras's channels-last
+`Flatten` order (H, W, C) to PyTorch's (C, H, W); a softmax output dropped (the suite's argmax,
+McNemar and distillation read logits; the row says so). Keras's `Flatten` feeds the first dense
+layer the spatial size the model was built for (7x7x512 at 224 px, as torchvision; 1x1x512 at 32
+px): that head input is kept (ModelSpec.flatten_side), never adaptive-pooled to 7x7, which would
+change the function. A `Rescaling` layer becomes the input normalization it stands for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.errors import CompressError, printable
+from compress.models.keras_read import KerasFile, read, saved_model_folder
+from compress.models.vgg import ModelSpec, build
+
+ALLOWED = {"InputLayer", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dropout", "Rescaling"}
+MIN_SIDE = 32  # VGG16 halves the resolution 5 times (data.datasets.MIN_IMAGE_SIZE; models cannot import data)
+RESCALING = {(1 / 255, 0.0): "unit", (1 / 127.5, -1.0): "half"}  # Rescaling(scale, offset) -> input normalization
+
+
+@dataclass
+class Converted:
+    model: nn.Module
+    spec: ModelSpec
+    input_size: int
+    normalization: str  # what the model expects: "raw" (RGB 0-255, the seeds' input), "unit" or "half"
+    notes: list[str] = field(default_factory=list)  # what a reader of the row must know
+
+
+def _refuse(kf: KerasFile, why: str) -> CompressError:
+    return CompressError(f"{kf.path} ({kf.kind}): {why}")
+
+
+def _check_layers(kf: KerasFile) -> tuple[str, str | None]:
+    """(input normalization, the last Dense layer's activation) from the config; custom code refused, unread."""
+    normalization, last = "raw", None
+    for name, cls, cfg in kf.layers:
+        if cls == "Lambda":
+            raise _refuse(kf, f"its layer {printable(name)} is a Lambda layer: its Python code is not run here; save "
+                              "the model without it (and apply that step to the images instead)")
+        if cls not in ALLOWED:
+            raise _refuse(kf, f"its layer {printable(name)} is a {printable(cls)}, not a layer of VGG16 (Conv2D, "
+                              "MaxPooling2D, Flatten, Dense, Dropout, Rescaling)")
+        if cls == "Rescaling":
+            key = (float(cfg.get("scale", 1.0)), float(cfg.get("offset", 0.0)))
+            found = next((v for k, v in RESCALING.items() if all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+                                                                  for a, b in zip(k, key))), None)
+            if found is None:
+                raise _refuse(kf, f"its Rescaling(scale={key[0]:g}, offset={key[1]:g}) is not 1/255 or 1/127.5-1: "
+                                  "pass a model without it and --normalization for the input it expects")
+            normalization = found
+        if cls == "Conv2D" and (tuple(cfg.get("kernel_size", (3, 3))) != (3, 3) or cfg.get("padding") != "same"
+                                or tuple(cfg.get("strides", (1, 1))) != (1, 1) or cfg.get("activation") != "relu"
+                                or cfg.get("data_format", "channels_last") != "channels_last"):
+            raise _refuse(kf, f"its Conv2D {printable(name)} is not VGG16's 3x3, padding same, stride 1, ReLU, "
+                              "channels_last")
+        if cls == "MaxPooling2D" and tuple(cfg.get("pool_size", (2, 2))) != (2, 2):
+            raise _refuse(kf, f"its MaxPooling2D {printable(name)} is not 2x2")
+        if cls == "Dense":
+            last = str(cfg.get("activation"))
+    return normalization, last
+
+
+def _size(kf: KerasFile, image_size: int | None, side: int, notes: list[str]) -> int:
+    if kf.input_shape is not None:
+        h = kf.input_shape[0]
+        if image_size is not None and image_size != h:
+            raise _refuse(kf, f"it was built for {h} px images, but --image-size is {image_size}: pass "
+                              f"--image-size {h}")
+        size = h
+    else:
+        size = image_size or 224
+        notes.append(f"a weights-only file states no input size: {size} px taken from --image-size")
+    if size // 32 != side:
+        raise _refuse(kf, f"its first Dense layer reads {side}x{side}x512 values, which a {size} px input does not "
+                          f"give ({size // 32}x{size // 32}): pass --image-size {32 * side}")
+    return size
+
+
+def convert(kf: KerasFile, image_size: int | None) -> Converted:
+    """The model, its spec and its input, or one line naming what was found and what VGG16 needs."""
+    notes: list[str] = []
+    if kf.input_shape is not None:
+        h, w, c = kf.input_shape
+        if h != w or c != 3 or h < MIN_SIDE:
+            raise _refuse(kf, f"its input is {h}x{w}x{c}: the suite measures square RGB images of at least "
+                              f"{MIN_SIDE} px")
+    normalization, last = _check_layers(kf) if kf.layers else ("raw", None)
+    arrays = list(kf.weights.values())  # in layer order (see keras_read)
+    convs = [a for a in arrays if len(a) == 2 and a[0].ndim == 4]
+    denses = [a for a in arrays if len(a) == 2 and a[0].ndim == 2]
+    if len(convs) != 13 or not denses:
+        raise _refuse(kf, f"found {len(convs)} Conv2D and {len(denses)} Dense layers with weights; VGG16 has 13 "
+                          "convolutions and a dense head")
+    widths = tuple(int(k.shape[3]) for k, _ in convs)
+    if [int(k.shape[2]) for k, _ in convs] != [3, *widths[:-1]]:
+        raise _refuse(kf, "its convolutions do not chain from 3 input channels: not a VGG16")
+    side = math.isqrt(int(denses[0][0].shape[0]) // widths[-1])
+    if side * side * widths[-1] != denses[0][0].shape[0]:
+        raise _refuse(kf, f"its first Dense layer reads {denses[0][0].shape[0]} values, not a square map of "
+                          f"{widths[-1]} channels")
+    size = _size(kf, image_size, side, notes)
+    if last == "sigmoid":
+        raise _refuse(kf, "its last Dense layer is a sigmoid: the suite compares classes by argmax of the logits of "
+                          "a softmax (or linear) layer")
+    notes.append("the last layer's softmax was dropped: the model returns logits" if last in ("softmax", None)
+                 else "the last Dense layer is linear: its outputs are the logits")
+    notes.append("photos are resized here with Pillow's antialiased bilinear filter; Keras pipelines resize without "
+                 "antialiasing (image_dataset_from_directory) or nearest-neighbour (flow_from_directory, load_img), "
+                 "so pixel values differ slightly from the ones the model was trained on")
+    spec = ModelSpec(arch="vgg16", num_classes=int(denses[-1][0].shape[1]), conv_widths=widths, head="mlp",
+                     hidden=tuple(int(k.shape[1]) for k, _ in denses[:-1]), flatten_side=None if side == 7 else side)
+    model = build(spec).eval()
+    _fill(model, convs, denses, side)
+    return Converted(model, spec, size, normalization, notes)
+
+
+def _fill(model: nn.Module, convs: list[list[np.ndarray]], denses: list[list[np.ndarray]], side: int) -> None:
+    torch_convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    torch_linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for m, (kernel, bias) in zip(torch_convs, convs):
+            m.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))))  # HWIO -> OIHW
+            m.bias.copy_(torch.from_numpy(bias))
+        for i, (m, (kernel, bias)) in enumerate(zip(torch_linears, denses)):
+            if i == 0:  # Keras flattens (H, W, C), PyTorch (C, H, W)
+                c = kernel.shape[0] // (side * side)
+                kernel = kernel.reshape(side, side, c, -1).transpose(2, 0, 1, 3).reshape(c * side * side, -1)
+            m.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel.T)))
+            m.bias.copy_(torch.from_numpy(bias))
+
+
+def load(path: Path, image_size: int | None) -> tuple[Converted, KerasFile]:
+    if saved_model_folder(path):
+        raise CompressError(f"{path} is a TensorFlow SavedModel folder: load it in TensorFlow and save it as one file "
+                            "with model.save('model.keras'), then pass that file")
+    kf = read(path)
+    return convert(kf, image_size), kf
+
+
+def expected(path: Path) -> dict[str, Any]:
+    """What the file's model expects as input, from its config alone (the session sets its data up first)."""
+    kf = read(path)
+    normalization, _ = _check_layers(kf) if kf.layers else ("raw", None)
+    return {"normalization": normalization, "input_size": kf.input_shape[0] if kf.input_shape else None}
