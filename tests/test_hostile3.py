@@ -30,7 +30,7 @@ from compress.store.workspace import Workspace
 from tests.conftest import QUICK_LATENCY
 from tests.photos import photo_folder
 from tests.test_hostile import _cli, _narrow, _one_line
-from tests.test_readable import _five
+from tests.test_readable import _five, _tables
 
 SCRIPT = "r\n\n<script>alert(1)</script>\n\n"
 IMG = "/x/<img src=x onerror=alert(2)>|x.json"
@@ -44,17 +44,6 @@ def _hostile_rows() -> list:
                                                               "per_layer": IMG}})
     edited = replace(rows[1], compressor="<img src=x onerror=alert(3)>", baseline_row_id=base.row_id)
     return [base, *rows[1:3], pruned, *rows[4:], edited]
-
-
-def _tables(text: str) -> list[list[str]]:
-    out, cur = [], []
-    for line in text.splitlines():
-        if line.startswith("|"):
-            cur.append(line)
-        elif cur:
-            out.append(cur)
-            cur = []
-    return out
 
 
 def test_script_and_markup_in_stored_strings_reach_the_html_page_as_text(tmp_path: Path) -> None:
