@@ -38,6 +38,6 @@ class SlimHeadConfig:
           plan=lambda options: [Planned("slim-head", SlimHeadConfig(), model_cost=0.8)])
 def slim_head(model: nn.Module, spec: ModelSpec, config: SlimHeadConfig, ctx: Context) -> tuple[nn.Module, ModelSpec]:
     """Replace the 4096-4096 classifier with a small MLP (1024-256) or a global-average-pool head."""
-    new_spec = replace(spec, head=config.head, hidden=config.hidden, dropout=config.dropout)
+    new_spec = replace(spec, head=config.head, hidden=config.hidden, dropout=config.dropout, head_ranks=())
     set_head(model, new_spec)  # convolution weights stay those of the baseline
     return model, new_spec

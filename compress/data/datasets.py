@@ -22,20 +22,10 @@ if TYPE_CHECKING:
     from compress.data.split import Split
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
-
-
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 TORCHVISION_DATASETS = ("cifar10", "fashion-mnist")
-
-
 DATASETS = ("digits", *TORCHVISION_DATASETS)
-
-
 MIN_IMAGE_SIZE = 32  # VGG16 halves the resolution 5 times
-
-
 MAX_IMAGE_SIZE = 4096
 
 

@@ -21,8 +21,6 @@ from compress.measuring.timing import default_threads
 from compress.store.atomic import atomic_open
 
 PARITY_ATOL = 1e-4  # max |ORT fp32 - PyTorch| on the logits of a batch of test images
-
-
 INPUT, OUTPUT = "input", "logits"
 
 

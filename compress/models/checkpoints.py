@@ -22,11 +22,7 @@ from compress.models.vgg import HALF, Cast, ModelSpec, build
 from compress.store.atomic import atomic_open
 
 CHECKPOINT_FORMAT = "compress-checkpoint/1"
-
-
 DYNAMIC_INT8 = "torch-dynamic-int8-linear"  # extra["quantization"] of a PyTorch dynamic-int8 checkpoint
-
-
 DYNAMIC_INT8_BACKEND = "pytorch dynamic int8 (Linear layers; convolutions fp32)"  # what its rows say ran
 
 

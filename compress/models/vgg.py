@@ -18,24 +18,14 @@ from torchvision.models.vgg import VGG, make_layers
 from compress.errors import CompressError
 
 VGG16_WIDTHS: tuple[int, ...] = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
-
-
 POOL_AFTER = (1, 3, 6, 9, 12)  # conv indices followed by a 2x2 max-pool (VGG16 cfg "D")
-
-
 ARCHS = ("vgg16", "vgg16_bn")  # what a baseline can be
 
 
 # Students and converted models. Each is fully described by its spec, so it saves and loads the same way.
 VGG11_WIDTHS: tuple[int, ...] = (64, 128, 256, 256, 512, 512, 512, 512)  # VGG cfg "A"
-
-
 POOLS = {"vgg16": POOL_AFTER, "vgg16_bn": POOL_AFTER, "vgg16_dw": POOL_AFTER, "vgg11_bn": (0, 1, 3, 5, 7)}
-
-
 ALL_ARCHS = (*ARCHS, "vgg16_dw", "vgg11_bn", "seed-student")
-
-
 MAX_WIDTH, MAX_CLASSES = 65_536, 1_000_000  # a spec past these is damaged, not a model
 
 
@@ -73,6 +63,9 @@ class ModelSpec:
     # head "mlp" only: the side of the map flattened into the first linear layer, kept as the model was built
     # (a Keras VGG16 built for 32 px flattens 1x1x512); None: adaptive-pooled to 7x7, as torchvision's VGG
     flatten_side: int | None = None
+    # one rank per classifier Linear (0: dense): a layer of rank r is Linear(in, r, no bias) then Linear(r, out),
+    # the two factors of its truncated SVD (low-rank); () : every layer dense
+    head_ranks: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,9 +79,10 @@ class ModelSpec:
         if unknown:
             raise CompressError(f"the checkpoint's model spec has unknown field(s) {', '.join(map(str, unknown))}")
         d = dict(d)
-        for key in ("conv_widths", "hidden"):
+        for key in ("conv_widths", "hidden", "head_ranks"):
             if key in d:
-                if not isinstance(d[key], (list, tuple)) or not all(_whole(v, 1, MAX_WIDTH) for v in d[key]):
+                if not isinstance(d[key], (list, tuple)) or not all(_whole(v, 0 if key == "head_ranks" else 1,
+                                                                           MAX_WIDTH) for v in d[key]):
                     raise CompressError(f"the checkpoint's model spec has {key}={d[key]!r}: expected a list of "
                                         f"whole numbers from 1 to {MAX_WIDTH}")
                 d[key] = tuple(int(v) for v in d[key])
@@ -106,7 +100,9 @@ class ModelSpec:
 def separable_spec(spec: ModelSpec, head: str, hidden: tuple[int, ...], keep_first: bool) -> ModelSpec:
     """The depthwise-separable twin of `spec`: head "keep" keeps the baseline's classifier shape."""
     head_hidden = {"keep": (spec.head, spec.hidden), "mlp": ("mlp", hidden), "gap": ("gap", ())}[head]
-    return replace(spec, arch="vgg16_dw", head=head_hidden[0], hidden=head_hidden[1], keep_first=keep_first)
+    ranks = spec.head_ranks if head == "keep" else ()
+    return replace(spec, arch="vgg16_dw", head=head_hidden[0], hidden=head_hidden[1], keep_first=keep_first,
+                   head_ranks=ranks)
 
 
 def _cfg(widths: tuple[int, ...], pools: tuple[int, ...] = POOL_AFTER) -> list[int | str]:
@@ -156,18 +152,28 @@ class SeedStudent(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
-def make_head(in_features: int, hidden: tuple[int, ...], num_classes: int, dropout: float) -> nn.Sequential:
-    """Linear-ReLU-Dropout per hidden layer, then the class layer (torchvision's layout)."""
+def linear(in_features: int, out_features: int, rank: int = 0) -> nn.Module:
+    """A dense layer, or (rank > 0) its two low-rank factors: in -> rank (no bias) -> out."""
+    if rank <= 0:
+        return nn.Linear(in_features, out_features)
+    return nn.Sequential(nn.Linear(in_features, rank, bias=False), nn.Linear(rank, out_features))
+
+
+def make_head(in_features: int, hidden: tuple[int, ...], num_classes: int, dropout: float,
+              ranks: tuple[int, ...] = ()) -> nn.Sequential:
+    """Linear-ReLU-Dropout per hidden layer, then the class layer (torchvision's layout); `ranks` factorise them."""
+    ranks = tuple(ranks) + (0,) * (len(hidden) + 1 - len(ranks))
     layers: list[nn.Module] = []
-    for width in hidden:
-        layers += [nn.Linear(in_features, width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+    for width, rank in zip(hidden, ranks):
+        layers += [linear(in_features, width, rank), nn.ReLU(inplace=True), nn.Dropout(dropout)]
         in_features = width
-    layers.append(nn.Linear(in_features, num_classes))
+    layers.append(linear(in_features, num_classes, ranks[len(hidden)]))
     head = nn.Sequential(*layers)
     for m in head.modules():  # torchvision's VGG init for linear layers
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.constant_(m.bias, 0)
+            if m.bias is not None:  # the first factor of a low-rank layer has none
+                nn.init.constant_(m.bias, 0)
     return head
 
 
@@ -176,13 +182,14 @@ def set_head(model: VGG, spec: ModelSpec) -> None:
     last = spec.conv_widths[-1]
     if spec.head == "gap":
         model.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        model.classifier = make_head(last, spec.hidden, spec.num_classes, spec.dropout)
+        model.classifier = make_head(last, spec.hidden, spec.num_classes, spec.dropout, spec.head_ranks)
     elif spec.head == "mlp" and spec.flatten_side is not None:  # the map as it is, no pooling to 7x7
         model.avgpool = nn.Identity()
-        model.classifier = make_head(last * spec.flatten_side ** 2, spec.hidden, spec.num_classes, spec.dropout)
+        model.classifier = make_head(last * spec.flatten_side ** 2, spec.hidden, spec.num_classes, spec.dropout,
+                                     spec.head_ranks)
     elif spec.head == "mlp":
         model.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-        model.classifier = make_head(last * 7 * 7, spec.hidden, spec.num_classes, spec.dropout)
+        model.classifier = make_head(last * 7 * 7, spec.hidden, spec.num_classes, spec.dropout, spec.head_ranks)
     else:
         raise CompressError(f"unknown head {spec.head!r}: expected 'mlp' or 'gap'")
 

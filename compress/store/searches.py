@@ -10,8 +10,6 @@ Objective = Literal["ort-b32", "cpu-b32", "size", "macs"]
 
 
 OBJECTIVES: tuple[str, ...] = ("ort-b32", "cpu-b32", "size", "macs")
-
-
 UNIT = {"ort-b32": "ms", "cpu-b32": "ms", "size": "bytes", "macs": "MACs"}
 
 
