@@ -280,7 +280,7 @@ def test_list_names_each_compressor(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     names = [line.split()[0] for line in out.splitlines()]
-    assert names == sorted(names) == ["depthwise", "distillation", "precision", "pruning", "quantization", "slim-head"]
+    assert names == sorted(names) == ["depthwise", "distillation", "low-rank", "precision", "pruning", "quantization", "slim-head"]
     assert "classifier" in out and "Hinton" in out
 
 
