@@ -70,7 +70,8 @@ def section(rows: list[ResultRow], by_id: dict[str, ResultRow], batch: int) -> l
         return []
     summary = (f"{checked} paired figure(s) checked: {len(flagged) or 'none'} of them had a reference that ran more than "
                f"{TOLERANCE:.0%} away from its own row.")
+    details = [*flagged, *([""] if flagged and chains else []), *chains]
     return ["## Consistency of the paired timings", "",
             "Each paired speed-up keeps its reference's per-block figures; a reference that ran differently beside "
             "its partner than alone would make the ratio true of neither. Chains are checked by composition. "
-            + summary, "", *flagged, *([""] if flagged and chains else []), *chains, ""]
+            + summary, "", *details, *([""] if details else [])]
