@@ -150,6 +150,6 @@ def load(path: Path, image_size: int | None) -> tuple[Converted, KerasFile]:
 
 def expected(path: Path) -> dict[str, Any]:
     """What the file's model expects as input, from its config alone (the session sets its data up first)."""
-    kf = read(path)
+    kf = read(path, weights=False)
     normalization, _ = _check_layers(kf) if kf.layers else ("raw", None)
     return {"normalization": normalization, "input_size": kf.input_shape[0] if kf.input_shape else None}

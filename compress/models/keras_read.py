@@ -102,17 +102,18 @@ def _open_h5(source: Any) -> Any:
     return h5py.File(source, "r")
 
 
-def read(path: Path) -> KerasFile:
-    """Every layer and weight of a Keras file, as data; one line for a file that is not one."""
+def read(path: Path, weights: bool = True) -> KerasFile:
+    """Every layer and (unless `weights` is off: the config alone, no 0.5 GB read) every weight of a Keras file,
+    as data; one line for a file that is not one."""
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise CompressError(f"{path} is {size / 1e9:.1f} GB: larger than any VGG16 (a 17-class one is 0.5 GB)")
     try:
         if path.suffix.lower() == ".keras":
-            return _archive(path)
+            return _archive(path, weights)
         with _open_h5(path) as h5:
-            return _hdf5(path, h5)
+            return _hdf5(path, h5, weights)
     except CompressError:
         raise
     except Exception as exc:  # h5py raises OSError, KeyError, ValueError on damaged or foreign files
@@ -121,19 +122,19 @@ def read(path: Path) -> KerasFile:
                             "Save it again with model.save('model.keras') or model.save_weights") from None
 
 
-def _hdf5(path: Path, h5: Any) -> KerasFile:
+def _hdf5(path: Path, h5: Any, weights: bool = True) -> KerasFile:
     if "model_config" in h5.attrs and "model_weights" in h5:
         layers, shape = _config_layers(json.loads(_text(h5.attrs["model_config"])))
-        return KerasFile(path, "Keras HDF5 model", layers, _legacy(h5["model_weights"]), shape)
+        return KerasFile(path, "Keras HDF5 model", layers, _legacy(h5["model_weights"]) if weights else {}, shape)
     if "layer_names" in h5.attrs:
-        return KerasFile(path, "Keras HDF5 weights", [], _legacy(h5))
+        return KerasFile(path, "Keras HDF5 weights", [], _legacy(h5) if weights else {})
     if "layers" in h5:
-        return KerasFile(path, "Keras 3 weights", [], _v3(h5))
+        return KerasFile(path, "Keras 3 weights", [], _v3(h5) if weights else {})
     raise CompressError(f"{path} is an HDF5 file but not one Keras wrote (no model_config, layer_names or layers): "
                         "pass a file from model.save('x.h5'), model.save_weights('x.h5') or model.save('x.keras')")
 
 
-def _archive(path: Path) -> KerasFile:
+def _archive(path: Path, weights: bool = True) -> KerasFile:
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
@@ -148,5 +149,7 @@ def _archive(path: Path) -> KerasFile:
                 raise CompressError(f"{path}: its member {printable(info.filename)} would unpack to "
                                     f"{info.file_size / 1e9:.1f} GB: refused")
         layers, shape = _config_layers(json.loads(archive.read("config.json")))
+        if not weights:
+            return KerasFile(path, ".keras archive", layers, {}, shape)
         with _open_h5(io.BytesIO(archive.read("model.weights.h5"))) as h5:
             return KerasFile(path, ".keras archive", layers, _v3(h5), shape)
