@@ -144,6 +144,15 @@ def test_load_is_the_other_processes_share_of_the_machine() -> None:
     assert not cpuload.between(quiet(), quiet(), cores=2).busy  # type: ignore[union-attr]
 
 
+def test_a_window_too_short_to_judge_is_not_flagged() -> None:
+    """Counters tick every 10 ms per core: one tick of someone else's in a 20 ms window is not 'the machine was
+    busy' (a quick run once printed 'other processes used 100% ... over 0 s of timing')."""
+    before = cpuload.Counters(wall=5.0, busy=1.00, steal=0.0, own=0.5)
+    assert cpuload.between(before, cpuload.Counters(wall=5.02, busy=1.04, steal=0.0, own=0.5), cores=2) is None
+    long = cpuload.between(before, cpuload.Counters(wall=6.0, busy=2.9, steal=0.0, own=0.5), cores=2)
+    assert long is not None and long.busy
+
+
 def test_require_quiet_waits_then_fails_with_one_clear_line() -> None:
     slept: list[float] = []
     with pytest.raises(CompressError, match=r"--require-quiet: the machine stayed busy for 3 s \(other processes used "

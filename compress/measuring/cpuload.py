@@ -19,6 +19,7 @@ from compress.errors import CompressError
 
 BUSY_WARN = 0.10  # other work above this share of the machine's CPU time flags the measurement
 QUIET_PROBE_S = 1.0  # how long --require-quiet watches at a time
+MIN_WINDOW_S = 0.5  # the counters tick every 10 ms per core: a shorter window's share is mostly rounding
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ Source = Callable[[], Counters | None]
 
 
 def between(before: Counters | None, after: Counters | None, cores: int | None = None) -> Load | None:
-    if before is None or after is None or after.wall <= before.wall:
+    """Other work's share of the window, or None where it cannot be judged (no counters, under MIN_WINDOW_S)."""
+    if before is None or after is None or after.wall - before.wall < MIN_WINDOW_S:
         return None
     cores = cores or _cores()
     capacity = (after.wall - before.wall) * cores
