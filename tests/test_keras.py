@@ -20,6 +20,7 @@ import torch
 from compress.cli.main import main
 from compress.data.datasets import Normalizer
 from compress.errors import CompressError
+from compress.models import keras_convert
 from compress.models.checkpoints import load_model
 from tests.conftest import QUICK_LATENCY
 from tests.photos import photo_folder
@@ -29,8 +30,10 @@ WIDTHS = (8, 8, 8, 8, 16, 16, 16, 16, 16, 16, 16, 16, 16)  # VGG16's shape, narr
 POOL_AFTER = (1, 3, 6, 9, 12)
 
 
-def _vgg(size: int = 64, classes: int = 3, first: list | None = None, head: tuple[int, ...] = (32, 32)):
-    """A Sequential VGG16 as seed 003 builds it (13 Conv2D, MaxPool2D, Flatten, Dense, Dense, softmax)."""
+def _vgg(size: int = 64, classes: int = 3, first: list | None = None, head: tuple[int, ...] = (32, 32),
+         std: float | None = 0.05):
+    """A Sequential VGG16 as seed 003 builds it (13 Conv2D, MaxPool2D, Flatten, Dense, Dense, softmax); `std` of
+    the kernels: 0.05 for 0-255 inputs, None (He's sqrt(2/fan_in)) for normalized ones, whose signal 0.05 loses."""
     layers = keras.layers
     seq = [keras.Input((size, size, 3)), *(first or [])]
     for i, w in enumerate(WIDTHS):
@@ -41,8 +44,9 @@ def _vgg(size: int = 64, classes: int = 3, first: list | None = None, head: tupl
             layers.Dense(classes, activation="softmax")]
     keras.utils.set_random_seed(0)
     model = keras.Sequential(seq)
-    for w in model.weights:  # Keras initialises biases to 0: random biases test the conversion of biases too
-        w.assign(np.random.default_rng(len(w.path)).normal(0, 0.05 if "kernel" in w.path else 0.1, w.shape))
+    for w in model.trainable_weights:  # Keras zeroes biases: random biases test their conversion too
+        scale = (std or (2 / np.prod(w.shape[:-1])) ** 0.5) if "kernel" in w.path else 0.1
+        w.assign(np.random.default_rng(len(w.path)).normal(0, scale, w.shape))
     return model
 
 
@@ -105,6 +109,64 @@ def test_a_rescaling_layer_becomes_the_input_normalization(tmp_path: Path) -> No
     with torch.no_grad():
         got = torch.softmax(imported.model.eval()(Normalizer("unit")(unit)), 1).numpy()
     assert np.abs(got - want).max() < 1e-5
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_normalization_layer_is_folded_into_the_input(suffix: str, tmp_path: Path) -> None:
+    """An adapted Normalization (its mean and variance are weights), after a Rescaling: the converted model reads
+    the folded affine on 0-255 pixels, computes Keras's function, and the row can state it."""
+    norm = keras.layers.Normalization()
+    norm.adapt(_images() / 255.0)
+    model = _vgg(first=[keras.layers.Rescaling(1 / 255.0), norm], std=None)
+    model.save(tmp_path / f"n{suffix}")
+    x = _images()
+    want = np.asarray(model.predict(x, verbose=0))
+    imported = load_model(tmp_path / f"n{suffix}", image_size=64)
+    mode = imported.extra["keras"]["normalization"]
+    assert mode.startswith("affine(scale=[") and mode == keras_convert.expected(tmp_path / f"n{suffix}")["normalization"]
+    unit = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()) / 255.0
+    with torch.no_grad():
+        got = torch.softmax(imported.model.eval()(Normalizer(mode)(unit)), 1).numpy()
+        wrong = torch.softmax(imported.model.eval()(Normalizer("unit")(unit)), 1).numpy()
+    assert np.abs(got - want).max() < 1e-5 and np.abs(wrong - want).max() > 1e-3
+
+
+def test_normalization_given_in_the_config_and_inverted(tmp_path: Path) -> None:
+    """mean= and variance= in the config (no weights) are read from it; invert=True is one line."""
+    model = _vgg(first=[keras.layers.Normalization(mean=[120.0, 110.0, 100.0], variance=[3600.0, 2500.0, 4900.0])],
+                 std=None)
+    model.save(tmp_path / "given.keras")
+    x = _images()
+    want = np.asarray(model.predict(x, verbose=0))
+    imported = load_model(tmp_path / "given.keras", image_size=64)
+    unit = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()) / 255.0
+    with torch.no_grad():
+        got = torch.softmax(imported.model(Normalizer(imported.extra["keras"]["normalization"])(unit)), 1).numpy()
+    assert np.abs(got - want).max() < 1e-5
+    inverted = _vgg(first=[keras.layers.Normalization(mean=[1.0, 1.0, 1.0], variance=[1.0, 1.0, 1.0], invert=True)])
+    inverted.save(tmp_path / "inverted.keras")
+    with pytest.raises(CompressError, match="invert=True"):
+        load_model(tmp_path / "inverted.keras", image_size=64)
+
+
+@pytest.mark.parametrize("resize", ["nearest", "bilinear"])
+def test_resize_as_the_keras_pipelines_do(resize: str, tmp_path: Path) -> None:
+    """--resize nearest is Keras's load_img (flow_from_directory); bilinear is a resize without antialiasing, as
+    image_dataset_from_directory's tf.image.resize (here: Keras's own resize op, half-pixel centres)."""
+    from compress.data.datasets import DataConfig, load
+
+    photos = photo_folder(tmp_path / "p", per_class=1, side=200)
+    bundle = load(DataConfig(data=str(photos), image_size=64, normalization="raw", resize=resize))
+    got = bundle.train_pool[0][0].numpy().transpose(1, 2, 0)
+    path = bundle.train_pool.samples[0][0]
+    if resize == "nearest":
+        want = np.asarray(keras.utils.load_img(path, target_size=(64, 64), interpolation="nearest"), np.float32)
+    else:
+        full = np.asarray(keras.utils.load_img(path), np.float32)
+        want = np.asarray(keras.ops.image.resize(full, (64, 64), interpolation="bilinear", antialias=False))
+    assert np.abs(got - want).max() < 1e-3
+    default = load(DataConfig(data=str(photos), image_size=64, normalization="raw")).train_pool[0][0].numpy()
+    assert np.abs(default.transpose(1, 2, 0) - want).max() > 1.0  # the default (antialiased) pixels differ
 
 
 def test_caffe_normalization_is_keras_preprocess_input() -> None:

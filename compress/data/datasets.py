@@ -7,6 +7,7 @@ best epoch on the same validation images and is scored on exactly the same test 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -51,6 +52,13 @@ class DataConfig:
         "help": "the input a model expects: imagenet (mean/std), half ((x-0.5)/0.5), raw (RGB 0-255, what the "
                 "Keras seeds feed), unit (0-1), caffe (keras.applications.vgg16.preprocess_input: BGR, ImageNet "
                 "means subtracted); auto picks by data and model"})
+    # How photos are brought to --image-size: Pillow's antialiased bilinear (the suite's default), or what a Keras
+    # pipeline did: bilinear without antialiasing (image_dataset_from_directory), nearest (flow_from_directory,
+    # load_img). Folders only; the built-in digits are interpolated as always.
+    resize: Literal["antialias", "bilinear", "nearest"] = field(default="antialias", metadata={
+        "help": "how photos are resized: antialias (Pillow's bilinear with antialiasing, the default), bilinear "
+                "(no antialiasing: Keras's image_dataset_from_directory), nearest (Keras's flow_from_directory and "
+                "load_img)"})
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed < 2**32:
@@ -62,6 +70,9 @@ class DataConfig:
                                 "image there is already gigabytes of activations)")
         if self.normalization == "auto":
             object.__setattr__(self, "normalization", "imagenet" if self.data or self.dataset != "digits" else "half")
+        if self.resize != "antialias" and not self.data:
+            raise CompressError(f"--resize {self.resize} applies to photo folders (--data): the built-in datasets are "
+                                "not photos of another size; drop --resize")
         if self.test_data is not None and not self.data:
             raise CompressError("--test-data needs --data: it is the held-out test folder of an ImageFolder tree")
         if self.test_data is not None and self.data:
@@ -88,6 +99,8 @@ class DataConfig:
         raw = f"{src}|{self.size}|{self.seed}|{self.test_fraction}|{self.val_fraction}|{self.max_samples}"
         if self.test_data:  # keys of data without a test folder stay what they were
             raw += f"|test:{Path(self.test_data).resolve()}"
+        if self.resize != "antialias" and self.data:  # other pixels, another baseline; default keys unchanged
+            raw += f"|resize:{self.resize}"
         return f"{self.name}-{self.size}px-s{self.seed}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
 
     @property
@@ -116,6 +129,18 @@ class DataBundle:
 
 
 CAFFE_BGR_MEANS = (103.939, 116.779, 123.68)  # keras.applications.imagenet_utils, mode "caffe"
+AFFINE = "affine"  # affine(scale=[r,g,b],offset=[r,g,b]) on RGB 0-255: a Keras model's preprocessing layers, folded
+
+
+def _parse_affine(mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    m = re.fullmatch(r"affine\(scale=\[([^\]]*)\],offset=\[([^\]]*)\]\)", mode)
+    try:
+        scale, offset = ([float(v) for v in part.split(",")] for part in m.groups())  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        raise CompressError(f"normalization {mode!r} is not affine(scale=[r,g,b],offset=[r,g,b])") from None
+    if len(scale) != 3 or len(offset) != 3:
+        raise CompressError(f"normalization {mode!r} needs three scales and three offsets (R, G, B)")
+    return torch.tensor(scale).view(3, 1, 1), torch.tensor(offset).view(3, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -136,6 +161,9 @@ class Normalizer:
             return x * 255.0
         if self.mode == "caffe":
             return x.flip(-3) * 255.0 - torch.tensor(CAFFE_BGR_MEANS).view(3, 1, 1)
+        if self.mode.startswith(AFFINE):
+            scale, offset = _parse_affine(self.mode)
+            return x * 255.0 * scale + offset
         raise CompressError(f"unknown normalization {self.mode!r}")
 
 
@@ -154,18 +182,25 @@ def _digits(cfg: DataConfig) -> DataBundle:
                       bunch.target.astype(np.int64), official_test=False)
 
 
-def _transform(size: int, normalizer: Normalizer, grayscale: bool = False) -> Any:
+def _transform(size: int, normalizer: Normalizer, grayscale: bool = False, resize: str = "antialias") -> Any:
     from torchvision import transforms as T
 
     steps: list[Any] = [T.Grayscale(3)] if grayscale else []
-    steps += [T.Resize((size, size)), T.ToTensor(), normalizer]
-    return T.Compose(steps)
+    if resize == "nearest":  # what Keras's load_img does: Pillow, nearest
+        steps += [T.Resize((size, size), interpolation=T.InterpolationMode.NEAREST), T.ToTensor()]
+    elif resize == "bilinear":  # tf.image.resize: bilinear, half-pixel centres, no antialiasing
+        steps += [T.PILToTensor(), T.ConvertImageDtype(torch.float32),
+                  T.Resize((size, size), interpolation=T.InterpolationMode.BILINEAR, antialias=False)]
+    else:
+        steps += [T.Resize((size, size)), T.ToTensor()]
+    return T.Compose([*steps, normalizer])
 
 
 def _folder(cfg: DataConfig) -> DataBundle:
     """An ImageFolder tree; with --test-data, a second tree of the same classes is the test split."""
     classes, samples, fp = image_folders.scan(Path(cfg.data or ""), cfg.size, cfg.strict)
-    ds = image_folders.ImageFiles(samples, _transform(cfg.size, cfg.normalizer), cfg.size)
+    draft = cfg.size if cfg.resize == "antialias" else None  # Keras resizes the full-size decode
+    ds = image_folders.ImageFiles(samples, _transform(cfg.size, cfg.normalizer, resize=cfg.resize), draft)
     if cfg.test_data is None:
         return DataBundle(cfg.name, classes, cfg.size, fp, ds, ds, np.array(ds.targets), official_test=False)
     test_classes, test_samples, test_fp = image_folders.scan(Path(cfg.test_data), cfg.size, cfg.strict, "--test-data")
@@ -175,7 +210,7 @@ def _folder(cfg: DataConfig) -> DataBundle:
         raise CompressError(f"--test-data {cfg.test_data} has {len(test_classes)} classes, --data {cfg.data} has "
                             f"{len(classes)}: only in --data: {', '.join(only_train) or 'none'}; only in --test-data: "
                             f"{', '.join(only_test) or 'none'}. Both need the same class folders")
-    test = image_folders.ImageFiles(test_samples, _transform(cfg.size, cfg.normalizer), cfg.size)
+    test = image_folders.ImageFiles(test_samples, _transform(cfg.size, cfg.normalizer, resize=cfg.resize), draft)
     return DataBundle(cfg.name, classes, cfg.size, hashlib.sha256(f"{fp}|{test_fp}".encode()).hexdigest()[:16],
                       ds, test, np.array(ds.targets), official_test=True)
 

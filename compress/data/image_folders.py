@@ -49,8 +49,8 @@ def open_rgb(path: str | Path, size: int | None = None) -> Any:
 class ImageFiles(Dataset):
     """(image, label) from a list of files; every image converted to RGB before the transform."""
 
-    def __init__(self, samples: list[tuple[str, int]], transform: Any, size: int) -> None:
-        self.samples, self.transform, self.size = samples, transform, size
+    def __init__(self, samples: list[tuple[str, int]], transform: Any, size: int | None) -> None:
+        self.samples, self.transform, self.size = samples, transform, size  # size: JPEG draft target (None: full)
         self.targets = [t for _, t in samples]
 
     def __len__(self) -> int:

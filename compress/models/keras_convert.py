@@ -5,7 +5,9 @@ Kernels HWIO -> OIHW; the first dense layer's input rows permuted from Keras's c
 McNemar and distillation read logits; the row says so). Keras's `Flatten` feeds the first dense
 layer the spatial size the model was built for (7x7x512 at 224 px, as torchvision; 1x1x512 at 32
 px): that head input is kept (ModelSpec.flatten_side), never adaptive-pooled to 7x7, which would
-change the function. A `Rescaling` layer becomes the input normalization it stands for.
+change the function. The `Rescaling` and `Normalization` layers before the first convolution
+become the input normalization they compute (folding them into the first convolution instead
+would not be exact: its zero padding would then pad with the mean pixel).
 """
 
 from __future__ import annotations
@@ -23,9 +25,8 @@ from compress.errors import CompressError, printable
 from compress.models.keras_read import KerasFile, read, saved_model_folder
 from compress.models.vgg import ModelSpec, build
 
-ALLOWED = {"InputLayer", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dropout", "Rescaling"}
+ALLOWED = {"InputLayer", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dropout", "Rescaling", "Normalization"}
 MIN_SIDE = 32  # VGG16 halves the resolution 5 times (data.datasets.MIN_IMAGE_SIZE; models cannot import data)
-RESCALING = {(1 / 255, 0.0): "unit", (1 / 127.5, -1.0): "half"}  # Rescaling(scale, offset) -> input normalization
 
 
 @dataclass
@@ -33,7 +34,8 @@ class Converted:
     model: nn.Module
     spec: ModelSpec
     input_size: int
-    normalization: str  # what the model expects: "raw" (RGB 0-255, the seeds' input), "unit" or "half"
+    normalization: str  # what the model expects: "raw" (RGB 0-255, the seeds' input), "unit", "half", or the
+    # affine(...) its own Rescaling/Normalization layers compute (Affine.mode)
     notes: list[str] = field(default_factory=list)  # what a reader of the row must know
 
 
@@ -43,22 +45,24 @@ def _refuse(kf: KerasFile, why: str) -> CompressError:
 
 def _check_layers(kf: KerasFile) -> tuple[str, str | None]:
     """(input normalization, the last Dense layer's activation) from the config; custom code refused, unread."""
-    normalization, last = "raw", None
+    affine = Affine()
+    last, convs_seen, norms = None, False, 0
     for name, cls, cfg in kf.layers:
         if cls == "Lambda":
             raise _refuse(kf, f"its layer {printable(name)} is a Lambda layer: its Python code is not run here; save "
                               "the model without it (and apply that step to the images instead)")
         if cls not in ALLOWED:
             raise _refuse(kf, f"its layer {printable(name)} is a {printable(cls)}, not a layer of VGG16 (Conv2D, "
-                              "MaxPooling2D, Flatten, Dense, Dropout, Rescaling)")
+                              "MaxPooling2D, Flatten, Dense, Dropout) or its input's Rescaling or Normalization")
+        if cls in ("Rescaling", "Normalization") and convs_seen:
+            raise _refuse(kf, f"its {cls} layer {printable(name)} comes after a convolution: only the input's own "
+                              "preprocessing (before the first Conv2D) can be folded into the input normalization")
         if cls == "Rescaling":
-            key = (float(cfg.get("scale", 1.0)), float(cfg.get("offset", 0.0)))
-            found = next((v for k, v in RESCALING.items() if all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
-                                                                  for a, b in zip(k, key))), None)
-            if found is None:
-                raise _refuse(kf, f"its Rescaling(scale={key[0]:g}, offset={key[1]:g}) is not 1/255 or 1/127.5-1: "
-                                  "pass a model without it and --normalization for the input it expects")
-            normalization = found
+            affine = affine.rescaled(_floats(cfg.get("scale", 1.0)), _floats(cfg.get("offset", 0.0)))
+        if cls == "Normalization":
+            affine = affine.normalized(*_statistics(kf, name, cfg, norms))
+            norms += 1
+        convs_seen = convs_seen or cls == "Conv2D"
         if cls == "Conv2D" and (tuple(cfg.get("kernel_size", (3, 3))) != (3, 3) or cfg.get("padding") != "same"
                                 or tuple(cfg.get("strides", (1, 1))) != (1, 1) or cfg.get("activation") != "relu"
                                 or cfg.get("data_format", "channels_last") != "channels_last"):
@@ -68,7 +72,64 @@ def _check_layers(kf: KerasFile) -> tuple[str, str | None]:
             raise _refuse(kf, f"its MaxPooling2D {printable(name)} is not 2x2")
         if cls == "Dense":
             last = str(cfg.get("activation"))
-    return normalization, last
+    return affine.mode(), last
+
+
+@dataclass(frozen=True)
+class Affine:
+    """What the layers before the first convolution compute on RGB 0-255 pixels: scale * x + offset per channel."""
+
+    scale: tuple[float, ...] = (1.0, 1.0, 1.0)
+    offset: tuple[float, ...] = (0.0, 0.0, 0.0)
+
+    def rescaled(self, scale: np.ndarray, offset: np.ndarray) -> Affine:  # Rescaling: x * scale + offset
+        return Affine(tuple(np.asarray(self.scale) * scale), tuple(np.asarray(self.offset) * scale + offset))
+
+    def normalized(self, mean: np.ndarray, std: np.ndarray) -> Affine:  # Normalization: (x - mean) / std
+        return Affine(tuple(np.asarray(self.scale) / std), tuple((np.asarray(self.offset) - mean) / std))
+
+    def mode(self) -> str:
+        """A named normalization where the layers compute one (raw, unit, half), else the folded affine."""
+        for name, (scale, offset) in NAMED.items():
+            if np.allclose(self.scale, scale, rtol=1e-6, atol=0) and np.allclose(self.offset, offset, atol=1e-6):
+                return name
+        def fmt(v: tuple[float, ...]) -> str:
+            return "[" + ",".join(f"{float(x):.9g}" for x in v) + "]"
+        return f"affine(scale={fmt(self.scale)},offset={fmt(self.offset)})"  # data.datasets.Normalizer reads it
+
+
+NAMED = {"raw": (1.0, 0.0), "unit": (1 / 255, 0.0), "half": (2 / 255, -1.0)}  # Normalizer's modes, on 0-255
+
+
+def _floats(v: Any) -> np.ndarray:
+    """A scale, offset, mean or variance as three per-channel values (a scalar applies to every channel)."""
+    a = np.asarray(v, dtype=np.float64).reshape(-1)
+    if a.size not in (1, 3):
+        raise CompressError(f"a preprocessing value of {a.size} numbers: expected one, or one per RGB channel")
+    return np.broadcast_to(a, (3,)).copy()
+
+
+def _statistics(kf: KerasFile, name: str, cfg: dict[str, Any], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """A Normalization layer's mean and standard deviation: from its config (mean=, variance= given) or its
+    adapted weights (mean, variance, count); Keras divides by max(sqrt(variance), 1e-7)."""
+    if cfg.get("invert"):
+        raise _refuse(kf, f"its Normalization {printable(name)} has invert=True: it undoes a normalization on the "
+                          "input; save the model without it and pass --normalization for the input it expects")
+    axis = cfg.get("axis", -1)
+    if axis not in (-1, [-1], (-1,), 3, [3], None):
+        raise _refuse(kf, f"its Normalization {printable(name)} normalizes over axis {axis}, not the channels (-1)")
+    if cfg.get("mean") is not None and cfg.get("variance") is not None:
+        mean, variance = cfg["mean"], cfg["variance"]
+    else:
+        arrays = kf.weights.get(name) or kf.weights.get("normalization" if k == 0 else f"normalization_{k}") or []
+        if len(arrays) < 2:
+            raise _refuse(kf, f"its Normalization {printable(name)} holds no mean and variance: adapt it (or pass "
+                              "mean= and variance=) before saving")
+        mean, variance = arrays[0], arrays[1]
+    try:
+        return _floats(mean), np.maximum(np.sqrt(_floats(variance)), 1e-7)
+    except CompressError as exc:
+        raise _refuse(kf, f"its Normalization {printable(name)}: {exc}") from None
 
 
 def _size(kf: KerasFile, image_size: int | None, side: int, notes: list[str]) -> int:
@@ -115,9 +176,9 @@ def convert(kf: KerasFile, image_size: int | None) -> Converted:
                           "a softmax (or linear) layer")
     notes.append("the last layer's softmax was dropped: the model returns logits" if last in ("softmax", None)
                  else "the last Dense layer is linear: its outputs are the logits")
-    notes.append("photos are resized here with Pillow's antialiased bilinear filter; Keras pipelines resize without "
-                 "antialiasing (image_dataset_from_directory) or nearest-neighbour (flow_from_directory, load_img), "
-                 "so pixel values differ slightly from the ones the model was trained on")
+    notes.append("photos are resized as --resize says (by default Pillow's antialiased bilinear); the Keras "
+                 "pipelines resize without antialiasing (image_dataset_from_directory: --resize bilinear) or "
+                 "nearest-neighbour (flow_from_directory, load_img: --resize nearest)")
     spec = ModelSpec(arch="vgg16", num_classes=int(denses[-1][0].shape[1]), conv_widths=widths, head="mlp",
                      hidden=tuple(int(k.shape[1]) for k, _ in denses[:-1]), flatten_side=None if side == 7 else side)
     model = build(spec).eval()

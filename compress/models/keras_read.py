@@ -13,7 +13,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -59,20 +59,36 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _legacy(group: Any) -> dict[str, list[np.ndarray]]:
+Keep = Callable[[str], bool]
+
+
+def _all(name: str) -> bool:
+    return True
+
+
+def small(layers: list[tuple[str, str, dict[str, Any]]]) -> Keep:
+    """The layers read when only the config is wanted: a Normalization layer's adapted statistics (its config
+    name in HDF5 models; its class's auto name, normalization, normalization_1, ..., in Keras 3 archives)."""
+    names = {name for name, cls, _ in layers if cls == "Normalization"}
+    return lambda name: name in names or (bool(names) and re.fullmatch(r"normalization(_\d+)?", name) is not None)
+
+
+def _legacy(group: Any, keep: Keep = _all) -> dict[str, list[np.ndarray]]:
     """Keras 2 layout (also Keras 3's legacy HDF5): `layer_names` in order, each layer's `weight_names`."""
     out = {}
     for name in (_text(n) for n in group.attrs["layer_names"]):
+        if not keep(name):
+            continue
         g = group[name]
         out[name] = [np.asarray(g[_text(w)]) for w in g.attrs.get("weight_names", [])]
     return out
 
 
-def _v3(h5: Any) -> dict[str, list[np.ndarray]]:
+def _v3(h5: Any, keep: Keep = _all) -> dict[str, list[np.ndarray]]:
     """Keras 3 layout: layers/<name>/vars/<i>, where <name> is the auto name of the layer's class in creation order
     (conv2d, conv2d_1, ..., dense, dense_1: not the config's names), so the names' natural order is the layers'."""
     layers = h5["layers"]
-    names = sorted(layers, key=_natural)
+    names = sorted((n for n in layers if keep(n)), key=_natural)
     out = {}
     for name in names:
         found = layers[name].get("vars")
@@ -103,8 +119,8 @@ def _open_h5(source: Any) -> Any:
 
 
 def read(path: Path, weights: bool = True) -> KerasFile:
-    """Every layer and (unless `weights` is off: the config alone, no 0.5 GB read) every weight of a Keras file,
-    as data; one line for a file that is not one."""
+    """Every layer and (unless `weights` is off: the config and a Normalization layer's statistics, no 0.5 GB
+    read) every weight of a Keras file, as data; one line for a file that is not one."""
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_BYTES:
@@ -125,7 +141,8 @@ def read(path: Path, weights: bool = True) -> KerasFile:
 def _hdf5(path: Path, h5: Any, weights: bool = True) -> KerasFile:
     if "model_config" in h5.attrs and "model_weights" in h5:
         layers, shape = _config_layers(json.loads(_text(h5.attrs["model_config"])))
-        return KerasFile(path, "Keras HDF5 model", layers, _legacy(h5["model_weights"]) if weights else {}, shape)
+        return KerasFile(path, "Keras HDF5 model", layers, _legacy(h5["model_weights"], _all if weights
+                                                                   else small(layers)), shape)
     if "layer_names" in h5.attrs:
         return KerasFile(path, "Keras HDF5 weights", [], _legacy(h5) if weights else {})
     if "layers" in h5:
@@ -149,7 +166,10 @@ def _archive(path: Path, weights: bool = True) -> KerasFile:
                 raise CompressError(f"{path}: its member {printable(info.filename)} would unpack to "
                                     f"{info.file_size / 1e9:.1f} GB: refused")
         layers, shape = _config_layers(json.loads(archive.read("config.json")))
-        if not weights:
-            return KerasFile(path, ".keras archive", layers, {}, shape)
+        if not weights and not any(cls == "Normalization" for _, cls, _ in layers):
+            return KerasFile(path, ".keras archive", layers, {}, shape)  # the config alone: no 0.5 GB read
+        if not weights:  # seek to the statistics inside the member (Keras stores it uncompressed)
+            with archive.open("model.weights.h5") as member, _open_h5(member) as h5:
+                return KerasFile(path, ".keras archive", layers, _v3(h5, small(layers)), shape)
         with _open_h5(io.BytesIO(archive.read("model.weights.h5"))) as h5:
             return KerasFile(path, ".keras archive", layers, _v3(h5), shape)
