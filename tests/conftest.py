@@ -26,6 +26,16 @@ QUICK_CLI = [*QUICK_DATA, *QUICK_LATENCY, "--batch-size", "16"]
 
 
 @pytest.fixture(autouse=True)
+def _no_memory_probe(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memory probe spawns a process per model and runtime (seconds each): off unless a test asks for it with
+    @pytest.mark.memory_probe (tests/test_memory.py)."""
+    if request.node.get_closest_marker("memory_probe") is None:
+        from compress.measuring import harness
+
+        monkeypatch.setattr(harness, "probe_memory", lambda m: None)
+
+
+@pytest.fixture(autouse=True)
 def _in_a_fresh_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs in its own empty folder: a default like --reports-dir reports never lands in the checkout."""
     monkeypatch.chdir(tmp_path)

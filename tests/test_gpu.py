@@ -24,9 +24,11 @@ def test_device_auto_is_cuda_exactly_when_there_is_one() -> None:
 @cuda
 def test_gpu_latency_is_timed_with_synchronisation_and_named_by_device() -> None:
     cfg = LatencyConfig(warmup=1, min_calls=3, max_calls=3, budget_s=0.0, batches=(1, 4))
-    out, note = cuda_runtime.gpu_latencies(vgg.build(SMALL), (3, 32, 32), cfg)
+    out, note, peaks = cuda_runtime.gpu_latencies(vgg.build(SMALL), (3, 32, 32), cfg)
     assert set(out) == {1, 4} and all(v.median_ms > 0 for v in out.values())
     assert note == torch.cuda.get_device_name(0)
+    weights_mib = sum(p.numel() * 4 for p in vgg.build(SMALL).parameters()) / 2**20
+    assert set(peaks) == {1, 4} and weights_mib <= peaks[1].peak_mb <= peaks[4].peak_mb  # weights + activations
 
 
 @cuda
@@ -46,5 +48,5 @@ def test_cuda_out_of_memory_in_timing_is_a_note_not_a_crash(monkeypatch: pytest.
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
 
     monkeypatch.setattr(torch_eager, "torch_latency", oom)
-    out, note = cuda_runtime.gpu_latencies(vgg.build(SMALL), (3, 32, 32), LatencyConfig())
-    assert out == {} and note == "n/a (CUDA out of memory)"
+    out, note, peaks = cuda_runtime.gpu_latencies(vgg.build(SMALL), (3, 32, 32), LatencyConfig())
+    assert out == {} and note == "n/a (CUDA out of memory)" and peaks == {}

@@ -121,7 +121,7 @@ def test_threads_flag_is_what_pytorch_and_onnxruntime_run_with(tmp_path: Path,
 
 def test_gpu_column_says_why_when_there_is_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    out, note = cuda.gpu_latencies(torch.nn.Linear(2, 2), (2,), LatencyConfig())  # type: ignore[arg-type]
+    out, note, _ = cuda.gpu_latencies(torch.nn.Linear(2, 2), (2,), LatencyConfig())  # type: ignore[arg-type]
     assert out == {} and note == "n/a (no CUDA device on this machine)"
 
 

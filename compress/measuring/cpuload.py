@@ -53,7 +53,8 @@ class Load:
                 f"(steal {100 * self.steal_share:.0f}%){quota} over {self.seconds:.0f} s of timing")
 
 
-def _cores() -> int:
+def affinity_cores() -> int:
+    """The cores this process may run on (its affinity mask), the default thread count of every runtime."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -96,7 +97,7 @@ def between(before: Counters | None, after: Counters | None, cores: int | None =
     """Other work's share of the window, or None where it cannot be judged (no counters, under MIN_WINDOW_S)."""
     if before is None or after is None or after.wall - before.wall < MIN_WINDOW_S:
         return None
-    cores = cores or _cores()
+    cores = cores or affinity_cores()
     capacity = (after.wall - before.wall) * cores
     others = max(0.0, (after.busy - before.busy) - (after.own - before.own))
     share = min(1.0, others / capacity)

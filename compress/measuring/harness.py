@@ -15,7 +15,7 @@ import numpy as np
 
 from compress.errors import CompressError
 from compress.log import log
-from compress.measuring import counting, cpuload, runtimes
+from compress.measuring import counting, cpuload, memory, runtimes
 from compress.measuring.environment import environment
 from compress.measuring.subject import Measurement, RowInfo, Subject
 from compress.measuring.timing import default_threads, pinning
@@ -54,6 +54,22 @@ def time_all(m: Measurement) -> None:
                     log(f"warning: {rt.name} timed while the machine was busy: {during.note()}")
 
 
+def probe_memory(m: Measurement) -> None:
+    """Peak memory per runtime that was timed, each in a child process of its own (measuring/memory.py)."""
+    if not m.cfg.memory:
+        return
+    jobs = {rt.key: job for rt in runtimes.in_order()
+            if rt.memory is not None and rt.key in m.timings.latency and (job := rt.memory(m)) is not None}
+    if not jobs:
+        return
+    log(f"measuring the peak memory of {m.subject.label} ({', '.join(runtimes.label(k) for k in jobs)}), each in a "
+        "process of its own")
+    for key, (peaks, note) in memory.measure(jobs).items():
+        m.timings.memory_notes[key] = note
+        if peaks:
+            m.timings.memory[key] = peaks
+
+
 def score(m: Measurement) -> tuple[np.ndarray, np.ndarray]:
     """Predicted and true labels over the whole test split, from the deployed artifact itself."""
     for rt in runtimes.in_order():
@@ -74,6 +90,7 @@ def measure_row(m: Measurement, info: RowInfo, row_id: str | None = None) -> tup
         m.scratch = Path(tmp)
         time_all(m)
         during = cpuload.between(before, cpuload.read_counters())
+        probe_memory(m)  # after the timing windows: its children's CPU time is no runtime's load
         if m.test_loader is not None:
             preds, true = score(m)
     correct = None if preds is None else preds == true
@@ -100,4 +117,5 @@ def _row(m: Measurement, info: RowInfo, counts: Counts, correct: np.ndarray | No
         distributed=info.distributed or dist.current().record(None),
         onnx_size_bytes=timings.onnx_size, onnx_parity=timings.parity, backend=art.backend,
         source_row_id=info.source_row_id, control_row_id=info.control_row_id, conv_macs=counts.conv_macs,
-        correct=None if correct is None else encode(correct), caveats=list(info.caveats))
+        correct=None if correct is None else encode(correct), caveats=list(info.caveats),
+        memory=timings.memory, memory_notes=timings.memory_notes)

@@ -16,12 +16,12 @@ from torch import nn
 
 from compress.errors import CompressError, first_line
 from compress.log import quiet
-from compress.measuring import timing
+from compress.measuring import ort_session, timing
+from compress.measuring.ort_session import INPUT, OUTPUT, run
 from compress.measuring.timing import default_threads
 from compress.store.atomic import atomic_open
 
 PARITY_ATOL = 1e-4  # max |ORT fp32 - PyTorch| on the logits of a batch of test images
-INPUT, OUTPUT = "input", "logits"
 
 
 def export_onnx(model: nn.Module, path: Path, check_inputs: torch.Tensor) -> float:
@@ -61,18 +61,4 @@ def parity(model: nn.Module, path: Path, inputs: torch.Tensor) -> float:
 
 def session(path: Path, threads: int | None = None) -> Any:
     """A CPU ONNX Runtime session with a fixed intra-op thread count (as the PyTorch timings), spinning off."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or default_threads()
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if timing.ORT_ALLOW_SPINNING else "0")
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise CompressError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from None
-
-
-def run(sess: Any, x: np.ndarray) -> np.ndarray:
-    return sess.run([OUTPUT], {INPUT: np.ascontiguousarray(x, dtype=np.float32)})[0]
+    return ort_session.make(path, threads or default_threads(), timing.ORT_ALLOW_SPINNING)

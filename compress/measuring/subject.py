@@ -20,7 +20,7 @@ from compress.measuring.paired import interleaved
 from compress.measuring.timing import LatencyConfig, time_calls
 from compress.models.artifact import Artifact
 from compress.models.vgg import ModelSpec
-from compress.store.rows import Latency, Paired, ResultRow
+from compress.store.rows import Latency, Memory, Paired, ResultRow
 
 PARITY_IMAGES = 32  # test images an export must reproduce before it is timed
 
@@ -90,6 +90,8 @@ class Timings:
     parity: float | None = None
     paired: dict[str, dict[int, Paired]] = field(default_factory=dict)
     loads: dict[str, Any] = field(default_factory=dict)  # runtime -> cpuload.Load while that runtime was timed
+    memory: dict[str, dict[int, Memory]] = field(default_factory=dict)  # runtime -> batch -> peak (measuring.memory)
+    memory_notes: dict[str, str] = field(default_factory=dict)
 
     def drop(self, runtime: str, why: str) -> None:
         """No figures for `runtime`, and why (a runtime that failed part-way keeps nothing it timed)."""

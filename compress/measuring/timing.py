@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from compress.errors import CompressError
-from compress.measuring import runtimes
+from compress.measuring import cpuload, runtimes
 from compress.store.rows import Latency
 
 IQR_WARN = 0.10  # as torch.utils.benchmark: IQR/median above this means the figure is noisy
@@ -48,6 +48,10 @@ class LatencyConfig:
         "flag": "--runtimes", "help": runtimes.help_text})
     require_quiet: bool = field(default=False, metadata={"flag": "--require-quiet"})  # wait for a quiet machine
     quiet_timeout_s: float = 60.0  # how long --require-quiet waits before it gives up
+    # peak memory of inference per runtime, each model in a process of its own (measuring/memory.py)
+    memory: bool = field(default=True, metadata={"flag": "--memory", "help": "measure each model's peak memory "
+                                                 "of inference per runtime in a short child process (--no-memory: "
+                                                 "skip it, a few seconds per model and runtime)"})
 
     def __post_init__(self) -> None:
         known = runtimes.choices()
@@ -86,7 +90,7 @@ class LatencyConfig:
 
 
 def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cpuload.affinity_cores()
 
 
 def time_calls(fn: Callable[[], object], cfg: LatencyConfig, batch: int,

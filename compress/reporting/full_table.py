@@ -28,6 +28,17 @@ def timed_batches(rows: list[ResultRow]) -> list[int]:
     return found or [1, REPORT_BATCH]
 
 
+def memory_runtimes(rows: list[ResultRow]) -> list[str]:
+    """The runtimes any row has a peak-memory figure for (rows measured before memory was: none)."""
+    return [rt for rt in runtime_keys() if any(rt in r.memory for r in rows)]
+
+
+def peak(r: ResultRow, runtime: str, batch: int) -> str:
+    """A process's peak resident memory running the model alone (MiB), or empty."""
+    found = r.memory.get(runtime, {}).get(batch)
+    return "" if found is None else f"{found.peak_mb:,.0f}"
+
+
 def table(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int = REPORT_BATCH) -> pd.DataFrame:
     """One line per row; ratios against the baseline measured in the same invocation, at `batch`."""
     batches = timed_batches(rows)
@@ -44,6 +55,8 @@ def table(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int = R
                 "conv MACs (M)": "" if r.conv_macs is None else f"{r.conv_macs / 1e6:,.1f}",
                 "size (MB)": mb(r.size_bytes)}
         line.update({f"{runtime_label(rt)} b{n} ms": lat(r.lat(rt, n)) for rt in runtimes for n in batches})
+        line.update({f"{runtime_label(rt)} b{n} peak MiB": peak(r, rt, n) for rt in memory_runtimes(rows)
+                     for n in batches})
         line.update({
             "top-1 %": acc,
             "Δ top-1 (pts)": delta,

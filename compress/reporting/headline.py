@@ -17,6 +17,19 @@ def timed_runtimes(rows: list[ResultRow], batch: int) -> list[str]:
     return [rt for rt in runtime_keys() if any(r.lat(rt, batch) is not None for r in rows)]
 
 
+DEPLOYED = ("ort-cpu", "openvino-cpu", "torch-cpu")  # the runtime whose memory the headline shows: the first found
+
+
+def memory_runtime(rows: list[ResultRow]) -> str | None:
+    """The runtime the headline's memory column reads (a deployment's, ONNX Runtime first), or None."""
+    return next((rt for rt in DEPLOYED if any(rt in r.memory for r in rows)), None)
+
+
+def memory_cell(r: ResultRow, runtime: str | None, batch: int = 1) -> str:
+    found = r.memory.get(runtime or "", {}).get(batch)
+    return "" if found is None else f"{found.peak_mb:,.0f}"
+
+
 def delta_cell(r: ResultRow, b: ResultRow | None, with_p: bool = True) -> str:
     """Δ top-1 in points, * when McNemar's p < 0.05, and the p: `-0.28 (p 0.62)`, `-3.10* (p<0.001)`."""
     if b is None or r.accuracy is None or b.accuracy is None:
@@ -34,6 +47,7 @@ def compact(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int, 
     `setting="differs"` shows what differs from the compressor's defaults, `"brief"` its main knobs;
     `method` renames the model column (the report's seed-004 method names)."""
     runtimes = timed_runtimes(rows, batch)
+    mem = memory_runtime(rows)
     out = []
     for r in rows:
         if r.compressor == "baseline":
@@ -46,6 +60,8 @@ def compact(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int, 
                 "size ÷": ratio(b.size_bytes if b else None, r.size_bytes)}
         for rt in runtimes:
             line[f"{runtime_label(rt)} b{batch} ×"] = speedup(b, r, rt, batch, interval=False) or "n/a"
+        if mem is not None:
+            line[f"{runtime_label(mem)} b1 peak MiB"] = memory_cell(r, mem) or "n/a"
         line["top-1 %"] = "" if r.accuracy is None else f"{100 * r.accuracy:.2f}"
         line["Δ top-1 pts"] = delta_cell(r, b, with_p)
         out.append(line)
@@ -57,5 +73,7 @@ def baseline_line(b: ResultRow, batch: int) -> str:
     times = [f"{runtime_label(rt)} b{batch} {lat.median_ms:.1f} ms" for rt in runtime_keys() if (lat := b.lat(rt, batch))]
     acc = "" if b.accuracy is None else f", top-1 {100 * b.accuracy:.2f}% on {b.test_images} test images"
     name = f"baseline {b.config.get('arch', '')}" if b.compressor == "baseline" else b.compressor
+    mem = memory_runtime([b])
+    peak = f"; {runtime_label(mem)} b1 peak {memory_cell(b, mem)} MiB" if mem and memory_cell(b, mem) else ""
     return (f"{name}: {b.params / 1e6:.1f} M params, {b.macs / 1e6:.1f} M MACs, "
-            f"{mb(b.size_bytes)} MB" + (f"; {', '.join(times)}" if times else "") + acc)
+            f"{mb(b.size_bytes)} MB" + (f"; {', '.join(times)}" if times else "") + peak + acc)

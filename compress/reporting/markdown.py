@@ -85,6 +85,11 @@ def _how_to_read(batch: int) -> list[str]:
         "B A units of blocks in one process, same runtime, threads and batch), the geometric mean of the unit "
         "ratios with its Student-t 95% interval; † marks a ratio of two medians timed apart; ⚠ on a speed-up "
         "means other processes used more than 10% of its cores while that runtime was timed. Top-1 is on the same stored test split for every row.",
+        "- *peak MiB* is the peak resident memory of inference, measured: each model and runtime in a short "
+        "process of its own (one process's high-water mark never falls, so sharing one would give every model "
+        "the largest mark so far), the runtime imported, the model loaded, one call per batch in increasing "
+        "order; the row's JSON also has `model_mb`, the part above the idle process. On a GPU: "
+        "torch.cuda.max_memory_allocated per batch. `--no-memory` skips it.",
         "- **McNemar p** is McNemar's exact test of each model against the baseline on the same test images "
         "(paired predictions): below 0.05 (marked *) the accuracy difference is unlikely to be luck of this "
         "test set; above it, this test set cannot tell the two models apart, whatever Δ top-1 says.",
@@ -159,7 +164,9 @@ def _headline(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int
             f"÷ is baseline ÷ model (theory for params and MACs, bytes on disk for size); × is the measured "
             f"speed-up at batch {batch}, timed interleaved with the baseline (intervals in the full table), except "
             f"where marked †: two medians timed apart (the GPU column, a model made from another stored row); Δ "
-            f"top-1 in points with McNemar's p on the same test images, * when p < 0.05."
+            f"top-1 in points with McNemar's p on the same test images, * when p < 0.05. *peak MiB* is measured: "
+            f"the peak resident memory of a process that loads the model alone and runs it at batch 1 (Python and "
+            f"the runtime included)."
             + (f" The {plain(baseline_line(base, batch))}." if base else ""), ""]
 
 

@@ -57,6 +57,9 @@ class ResultRow:
     load: dict[str, Any] | None = None  # measuring.cpuload.Load as a dict, plus "busy"
     # how the model was trained: {"world_size", "backend" (None: one process), "per_rank_batch" (None: no training)}
     distributed: dict[str, Any] = field(default_factory=dict)
+    # peak memory of inference (runtime -> batch -> Memory), each from a process of its own; notes say how or why not
+    memory: dict[str, dict[int, Memory]] = field(default_factory=dict)
+    memory_notes: dict[str, str] = field(default_factory=dict)
 
     def lat(self, runtime: str, batch: int) -> Latency | None:
         """The statistics of one runtime at one batch size, or None when it was not timed."""
@@ -96,6 +99,8 @@ class ResultRow:
                          for runtime, per_batch in (kw.get("latency") or {}).items()}
         kw["paired"] = {runtime: {int(b): v if isinstance(v, Paired) else Paired(**v) for b, v in per_batch.items()}
                         for runtime, per_batch in (kw.get("paired") or {}).items()}
+        kw["memory"] = {runtime: {int(b): v if isinstance(v, Memory) else Memory(**v) for b, v in per_batch.items()}
+                        for runtime, per_batch in (kw.get("memory") or {}).items()}
         return cls(**kw)
 
 
@@ -155,6 +160,16 @@ class Latency:
     iqr_ms: float
     calls: int
     warning: str | None = None
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Peak memory of inference at one batch: the whole process's high-water mark and the part above the idle
+    process with the runtime imported (on a GPU: CUDA's max allocated, both the same), in MiB."""
+
+    batch: int
+    peak_mb: float
+    model_mb: float
 
 
 @dataclass(frozen=True)

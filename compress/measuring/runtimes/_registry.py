@@ -43,6 +43,7 @@ class Runtime:
     always: bool = False  # `time` runs even when not in --runtimes (to record why there is no figure, e.g. no GPU)
     score: ScoreFn | None = None  # predicted and true labels over the test split, from what it runs
     scores: Callable[[Any], bool] | None = None  # whether it is the runtime that scores this artifact
+    memory: Callable[[Any], Any] | None = None  # Measurement -> measuring.memory.Job (None: no memory figure)
 
 
 _REGISTRY: dict[str, Runtime] = {}

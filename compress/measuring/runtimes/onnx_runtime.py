@@ -16,7 +16,7 @@ import torch
 
 from compress.errors import CompressError
 from compress.log import log
-from compress.measuring import onnx_export
+from compress.measuring import onnx_export, ort_session
 from compress.measuring.runtimes._registry import register
 
 if TYPE_CHECKING:
@@ -28,8 +28,7 @@ ORT_CPU = "ort-cpu"
 
 def ort_runner(sess: Any, input_shape: tuple[int, int, int], batch: int) -> Callable[[], np.ndarray]:
     """One ONNX Runtime call on a batch allocated beforehand (timed by the harness and the benchmarks)."""
-    x = np.random.default_rng(0).standard_normal((batch, *input_shape), dtype=np.float32)
-    return lambda: onnx_export.run(sess, x)
+    return ort_session.runner(sess, input_shape, batch)
 
 
 def predict(path: Path, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -57,8 +56,17 @@ def _score(m: Measurement) -> tuple[np.ndarray, np.ndarray]:
     return predict(path, m.test_loader, m.cfg.threads)
 
 
+def _memory(m: Measurement) -> Any:
+    from compress.measuring import memory, timing
+
+    path = m.onnx()
+    return None if path is None else memory.Job(memory.ort_file, (path, m.cfg.threads or timing.default_threads(),
+                                                                  m.subject.shape, timing.ORT_ALLOW_SPINNING),
+                                                m.cfg.batches, ("onnxruntime",))
+
+
 @register(ORT_CPU, "ort", "ORT", "ONNX Runtime (CPU)", order=30, default=True, help="ONNX Runtime, CPU", reads_onnx=True,
-          score=_score, scores=lambda artifact: artifact.onnx is not None)
+          score=_score, scores=lambda artifact: artifact.onnx is not None, memory=_memory)
 def time_ort(m: Measurement) -> None:
     """ONNX Runtime's CPU session of the ONNX file, interleaved with the reference's ONNX file when there is one."""
     path = m.onnx()

@@ -10,80 +10,23 @@ shape, as OpenVINO's own benchmark_app does.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import torch
 
 from compress.errors import CompressError, first_line
 from compress.log import log, quiet
+from compress.measuring.openvino_compile import compile_file, core, missing, runner, settings, version
 from compress.measuring.runtimes._registry import register
 from compress.measuring.runtimes.onnx_runtime import labels
-from compress.measuring.timing import default_threads
 
 if TYPE_CHECKING:
     from compress.measuring.subject import Measurement
 
 OPENVINO_CPU = "openvino-cpu"
 PARITY_ATOL = 1e-3  # OpenVINO fp32 may fuse and reorder more than ONNX Runtime; still far below a class flip
-
-
-def missing() -> str | None:
-    """Why OpenVINO cannot run here, or None when it can."""
-    try:
-        import openvino  # noqa: F401
-    except ImportError as exc:
-        return f"OpenVINO is not installed ({exc.name or 'openvino'}): pip install openvino"
-    return None
-
-
-def version() -> str | None:
-    """The installed OpenVINO's version, read from its metadata: importing OpenVINO costs every process a second."""
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version("openvino")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def settings(threads: int | None, precision: str = "f32") -> dict[str, Any]:
-    """The properties every OpenVINO compile uses; recorded in rows as they are set."""
-    return {"INFERENCE_NUM_THREADS": threads or default_threads(), "INFERENCE_PRECISION_HINT": precision,
-            "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
-
-
-def _core() -> Any:
-    os.environ.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")  # no network here, and none wanted
-    import openvino as ov
-
-    return ov.Core()
-
-
-def compile_file(path: Path, threads: int | None, batch: int | None = None, precision: str = "f32") -> Any:
-    """An OpenVINO compiled model of an ONNX or IR file; `batch` fixes the batch dimension (static shape)."""
-    why = missing()
-    if why:
-        raise CompressError(why)
-    core = _core()
-    try:
-        model = core.read_model(str(path))
-        if batch is not None:
-            shape = model.input(0).get_partial_shape()
-            shape[0] = batch
-            model.reshape({model.input(0): shape})
-        return core.compile_model(model, "CPU", settings(threads, precision))
-    except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long C++ traces
-        raise CompressError(f"OpenVINO cannot compile {path}: {first_line(exc)}") from None
-
-
-def runner(compiled: Any, input_shape: tuple[int, int, int], batch: int) -> Callable[[], object]:
-    """One synchronous inference on a batch allocated beforehand (the same random batch ORT is timed on)."""
-    x = np.random.default_rng(0).standard_normal((batch, *input_shape), dtype=np.float32)
-    request = compiled.create_infer_request()
-    return lambda: request.infer({0: x})
 
 
 def logits(compiled: Any, x: np.ndarray) -> np.ndarray:
@@ -124,7 +67,7 @@ def quantize(fp32_onnx: Path, batches: list[np.ndarray], out_xml: Path, keep_fir
         raise CompressError(f"NNCF is not installed ({exc.name or 'nncf'}): pip install nncf") from None
     import openvino as ov
 
-    model = _core().read_model(str(fp32_onnx))
+    model = core().read_model(str(fp32_onnx))
     compute = [op.get_friendly_name() for op in model.get_ordered_ops()
                if op.get_type_name() in ("Convolution", "MatMul")]
     ignored = nncf.IgnoredScope(names=[compute[0], compute[-1]]) if keep_first_last and compute else None
@@ -156,8 +99,17 @@ def _score(m: Measurement) -> tuple[np.ndarray, np.ndarray]:
     return predict(m.subject.artifact.ir, m.test_loader, m.cfg.threads)
 
 
+def _memory(m: Measurement) -> Any:
+    from compress.measuring import memory
+    from compress.measuring.cpuload import affinity_cores
+
+    path, _ = _file(m)
+    return None if path is None else memory.Job(memory.openvino_file, (path, m.cfg.threads or affinity_cores(),
+                                                                       m.subject.shape), m.cfg.batches, ("openvino",))
+
+
 @register(OPENVINO_CPU, "openvino", "OV", "OpenVINO (CPU)", order=40, help="OpenVINO, CPU", reads_onnx=True,
-          score=_score, scores=lambda artifact: artifact.ir is not None)
+          score=_score, scores=lambda artifact: artifact.ir is not None, memory=_memory)
 def time_openvino(m: Measurement) -> None:
     """OpenVINO on the CPU, fp32 pinned (not its bf16 default), parity-checked; n/a with the reason if it cannot."""
     path, why = _file(m)

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from compress.log import log
+from compress.measuring import memory
 from compress.measuring.runtimes._registry import register
-from compress.measuring.timing import LatencyConfig, time_calls, torch_threads
+from compress.measuring.timing import LatencyConfig, default_threads, time_calls, torch_threads
 from compress.store.rows import Latency
 from compress.training.evaluation import predict
 
@@ -54,8 +55,18 @@ def _score(m: Measurement) -> tuple[np.ndarray, np.ndarray]:
         module.cpu()
 
 
+def _memory(m: Measurement) -> memory.Job | None:
+    """The module saved whole into the measurement's scratch folder, loaded by a child (measuring/memory.py)."""
+    if m.module is None:
+        return None
+    path = m.scratch / "memory-torch.pt"
+    torch.save(m.module.cpu(), path)
+    return memory.Job(memory.torch_file, (path, m.cfg.threads or default_threads(), m.subject.shape), m.cfg.batches,
+                      ("torch",))
+
+
 @register(TORCH_CPU, "torch", "CPU", "PyTorch eager (CPU)", order=10, default=True, help="PyTorch eager, CPU",
-          score=_score, scores=lambda artifact: artifact.module is not None)
+          score=_score, scores=lambda artifact: artifact.module is not None, memory=_memory)
 def time_eager(m: Measurement) -> None:
     """PyTorch eager on the CPU, interleaved with the reference's eager model when there is one."""
     module = m.module
