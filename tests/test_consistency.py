@@ -118,3 +118,20 @@ def test_the_load_check_reads_only_our_cores_and_leaves_out_our_own_time(monkeyp
     quota = cpuload.between(cpuload.Counters(20.0, 19.5, 0.0, 14.0), cpuload.read_counters(), cores=1)
     assert quota is not None and quota.others_share == 0.0 and quota.throttled_share == pytest.approx(0.3)
     assert quota.busy and "throttled by the CPU quota 30%" in quota.note()
+
+
+def test_the_search_ranks_by_ratios_against_the_one_common_baseline() -> None:
+    """A candidate whose own median was timed beside a fast partner must not win on that median: the search
+    ranks by the baseline's median over the chain of paired ratios (int8: x its source's ratio)."""
+    from compress.experiments.search import ranked_value
+
+    base = replace(BASE, latency={ORT_CPU: {32: _lat(100.0, 32)}})
+    src = replace(BASE, row_id="p", compressor="pruning", baseline_row_id=base.row_id,
+                  latency={ORT_CPU: {32: _lat(80.0, 32)}}, paired={ORT_CPU: {32: _paired(base.row_id, 2.0)}})
+    int8 = replace(BASE, row_id="q", compressor="quantization", baseline_row_id=base.row_id, source_row_id="p",
+                   latency={ORT_CPU: {32: _lat(10.0, 32)}}, paired={ORT_CPU: {32: _paired("p", 1.6)}})
+    assert ranked_value([src], base, "ort-b32") == pytest.approx(50.0)  # 100 / 2.0, not its own 80 ms
+    assert ranked_value([src, int8], base, "ort-b32") == pytest.approx(100.0 / 3.2)
+    unpaired = replace(src, paired={})
+    assert ranked_value([unpaired], base, "ort-b32") == pytest.approx(80.0)  # no chain: its own median
+    assert ranked_value([src, int8], base, "size") == float(int8.size_bytes)

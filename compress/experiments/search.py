@@ -159,17 +159,19 @@ class Search:
         job = pipeline.Job(method, config, comp.finetune_config(epochs=self.cfg.epochs))
         try:
             _, row = pipeline.run_compressor(self.session, job, self.ref)
+            chain = [row]
             t.stage, t.row_id = "trained", row.row_id
             if int8:
                 from compress.compressors.quantization import QuantizationConfig
 
                 quant = pipeline.Job("quantization", QuantizationConfig(), FinetuneConfig(epochs=0), row.row_id)
                 _, row = pipeline.run_compressor(self.session, quant, self.ref)
+                chain.append(row)
                 t.source_row_id, t.row_id = t.row_id, row.row_id
         except CompressError as exc:
             t.stage, t.note = "failed", str(exc)
             return t
-        t.val_accuracy, t.value = self._val_of(row), objective_of(row, self.cfg.objective)
+        t.val_accuracy, t.value = self._val_of(row), ranked_value(chain, self.ref.row, self.cfg.objective)
         return t
 
 
@@ -239,6 +241,25 @@ def save(session: Session, outcome: Outcome) -> Path:
     path = session.workspace.root / session.data.name / "search" / f"search-{time.strftime('%Y%m%d-%H%M%S')}.json"
     write_json(path, outcome.to_dict())
     return path
+
+
+def ranked_value(chain: list[ResultRow], baseline: ResultRow, objective: str) -> float | None:
+    """What a candidate is ranked by: for latency, the baseline's own median divided by the candidate's speed-up
+    over that one common baseline, each step a paired ratio (int8: against its fp32 source, times that source's
+    against the baseline); so candidates are compared through ratios timed beside the same baseline, not through
+    medians timed beside whatever each was paired with. Without a paired chain: the row's own median."""
+    plain = objective_of(chain[-1], objective)
+    if objective not in ("ort-b32", "cpu-b32"):
+        return plain
+    runtime = ORT_CPU if objective == "ort-b32" else TORCH_CPU
+    base = baseline.lat(runtime, 32)
+    speedup, reference = 1.0, baseline.row_id
+    for row in chain:  # each step paired with the one before it, the first with the baseline
+        paired = row.pair(runtime, 32)
+        if paired is None or paired.reference_row_id != reference or base is None:
+            return plain
+        speedup, reference = speedup * paired.ratio, row.row_id
+    return base.median_ms / speedup
 
 
 def objective_of(row: ResultRow, objective: str) -> float | None:
