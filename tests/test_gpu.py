@@ -50,3 +50,20 @@ def test_cuda_out_of_memory_in_timing_is_a_note_not_a_crash(monkeypatch: pytest.
     monkeypatch.setattr(torch_eager, "torch_latency", oom)
     out, note, peaks = cuda_runtime.gpu_latencies(vgg.build(SMALL), (3, 32, 32), LatencyConfig())
     assert out == {} and note == "n/a (CUDA out of memory)" and peaks == {}
+
+
+@cuda
+def test_gpu_speedups_are_paired_on_the_gpu_and_memory_is_the_models_own(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """time_cuda pairs a candidate with its reference on the GPU (as on the CPU) and reads the candidate's memory
+    with the reference gone: a 4x wider reference must not raise the candidate's peak."""
+    from compress.measuring.subject import Measurement, PairWith, Subject
+    from compress.models.artifact import Artifact
+
+    cfg = LatencyConfig(warmup=1, min_calls=3, max_calls=3, budget_s=0.0, batches=(1, 4), runtimes=("cuda",))
+    small, wide = vgg.build(SMALL), vgg.build(vgg.ModelSpec(num_classes=3, conv_widths=(32,) * 13, hidden=(64,)))
+    m = Measurement(Subject(small, SMALL, Artifact.fp32(small, tmp_path / "m.pt"), 32), cfg, pair=PairWith("base", wide))
+    cuda_runtime.time_cuda(m)
+    paired = m.timings.paired[cuda_runtime.TORCH_CUDA]
+    assert set(paired) == {1, 4} and paired[1].reference_row_id == "base" and paired[4].ratio > 0
+    alone = cuda_runtime.gpu_memory(small.cuda(), (3, 32, 32), (1, 4))
+    assert m.timings.memory[cuda_runtime.TORCH_CUDA][4].peak_mb == pytest.approx(alone[4].peak_mb, rel=0.05)

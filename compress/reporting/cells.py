@@ -138,7 +138,7 @@ def speedup(b: ResultRow | None, r: ResultRow, runtime: str, batch: int, interva
     return plain + APART + busy if plain else ""
 
 
-APART = "†"  # a ratio of two medians timed apart, not interleaved (the GPU column, a model made from another row)
+APART = "†"  # a ratio of two medians timed apart, not interleaved (a model made from another row, old GPU rows)
 
 
 def brief(row: ResultRow, n: int = 2) -> str:

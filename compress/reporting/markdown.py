@@ -163,7 +163,8 @@ def _headline(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: int
             md_table(frame, disable_numparse=True), "",
             f"÷ is baseline ÷ model (theory for params and MACs, bytes on disk for size); × is the measured "
             f"speed-up at batch {batch}, timed interleaved with the baseline (intervals in the full table), except "
-            f"where marked †: two medians timed apart (the GPU column, a model made from another stored row); Δ "
+            f"where marked †: two medians timed apart (a model made from another stored row, GPU rows stored before "
+            f"GPU pairing); Δ "
             f"top-1 in points with McNemar's p on the same test images, * when p < 0.05. *peak MiB* is measured: "
             f"the peak resident memory of a process that loads the model alone and runs it at batch 1 (Python and "
             f"the runtime included)."
