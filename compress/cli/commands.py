@@ -73,6 +73,10 @@ def cmd_baseline(ns: argparse.Namespace, command: str) -> None:
 
 
 def cmd_run_all(ns: argparse.Namespace, command: str) -> None:
+    if getattr(ns, "freeze_features", False) and getattr(ns, "pretrained", None) is None:
+        raise CompressError("run all --freeze-features: without --pretrained it would apply to some steps only; "
+                            "run the head-only compressors one by one (run slim-head --freeze-features, run low-rank "
+                            "--freeze-features --epochs N)")
     if ns.epochs is not None and ns.epochs < 0:
         raise CompressError(f"--epochs must be >= 0, got {ns.epochs}")
     for a in ns.amounts:
@@ -94,7 +98,22 @@ def cmd_run_all(ns: argparse.Namespace, command: str) -> None:
 def _finetune(ns: argparse.Namespace) -> FinetuneConfig:
     comp = compressors.get(ns.compressor)
     chosen = {f.name: getattr(ns, f.name) for f in fields(FinetuneConfig) if hasattr(ns, f.name)}
+    chosen["freeze_features"] = freeze_head(ns, comp)
     return comp.finetune_config(**chosen)
+
+
+def freeze_head(ns: argparse.Namespace, comp: compressors.Compressor) -> bool:
+    """--freeze-features: the head-only compressors train their head on cached features; with --pretrained it
+    is the baseline's recipe (seed 000) and other compressors fine-tune every layer, as before."""
+    if not getattr(ns, "freeze_features", False):
+        return False
+    if comp.head_only:
+        return comp.finetune
+    if getattr(ns, "pretrained", None) is None:
+        heads = ", ".join(n for n in compressors.names() if compressors.get(n).head_only)
+        raise CompressError(f"--freeze-features trains the head alone, but {comp.name} changes the convolutions "
+                            f"too: it applies to {heads} and to a --pretrained baseline")
+    return False
 
 
 def cmd_run(ns: argparse.Namespace, command: str) -> None:

@@ -82,7 +82,8 @@ def session_from(ns: argparse.Namespace, command: str) -> Session:
     source = BaselineSource(weights=getattr(ns, "baseline_weights", None), trust_pickle=ns.trust_pickle,
                             arch=ns.arch, pretrained=getattr(ns, "pretrained", None),
                             download=bool(getattr(ns, "download", False)),
-                            freeze_features=getattr(ns, "freeze_features", False))
+                            freeze_features=getattr(ns, "freeze_features", False)
+                            and (getattr(ns, "pretrained", None) is not None or ns.command == "baseline"))
     data_cfg = _keras_input(config_from(datasets.DataConfig, ns, dataset=ns.dataset or "digits"), ns)
     Workspace.check_dataset_name(data_cfg.name)
     if source.pretrained is not None:  # ImageNet weights expect ImageNet's input statistics

@@ -107,6 +107,7 @@ class Compressor:
     adapt: AdaptFn | None = None  # shrink a default that does not fit a small training split
     order: int = 100  # place in `run all` (lower first)
     resolve: ResolveFn | None = None  # fill settings that come from stored results (per-layer amounts of a scan)
+    head_only: bool = False  # changes the classifier alone: --freeze-features trains it on cached features
 
     @property
     def description(self) -> str:

@@ -84,7 +84,7 @@ def _resolve(config: LowRankConfig, stored: Stored) -> LowRankConfig:
     return replace(config, layer_ranks=tuple(_ranks(layers if config.last else layers[:-1], config)))
 
 
-@register("low-rank", LowRankConfig, finetune_epochs=0, order=15, resolve=_resolve)
+@register("low-rank", LowRankConfig, finetune_epochs=0, order=15, resolve=_resolve, head_only=True)
 def low_rank(model: nn.Module, spec: ModelSpec, config: LowRankConfig, ctx: Context) -> tuple[nn.Module, ModelSpec]:
     """Factorise the dense head by truncated SVD (Fast R-CNN: fc6 to rank 1024, fc7 to 256); no training needed."""
     if any(spec.head_ranks):

@@ -34,7 +34,7 @@ class SlimHeadConfig:
 
 
 # Fine-tuned for 3 epochs (the registry default); in run all a slim-head epoch costs ~0.8 of a baseline epoch.
-@register("slim-head", SlimHeadConfig, order=10,
+@register("slim-head", SlimHeadConfig, order=10, head_only=True,
           plan=lambda options: [Planned("slim-head", SlimHeadConfig(), model_cost=0.8)])
 def slim_head(model: nn.Module, spec: ModelSpec, config: SlimHeadConfig, ctx: Context) -> tuple[nn.Module, ModelSpec]:
     """Replace the 4096-4096 classifier with a small MLP (1024-256) or a global-average-pool head."""

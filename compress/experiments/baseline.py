@@ -35,6 +35,7 @@ from compress.store.digest import file_digest
 from compress.store.rows import ResultRow, new_row_id
 from compress.store.sqlite import save_run
 from compress.store.workspace import Workspace
+from compress.training import cached
 from compress.training.evaluation import accuracy
 from compress.training.loop import FitOptions, fit
 
@@ -204,8 +205,11 @@ def _train(session: Session, bdir: Any, bundle: DataBundle, split: Split,
     checkpoint = bdir / "resume.pt"
     if checkpoint.exists() and not session.resume:
         log(f"note: an interrupted baseline training left {checkpoint}; pass --resume to continue it")
-    result = fit(model, ld.train, ld.val, train_cfg, device,
-                 FitOptions(desc="baseline", checkpoint=checkpoint, resume=session.resume))
+    opts = FitOptions(desc="baseline", checkpoint=checkpoint, resume=session.resume)
+    if imagenet is not None and src.freeze_features:  # seed 000's recipe: the head alone, on cached features
+        result = cached.fit_head(model, ld.train, ld.val, train_cfg, device, opts, bdir)
+    else:
+        result = fit(model, ld.train, ld.val, train_cfg, device, opts)
     pretrained.freeze_features(model, False)  # compressors fine-tune every layer
     ckpt = bdir / "model.pt"
 

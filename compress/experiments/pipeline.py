@@ -34,7 +34,7 @@ from compress.store.atomic import write_json
 from compress.store.rows import ResultRow, new_row_id
 from compress.store.sqlite import save_run
 from compress.store.workspace import Workspace
-from compress.training import kd
+from compress.training import cached, kd
 from compress.training.config import FinetuneConfig
 from compress.training.evaluation import accuracy
 from compress.training.loop import FitOptions, TrainResult, fit
@@ -152,8 +152,10 @@ def _train(session: Session, job: Job, model: nn.Module, ld: Loaders, ref: Refer
                 session.resume))
         finally:
             ref.baseline.model.cpu()
-    return fit(model, ld.train, ld.val, ft, device,
-               FitOptions(f"{job.compressor} fine-tune", checkpoint=run_dir / "resume.pt", resume=session.resume))
+    opts = FitOptions(f"{job.compressor} fine-tune", checkpoint=run_dir / "resume.pt", resume=session.resume)
+    if ft.freeze_features:  # the head alone, on the convolutions' outputs computed once
+        return cached.fit_head(model, ld.train, ld.val, ft, device, opts, run_dir)
+    return fit(model, ld.train, ld.val, ft, device, opts)
 
 
 def _pair(artifact: Artifact, ref: Reference, start: Start) -> PairWith:
@@ -210,6 +212,7 @@ class _Step:
                        train_seconds=result.seconds if result else 0.0, accuracy_before_finetune=before,
                        source_row_id=self.start.row.row_id if self.start.row else None,
                        control_row_id=self.control_row_id,
+                       caveats=(cached.describe(result),) if result and result.cache_seconds is not None else (),
                        distributed=dist.current().record(job.finetune.batch_size if trained else None))
         subject = Subject(fp32 if fp32 is not None else self.start.model, spec, artifact, s.data.size,
                           job.compressor)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from compress.errors import CompressError
@@ -44,3 +44,12 @@ class FinetuneConfig(TrainConfig):
     """Training after compression: the seeds' optimiser, fewer epochs (each compressor sets its own)."""
 
     epochs: int = 3
+    # --freeze-features on a compressor that changes only the head: the convolutions stay as the baseline's and the
+    # head trains on their outputs, computed once (training/cached.py). Set by the command line, not a flag of its own.
+    freeze_features: bool = field(default=False, metadata={"cli": False})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.freeze_features and self.augment:
+            raise CompressError("--freeze-features caches each image's features once, but --augment changes the "
+                                "images every epoch: drop one of them")

@@ -34,6 +34,7 @@ class TrainResult:
     best_val_accuracy: float
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    cache_seconds: float | None = None  # training/cached.py: the one-time feature extraction, within `seconds`
 
 
 def make_adam(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -59,6 +60,7 @@ class FitOptions:
     loss_fn: Callable[..., torch.Tensor] | None = None
     checkpoint: Path | None = None
     resume: bool = False
+    frozen: bool = False  # the convolutions are frozen: model.features stays in eval mode (BatchNorm statistics)
 
 
 @dataclass
@@ -109,6 +111,9 @@ def fit(model: nn.Module, train: Iterable[Any], val: DataLoader, cfg: TrainConfi
     net, train = dist.wrap(model, device), dist.shard(train, _seed(train))
     for epoch in range(prog.first, cfg.epochs + 1):
         dist.set_epoch(train, epoch)
+        net.train()
+        if opts.frozen:  # frozen convolutions keep their BatchNorm statistics (training/cached.py)
+            model.features.eval()
         train_loss = _train_epoch(net, train, opt, loss_fn, device, f"{opts.desc} epoch {epoch}/{cfg.epochs}")
         if sched is not None:
             sched.step()
@@ -172,8 +177,7 @@ def _seed(loader: Any) -> int:
 
 def _train_epoch(model: nn.Module, train: Iterable[Any], opt: torch.optim.Optimizer,
                  loss_fn: Callable[..., torch.Tensor], device: torch.device, desc: str) -> float:
-    """One pass over the training batches; returns the mean training loss."""
-    model.train()
+    """One pass over the training batches, the model already in training mode; returns the mean training loss."""
     total, n = 0.0, 0
     bar = tqdm(train, desc=desc, leave=False, unit="batch",  # None: no bar when stderr is not a terminal
                disable=None if dist.current().main else True)
