@@ -51,7 +51,8 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                    help="train the baseline from ImageNet weights as the seeds do: torchvision's file from the torch "
                         "hub cache ($TORCH_HOME), or PATH; --download lets it fetch the file")
     g.add_argument("--freeze-features", action="store_true",
-                   help="with --pretrained: train the classifier only (seed 000)")
+                   help="train the classifier alone, on features the frozen convolutions compute once: for the "
+                        "head-only compressors (slim-head, low-rank) and a --pretrained baseline (seed 000)")
     p.add_argument("--device", default="auto", help="training device: auto, cpu or cuda (default auto)")
 
 
