@@ -207,7 +207,7 @@ def _train(session: Session, bdir: Any, bundle: DataBundle, split: Split,
         log(f"note: an interrupted baseline training left {checkpoint}; pass --resume to continue it")
     opts = FitOptions(desc="baseline", checkpoint=checkpoint, resume=session.resume)
     if imagenet is not None and src.freeze_features:  # seed 000's recipe: the head alone, on cached features
-        result = cached.fit_head(model, ld.train, ld.val, train_cfg, device, opts, bdir)
+        result = cached.fit_head(model, ld.train, ld.val, train_cfg, device, opts)
     else:
         result = fit(model, ld.train, ld.val, train_cfg, device, opts)
     pretrained.freeze_features(model, False)  # compressors fine-tune every layer

@@ -98,9 +98,11 @@ def cache(model: nn.Module, train: DataLoader, val: DataLoader, device: torch.de
 
 
 def fit_head(model: nn.Module, train: DataLoader, val: DataLoader, cfg: TrainConfig, device: torch.device,
-             opts: FitOptions, folder: Path | None = None) -> TrainResult:
+             opts: FitOptions) -> TrainResult:
     """Train `model.classifier` on cached features (the convolutions frozen); the result's seconds count the
-    extraction and the head's training, and its `cache_seconds` the extraction alone."""
+    extraction and the head's training, and its `cache_seconds` the extraction alone. A cache too large for
+    memory goes beside the run's epoch checkpoint (`opts.checkpoint`), when it has one."""
+    folder = Path(opts.checkpoint).parent if opts.checkpoint is not None else None
     if getattr(cfg, "augment", False):
         raise CompressError("--freeze-features caches each image's features once, but --augment changes the images "
                             "every epoch: drop one of them")
