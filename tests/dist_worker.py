@@ -2,7 +2,9 @@
 through compress.training.loop.fit (one step per epoch), the weights saved by rank 0. Modes: `train`
 (2 epochs); `fail` (rank 1 raises while rank 0 goes on into the training's collectives);
 `whole`, `cut` and `resume` (3 epochs with an epoch checkpoint: uninterrupted, interrupted on
-every rank at the start of epoch 2, and continued with resume=True)."""
+every rank at the start of epoch 2, and continued with resume=True); `bn` (a BatchNorm model, no
+dropout, 4 global batches of 8 per epoch, 2 epochs, validation on; the saved state includes the
+running statistics); `nan` (rank 1's images hold a NaN: its loss is NaN at the first step)."""
 
 from __future__ import annotations
 
@@ -37,9 +39,31 @@ class Interrupting:
             yield batch
 
 
+def batchnorm(out: str, device: torch.device) -> None:
+    torch.manual_seed(0)
+    # no bias before BatchNorm: it cannot change the function, its gradient is float noise, and Adam would turn
+    # that noise into steps of size lr that differ with N (vgg16_bn has such biases: they differ, harmlessly)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 3))
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 3, (40,), generator=g)
+    images = torch.randn(40, 3, 8, 8, generator=g) * 2 + 1
+    images[torch.arange(40), labels] += 2.0  # learnable: the label's channel is the brightest (epoch 0 is beaten)
+    train = DataLoader(TensorDataset(images[:32], labels[:32]), batch_size=8, shuffle=True,
+                       generator=torch.Generator().manual_seed(0))
+    val = DataLoader(TensorDataset(images[32:], labels[32:]), batch_size=8)
+    fit(model, train, val, TrainConfig(epochs=2, lr=0.05, batch_size=8, schedule="constant"), device)
+    if dist.current().main:
+        torch.save(model.state_dict(), out)
+
+
 def main(out: str, mode: str) -> int:
     with sigterm_as_interrupt(), one_line_errors() as outcome:
         device = dist.start("cpu")
+        if mode == "bn":
+            batchnorm(out, device)
+            dist.stop()
+            return 0
         torch.manual_seed(0)
         model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
         g = torch.Generator().manual_seed(1)
@@ -49,6 +73,8 @@ def main(out: str, mode: str) -> int:
         val = DataLoader(TensorDataset(images[:0], labels[:0]), batch_size=8)  # empty: the last epoch is kept
         if mode == "fail" and dist.current().rank == 1:
             raise CompressError("rank 1 failed on purpose")
+        if mode == "nan" and dist.current().rank == 1:
+            images[:, 0, 0, 0] = float("nan")  # in place: the training loader holds this tensor
         epochs = 3 if mode in ("whole", "cut", "resume") else 2
         checkpoint = Path(out).with_name("resume.pt") if epochs == 3 else None
         fit(model, Interrupting(train, 1) if mode == "cut" else train, val,

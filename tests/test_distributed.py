@@ -62,6 +62,37 @@ def test_an_error_on_rank_1_ends_both_processes_with_one_line(tmp_path: Path) ->
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_batchnorm_trains_over_the_global_batch_so_2_processes_equal_1(tmp_path: Path) -> None:
+    """BatchNorm, no dropout, 4 global batches per epoch, validation on: 2 processes end where 1 does, running
+    statistics included (without GlobalBatchNorm each rank normalised its 4 images alone, and the 1-process run
+    shuffled with another sampler: both made N matter)."""
+    done = torchrun(str(WORKER), str(tmp_path / "two.pt"), "bn")
+    assert done.returncode == 0, done.stderr[-2000:]
+    single = subprocess.run([sys.executable, str(WORKER), str(tmp_path / "one.pt"), "bn"], capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert single.returncode == 0, single.stderr[-2000:]
+    two, one = (torch.load(tmp_path / f"{n}.pt", weights_only=True) for n in ("two", "one"))
+    assert "1.running_mean" in two and int(two["1.num_batches_tracked"]) == int(one["1.num_batches_tracked"]) > 0
+    for k in one:
+        torch.testing.assert_close(two[k].float(), one[k].float(), rtol=1e-4, atol=1e-5)
+    assert (one["1.running_var"] - 1).abs().max() > 0.1  # the statistics did move from their start
+
+
+def test_a_nan_on_rank_1_only_ends_every_rank_at_the_same_step_whatever_the_launcher(tmp_path: Path) -> None:
+    """Two processes started by hand (no torchrun to kill the survivor): the ranks agree the loss is not finite
+    and both stop with one line within seconds, rank 0 naming the other rank."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(29500 + os.getpid() % 1000), "WORLD_SIZE": "2"}
+    start = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, str(WORKER), str(tmp_path / "x.pt"), "nan"], text=True,
+                              stderr=subprocess.PIPE, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)})
+             for r in (0, 1)]
+    errs = [p.communicate(timeout=90)[1] for p in procs]
+    assert all(p.returncode == 2 for p in procs) and time.perf_counter() - start < 60, errs
+    assert "became nan at batch 1" in errs[1] and "became non-finite on another rank at batch 1" in errs[0]
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_resume_under_torchrun_ends_with_the_bits_of_an_uninterrupted_run(tmp_path: Path) -> None:
     (tmp_path / "whole").mkdir(), (tmp_path / "cut").mkdir()
     assert torchrun(str(WORKER), str(tmp_path / "whole" / "w.pt"), "whole").returncode == 0

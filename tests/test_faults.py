@@ -80,7 +80,7 @@ def test_killing_a_writer_mid_write_leaves_store_and_files_intact(tmp_path: Path
 
 
 def _tiny_training() -> tuple[torch.nn.Module, DataLoader, DataLoader]:
-    torch.manual_seed(0)
+    torch.manual_seed(3)  # data and weights on which epoch 2 is the best of 3 (the shuffling is the sampler's)
     spec = vgg.ModelSpec(num_classes=3, conv_widths=(4,) * 13, head="gap", hidden=(), dropout=0.5)
     data = TensorDataset(torch.randn(24, 3, 32, 32), torch.randint(0, 3, (24,)))
     gen = torch.Generator().manual_seed(0)
@@ -89,7 +89,7 @@ def _tiny_training() -> tuple[torch.nn.Module, DataLoader, DataLoader]:
 
 
 def test_resumed_training_ends_exactly_where_an_uninterrupted_one_does(tmp_path: Path) -> None:
-    cfg = TrainConfig(epochs=3, lr=1e-2)  # on this data epoch 2 is the best and epoch 3 is worse
+    cfg = TrainConfig(epochs=3, lr=2e-2)  # on this data epoch 2 is the best and epoch 3 is worse
     model, train, val = _tiny_training()
     whole = fit(model, train, val, cfg, torch.device("cpu"))
     expected = copy.deepcopy(model.state_dict())

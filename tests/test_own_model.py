@@ -103,7 +103,7 @@ def test_bad_baselines_get_one_line_and_nothing_is_stored(own: dict[str, Path], 
            "but --arch is vgg16_bn: pass --arch vgg16", runs)
     _fails(["run", "slim-head", "--baseline-weights", str(own["weights"]), "--pretrained", *where], capsys,
            "pass one of them", runs)
-    _fails(["run", "slim-head", "--freeze-features", *where], capsys, "add --pretrained", runs)
+    _fails(["baseline", "--freeze-features", *where], capsys, "add --pretrained", runs)
     other = photo_folder(tmp_path / "other", classes=("Early_blight", "healthy", "mosaic"), per_class=2)
     _fails(["run", "slim-head", "--baseline-weights", str(own["weights"]), "--test-data", str(other), *where],
            capsys, "only in --data: Late_blight; only in --test-data: mosaic", runs)

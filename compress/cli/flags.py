@@ -46,11 +46,28 @@ HELP = {
 }
 
 
+# Flags people's scripts may still pass, and what replaced them: refused by name, never "unrecognized".
+REMOVED = {
+    "--no-latency-ort": "--runtimes without ort (e.g. --runtimes torch)",
+    "--latency-ort": "--runtimes with ort in it (the default: --runtimes torch,ort)",
+    "--no-latency-gpu": "--runtimes without cuda (e.g. --runtimes torch,ort)",
+    "--latency-gpu": "--runtimes with cuda in it (e.g. --runtimes torch,ort,cuda)",
+}
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports a bad command line in one line, not a usage dump."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """A removed or renamed flag fails naming its replacement (before argparse calls it unrecognized)."""
+        for arg in list(args or []):
+            name = str(arg).split("=", 1)[0]
+            if name in REMOVED:
+                self.exit(2, f"{self.prog}: error: {name} was removed: use {REMOVED[name]}\n")
+        return super().parse_args(args, namespace)
 
 
 def unwrap_optional(t: Any) -> Any:

@@ -43,9 +43,11 @@ def prepare(ns: argparse.Namespace) -> None:
     targets = [(getattr(ns, "reports_dir", None), "--reports-dir")]
     if ns.command != "report":  # report only reads the workspace
         targets.append((ws.root, _workdir_flag(ns)))
+    if not dist.current().main:  # under torchrun rank 0 alone touches the workdir and the store
+        return
     check_writable(targets)
     ws.store.check()
-    if ns.command != "report" and dist.current().main:  # under torchrun rank 0 alone cleans (and writes)
+    if ns.command != "report":  # under torchrun rank 0 alone cleans (and writes)
         folders, runs = ws.own_folders([*compressors.names(), "baseline"])
         files, freed = clean_stale(folders, runs, ws.temp, STARTED)
         if files:

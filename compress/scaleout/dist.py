@@ -14,6 +14,7 @@ spins a CPU core, which would disturb the CPU latency rank 0 is timing at that m
 from __future__ import annotations
 
 import copy
+import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,9 +24,10 @@ from typing import Any, Callable, Iterator, TypeVar
 import torch
 import torch.distributed as tdist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 
 from compress.errors import CompressError
+from compress.scaleout import syncbn
 
 T = TypeVar("T")
 
@@ -173,20 +175,44 @@ def all_sum(values: list[float]) -> list[float]:
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel around a model already on its device (a fresh wrap per training: a pruned
-    model has new parameters, and a DDP made before pruning would reduce the old ones)."""
+    model has new parameters, and a DDP made before pruning would reduce the old ones); its BatchNorm layers
+    normalise over the global batch while it trains (scaleout/syncbn.py; `unwrap_training` undoes it)."""
     if not _job.world.active:
         return model
+    syncbn.convert(model, device.type == "cuda")
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
+def unwrap_training(model: nn.Module) -> None:
+    """After training: plain BatchNorm back in the model that is saved, exported and measured."""
+    if _job.world.active:
+        syncbn.restore(model)
+
+
+def all_finite(value: float) -> bool:
+    """Whether the loss is finite on every rank: all ranks decide together, so none raises while the others wait
+    in the next all-reduce (a NaN on one rank ends every rank at the same step)."""
+    finite = math.isfinite(value)
+    if not _job.world.active:
+        return finite
+    bad = torch.tensor([0.0 if finite else 1.0], dtype=torch.float64)
+    tdist.all_reduce(bad, group=_job.control)
+    return bool(bad.item() == 0)
+
+
 def shard(loader: DataLoader, seed: int) -> DataLoader:
     """This rank's part of a training loader: DistributedSampler (seeded, reshuffled by set_epoch),
-    the per-rank batch, the same collate. The sampler pads the split to a multiple of the process
-    count by repeating a few images, as DistributedSampler always does."""
-    if not _job.world.active:
-        return loader
+    the per-rank batch, the same collate. A single process takes the same sampler with one replica,
+    so the global batches are the same images in the same order for any process count (the k-th
+    global batch is the k-th slice of one seeded permutation). The sampler pads the split to a
+    multiple of the process count by repeating a few images, as DistributedSampler always does:
+    with N not dividing the split, those few images count twice in an epoch."""
+    if isinstance(loader, DataLoader) and not isinstance(loader.sampler, RandomSampler):
+        return loader  # not shuffled: nothing to share out in a plain run, and never sharded here
     if not isinstance(loader, DataLoader):  # a wrapper such as distillation's on-the-fly teacher: shard its loader
+        if not hasattr(loader, "loader"):
+            return loader
         inner = copy.copy(loader)
         inner.loader = shard(loader.loader, seed)
         return inner
@@ -206,9 +232,12 @@ def shard_eval(loader: DataLoader) -> DataLoader:
 
 
 def set_epoch(loader: Any, epoch: int) -> None:
+    """A new permutation each epoch (through a wrapper such as distillation's, to the loader inside it)."""
     sampler = getattr(loader, "sampler", None)
     if isinstance(sampler, DistributedSampler):
         sampler.set_epoch(epoch)
+    elif hasattr(loader, "loader"):
+        set_epoch(loader.loader, epoch)
 
 
 def decorrelate() -> None:

@@ -154,6 +154,7 @@ def _begin(run: _Run, train: Iterable[Any], val: DataLoader, device: torch.devic
 
 def _finish(run: _Run, prog: Progress) -> TrainResult:
     """The best epoch's weights back in the model; the epoch checkpoint removed (nothing left to resume)."""
+    dist.unwrap_training(run.model)  # plain BatchNorm again (the global-batch one was for training)
     run.model.load_state_dict(prog.best_state)
     dist.barrier()  # no rank goes on (and rank 0 removes nothing) before every rank has finished training
     if run.writes:
@@ -186,9 +187,11 @@ def _train_epoch(model: nn.Module, train: Iterable[Any], opt: torch.optim.Optimi
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y, *extra)
         value = loss.item()
-        if not math.isfinite(value):  # NaN weights would be cached and measured as if they were a model
-            raise CompressError(f"{desc}: the training loss became {value} at batch {n // max(len(y), 1) + 1}: "
-                                "training diverged and nothing was saved; lower --lr or check the data")
+        if not dist.all_finite(value):  # NaN weights would be cached and measured as if they were a model; every
+            where = "" if math.isfinite(value) else f" {value}"  # rank decides together and raises at the same step
+            raise CompressError(f"{desc}: the training loss became{where or ' non-finite on another rank'} at batch "
+                                f"{n // max(len(y), 1) + 1}: training diverged and nothing was saved; lower --lr or "
+                                "check the data")
         loss.backward()
         opt.step()
         total, n = total + value * len(y), n + len(y)
