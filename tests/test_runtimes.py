@@ -56,7 +56,10 @@ def test_default_runtimes_keep_the_old_cost() -> None:
 def test_openvino_fp32_reproduces_pytorch_and_is_timed(tiny: nn.Module, tmp_path: Path) -> None:
     x = torch.randn(8, 3, 32, 32)
     onnx_export.export_onnx(tiny, tmp_path / "m.onnx", x)
-    assert openvino_cpu.parity(tiny, tmp_path / "m.onnx", x, 1) <= openvino_cpu.PARITY_ATOL
+    compiled = openvino_cpu.checked(tiny, tmp_path / "m.onnx", 1, 3, x)  # what is timed: batch 3, static
+    shape = compiled.input(0).get_partial_shape()
+    assert shape.is_static and shape[0].get_length() == 3  # read back from the compiled model, not the hint
+    assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
     cfg = timing.LatencyConfig(**ONE_CALL, threads=1, runtimes=("openvino",))
     timings = Timings({}, {})  # the harness's own path: parity check, then timing
     openvino_cpu.time_openvino(Measurement(Subject(tiny, TINY, Artifact.fp32(tiny, tmp_path / "m.pt"), 32), cfg,
@@ -74,8 +77,8 @@ def test_openvino_that_disagrees_with_pytorch_is_refused(tiny: nn.Module, tmp_pa
     other = copy.deepcopy(tiny)
     with torch.no_grad():
         other.classifier[-1].bias += 1.0
-    with pytest.raises(CompressError, match=r"max \|OpenVINO - PyTorch\| = 1 .* above 0.001"):
-        openvino_cpu.parity(other, tmp_path / "m.onnx", x, 1)
+    with pytest.raises(CompressError, match=r"batch-1 model does not reproduce PyTorch: max \|OpenVINO - PyTorch\| = 1"):
+        openvino_cpu.checked(other, tmp_path / "m.onnx", 1, 1, x)  # the batch-1 compile that would be timed
     (tmp_path / "bad.onnx").write_bytes(b"not a model")
     with pytest.raises(CompressError, match="OpenVINO cannot compile .*bad.onnx"):
         openvino_cpu.compile_file(tmp_path / "bad.onnx", 1)
@@ -108,6 +111,19 @@ def test_torch_compile_is_checked_against_eager_and_compile_time_kept_apart(tiny
     run = c.runner(2)  # the parity batch: compiled already, not again
     assert run().shape == (2, 4) and set(c.compile_s) == {2} and c.compile_s[2] > 0
     assert "compile time (not in the latency): b2" in c.note()
+    torch._dynamo.reset()
+
+
+def test_every_compiled_batch_size_is_checked_before_it_is_timed(tiny: nn.Module,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """dynamic=False compiles one graph per batch size: the batch-1 graph that is timed is checked on real images
+    too, not only the parity batch's (a graph wrong at batch 1 alone is refused)."""
+    c = torch_compile.Compiled(tiny, (3, 32, 32))
+    c.check(torch.randn(4, 3, 32, 32))
+    real = c._call
+    monkeypatch.setattr(c, "_call", lambda x: real(x) + (1.0 if len(x) == 1 else 0.0))
+    with pytest.raises(CompressError, match="torch.compile does not reproduce eager PyTorch"):
+        c.runner(1)
     torch._dynamo.reset()
 
 
@@ -153,8 +169,14 @@ def test_bf16_runs_stays_close_to_fp32_and_reloads_as_bf16_only_where_asked(tiny
         assert isinstance(again, Cast) and torch.equal(again(x), out)
 
 
-def test_nncf_int8_accuracy_comes_from_the_openvino_int8_model(tiny: nn.Module, tmp_path: Path) -> None:
-    """The same trick as ONNX Runtime's test: fp32 always says class 0, the IR always says class 2, labels are 2."""
+def test_nncf_int8_accuracy_comes_from_the_openvino_int8_model(tiny: nn.Module, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same trick as ONNX Runtime's test: fp32 always says class 0, the IR always says class 2, labels are 2;
+    and what OpenVINO compiles to time is the IR, never the fp32 ONNX file it was made from."""
+    timed: list[Path] = []
+    real_checked = openvino_cpu.checked
+    monkeypatch.setattr(openvino_cpu, "checked", lambda model, path, *a: timed.append(Path(path)) or
+                        real_checked(model, path, *a))
     def constant(cls: int) -> nn.Module:
         m = copy.deepcopy(tiny)
         with torch.no_grad():
@@ -177,6 +199,7 @@ def test_nncf_int8_accuracy_comes_from_the_openvino_int8_model(tiny: nn.Module, 
     assert row.accuracy == 1.0 and (preds == 2).all()
     assert row.lat(openvino_cpu.OPENVINO_CPU, 1) is not None and row.lat(onnx_runtime.ORT_CPU, 1) is None
     assert row.lat(torch_eager.TORCH_CPU, 1) is None and row.size_bytes == counting.file_size(art.ir)
+    assert timed and set(timed) == {art.ir}
 
 
 def test_nncf_keeps_the_first_and_last_layer_in_fp32_like_onnxruntime(tiny: nn.Module, tmp_path: Path) -> None:

@@ -151,7 +151,9 @@ def _search_parser(sub: Any) -> None:
     _run_flags(p)
     d = search.SearchConfig()
     p.add_argument("--max-drop", type=_tolerance, default=d.max_drop,
-                   help=f"points of validation accuracy the model may lose (default {d.max_drop:g})")
+                   help=f"points of validation accuracy the model may lose against the baseline (default "
+                        f"{d.max_drop:g}); a candidate followed by int8 gets what is left of it as its int8 step's "
+                        "--max-drop (layers back to fp32 until the whole chain is within it)")
     p.add_argument("--objective", choices=searches.OBJECTIVES, default=d.objective,
                    help="what to minimise: ONNX Runtime or PyTorch CPU latency at batch 32, bytes on disk, or MACs "
                         f"(default {d.objective})")

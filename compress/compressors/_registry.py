@@ -41,6 +41,7 @@ class Stored:
     image_size: int
     sensitivity_dir: Path  # where `compress sensitivity` keeps its scans for this data
     baseline_path: Path  # the baseline checkpoint, in its cache folder
+    from_row: str | None = None  # --from: the stored run it compresses (None: the baseline itself)
 
     @property
     def baseline_key(self) -> str:

@@ -9,14 +9,16 @@ The row is measured from the int8 file itself: its size, its session's latency, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import onnx
 import torch
 from torch import nn
 
-from compress.compressors._registry import Context, Planned, register
+from compress.compressors._registry import Context, Planned, Stored, register
 from compress.errors import CompressError
 from compress.log import quiet
 from compress.measuring import onnx_export
@@ -40,43 +42,117 @@ class QuantizationConfig:
     keep_fp32: Literal["first-last", "none"] = field(default="first-last", metadata={
         "help": "layers left in fp32: the first convolution and the last linear layer (the most sensitive to "
                 "int8, <1% of the MACs), or none"})
+    max_drop: float | None = field(default=None, metadata={
+        "help": "points of validation top-1 the int8 model may lose against its fp32 source: layers go back to "
+                "fp32, most sensitive first (a stored `sensitivity quantization` scan of the same weights, or one "
+                "run here), until it is within; with --backend openvino, NNCF's quantize_with_accuracy_control"})
+    layer_order: tuple[str, ...] = field(default=(), metadata={"cli": False})  # filled from a stored scan
+    order_from: str = field(default="", metadata={"cli": False})  # which scan gave `layer_order`
 
     def __post_init__(self) -> None:
         if self.calibration_size < MIN_CALIBRATION:
             raise CompressError(f"--calibration-size must be at least {MIN_CALIBRATION} images, got "
                                 f"{self.calibration_size}: fewer give unreliable activation ranges")
+        if self.max_drop is not None and not (math.isfinite(self.max_drop) and 0 <= self.max_drop <= 100):
+            raise CompressError(f"--max-drop must be a number of points from 0 to 100, got {self.max_drop}")
+        if self.max_drop is not None and self.backend == "torch":
+            raise CompressError("--max-drop puts layers back to fp32 in a static int8 model; --backend torch is "
+                                "dynamic int8 of the Linear layers, with no such loop: use --backend onnxruntime "
+                                "or openvino")
+
+
+def _static(pre: Path, out: Path, batches: list, config: QuantizationConfig, fp32_layers: list[str],
+            ranges: Path) -> None:
+    """quantize_static to QDQ S8S8 with these layers left in fp32; activation ranges calibrated on the first call
+    and read back from `ranges` (ONNX Runtime's calibration cache) by every later one."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[config.calibration]
+    try:
+        with quiet():
+            quantize_static(str(pre), str(out), CalibrationReader(batches), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            per_channel=config.per_channel, calibrate_method=method, nodes_to_exclude=fp32_layers,
+                            calibration_cache_path=str(ranges))
+    except Exception as exc:
+        raise CompressError(f"ONNX Runtime quantization failed ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    finally:
+        for tmp in out.parent.glob("augmented_model*.onnx"):  # the calibrator's scratch copies
+            tmp.unlink(missing_ok=True)
 
 
 def _onnxruntime(model: nn.Module, config: QuantizationConfig, ctx: Context) -> Artifact:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     batches = calibration_batches(ctx.loaders.train, config.calibration_size)
     check, _ = next(iter(ctx.loaders.test))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     fp32, pre, int8 = (ctx.run_dir / n for n in ("model.fp32.onnx", "model.pre.onnx", "model.int8.onnx"))
+    ranges = ctx.run_dir / "ranges.json"
     onnx_export.export_onnx(model, fp32, check[:32])
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[config.calibration]
     try:
         with quiet():
             quant_pre_process(str(fp32), str(pre))
-            compute = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
-            exclude = [compute[0], compute[-1]] if config.keep_fp32 == "first-last" and compute else []
-            quantize_static(str(pre), str(int8), CalibrationReader(batches), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            per_channel=config.per_channel, calibrate_method=method, nodes_to_exclude=exclude)
-    except Exception as exc:
-        raise CompressError(f"ONNX Runtime quantization failed ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        compute = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+        exclude = [compute[0], compute[-1]] if config.keep_fp32 == "first-last" and compute else []
+
+        def quantize(out: Path, fp32_layers: list[str]) -> None:
+            _static(pre, out, batches, config, fp32_layers, ranges)
+
+        if config.max_drop is None:
+            quantize(int8, exclude)
+            facts: dict = {"fp32_layers": exclude}
+        else:
+            facts = _within_budget(model, config, ctx, (fp32, int8), (compute, exclude), quantize)
     finally:
         pre.unlink(missing_ok=True)
-        for tmp in ctx.run_dir.glob("augmented_model*.onnx"):  # the calibrator's scratch copies
-            tmp.unlink(missing_ok=True)
+        ranges.unlink(missing_ok=True)
     channel = "per-channel" if config.per_channel else "per-tensor"
-    kept = "; first conv + last linear fp32" if exclude else ""
+    if config.max_drop is not None:
+        kept = f"; {len(facts['fp32_layers'])} layer(s) fp32 within --max-drop {config.max_drop:g}"
+    else:
+        kept = "; first conv + last linear fp32" if exclude else ""
     return Artifact(backend=f"onnxruntime int8 QDQ S8S8 {channel} ({config.calibration}, "
-                            f"{config.calibration_size} images{kept})", file=int8, onnx=int8, fp32_onnx=fp32)
+                            f"{config.calibration_size} images{kept})", file=int8, onnx=int8, fp32_onnx=fp32,
+                    facts=facts)
+
+
+def _within_budget(model: nn.Module, config: QuantizationConfig, ctx: Context, files: tuple[Path, Path],
+                   layers: tuple[list[str], list[str]], quantize: Any) -> dict:
+    """--max-drop: the budget loop (sensitivity/budget.py) on the validation split, in the scan's order; `files`
+    are (fp32, int8), `layers` (every compute layer, those --keep-fp32 keeps)."""
+    from compress.measuring.runtimes import onnx_runtime
+    from compress.sensitivity import budget
+
+    compute, exclude = layers
+    source = config.order_from or "a scan of this model run here (validation split)"
+
+    def ranked() -> list[str]:  # only asked for when full int8 misses the budget
+        names = list(config.layer_order) or _scan_order(model, config, ctx)
+        unknown = [n for n in names if n not in compute]
+        if unknown:
+            raise CompressError(f"the sensitivity scan ({source}) names layers this model does not have "
+                                f"({unknown[:3]}): it was made on another model; run `python -m compress "
+                                "sensitivity quantization` again")
+        return names
+
+    def score(path: Path) -> float:
+        preds, true = onnx_runtime.predict(path, ctx.loaders.val, ctx.threads)
+        return float((preds == true).mean())
+
+    fp32, int8 = files
+    result = budget.within(config.max_drop or 0.0, exclude, ranked, budget.Tools(quantize, score, int8), score(fp32))
+    return budget.record(result, source if len(result.steps) > 1 else "not needed: full int8 was within")
+
+
+def _scan_order(model: nn.Module, config: QuantizationConfig, ctx: Context) -> list[str]:
+    from compress.sensitivity import budget, int8
+    from compress.sensitivity.scans import ScanSettings
+
+    settings = ScanSettings(calibration_size=config.calibration_size, threads=ctx.threads, temp_root=ctx.run_dir)
+    return budget.order(int8.scan(model, ctx.loaders, settings, baseline="", command="").layers)
 
 
 def _openvino(model: nn.Module, config: QuantizationConfig, ctx: Context) -> Artifact:
@@ -94,10 +170,14 @@ def _openvino(model: nn.Module, config: QuantizationConfig, ctx: Context) -> Art
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     fp32, ir = ctx.run_dir / "model.fp32.onnx", ctx.run_dir / "model.int8.xml"
     onnx_export.export_onnx(model, fp32, check[:32])
-    openvino_cpu.quantize(fp32, batches, ir, keep_first_last=config.keep_fp32 == "first-last")
-    kept = "; first conv + last matmul fp32" if config.keep_fp32 == "first-last" else ""
-    return Artifact(backend=f"openvino int8 NNCF PTQ ({config.calibration_size} images{kept})", file=ir, ir=ir,
-                    fp32_onnx=fp32)
+    control = None
+    if config.max_drop is not None:  # NNCF's own answer to the same question, on the same validation images
+        control = openvino_cpu.AccuracyControl([(x.numpy(), y.numpy()) for x, y in ctx.loaders.val], config.max_drop)
+    kept = openvino_cpu.quantize(fp32, batches, ir, config.keep_fp32 == "first-last", control)
+    how = f"quantize_with_accuracy_control, max drop {config.max_drop:g} points" if control else "PTQ"
+    return Artifact(backend=f"openvino int8 NNCF {how} ({config.calibration_size} images; {len(kept)} layer(s) "
+                            "fp32)", file=ir, ir=ir, fp32_onnx=fp32,
+                    facts={"fp32_layers": kept, **({"order_from": "NNCF's own ranking"} if control else {})})
 
 
 def _torch(model: nn.Module, spec: ModelSpec, ctx: Context) -> Artifact:
@@ -120,7 +200,22 @@ def _fit_to_data(config: QuantizationConfig, train_images: int) -> QuantizationC
     return config
 
 
-@register("quantization", QuantizationConfig, finetune=False, adapt=_fit_to_data, order=30,
+def _resolve(config: QuantizationConfig, stored: Stored) -> QuantizationConfig:
+    """--max-drop on the baseline: the layer order of its stored int8 scan, when there is one (the row records
+    which); a --from model, or no scan: the compressor scans the model itself."""
+    if config.max_drop is None or config.backend != "onnxruntime" or stored.from_row is not None:
+        return config
+    from compress.sensitivity import budget, scans
+
+    path = scans.scan_path(stored.sensitivity_dir, stored.baseline_key, "quantization")
+    scan = scans.load_quantization(path, stored.baseline_digest)
+    if scan is None:
+        return config
+    return replace(config, layer_order=tuple(budget.order(scan.layers)), order_from=f"the stored scan {path.name} "
+                   "(ranked by validation top-1 with each layer alone in int8, ties by SQNR)")
+
+
+@register("quantization", QuantizationConfig, finetune=False, adapt=_fit_to_data, order=30, resolve=_resolve,
           plan=lambda options: [Planned("quantization (int8, ONNX Runtime)", QuantizationConfig(), fixed=3)])
 def quantization(model: nn.Module, spec: ModelSpec, config: QuantizationConfig, ctx: Context) -> Artifact:
     """Static post-training int8 with ONNX Runtime (QDQ, S8S8, per-channel), NNCF for OpenVINO, or PyTorch dynamic."""

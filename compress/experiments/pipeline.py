@@ -154,7 +154,7 @@ def _train(session: Session, job: Job, model: nn.Module, ld: Loaders, ref: Refer
             ref.baseline.model.cpu()
     opts = FitOptions(f"{job.compressor} fine-tune", checkpoint=run_dir / "resume.pt", resume=session.resume)
     if ft.freeze_features:  # the head alone, on the convolutions' outputs computed once
-        return cached.fit_head(model, ld.train, ld.val, ft, device, opts, run_dir)
+        return cached.fit_head(model, ld.train, ld.val, ft, device, opts)
     return fit(model, ld.train, ld.val, ft, device, opts)
 
 
@@ -213,6 +213,7 @@ class _Step:
                        source_row_id=self.start.row.row_id if self.start.row else None,
                        control_row_id=self.control_row_id,
                        caveats=(cached.describe(result),) if result and result.cache_seconds is not None else (),
+                       facts=artifact.facts,
                        distributed=dist.current().record(job.finetune.batch_size if trained else None))
         subject = Subject(fp32 if fp32 is not None else self.start.model, spec, artifact, s.data.size,
                           job.compressor)
@@ -260,7 +261,7 @@ def stored_for(session: Session, ref: Reference, start: Start) -> Stored:
     """What a compressor may read of stored results for this baseline (see `Compressor.resolve`)."""
     return Stored(model=start.model, image_size=session.data.size,
                   sensitivity_dir=folder(session.workspace.root, session.data.name),
-                  baseline_path=Path(ref.baseline.path))
+                  baseline_path=Path(ref.baseline.path), from_row=start.row.row_id if start.row else None)
 
 
 def _untrained(step: _Step) -> ResultRow:

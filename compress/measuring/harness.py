@@ -118,4 +118,5 @@ def _row(m: Measurement, info: RowInfo, counts: Counts, correct: np.ndarray | No
         onnx_size_bytes=timings.onnx_size, onnx_parity=timings.parity, backend=art.backend,
         source_row_id=info.source_row_id, control_row_id=info.control_row_id, conv_macs=counts.conv_macs,
         correct=None if correct is None else encode(correct), caveats=list(info.caveats),
-        memory=timings.memory, memory_notes=timings.memory_notes)
+        memory=timings.memory, memory_notes=timings.memory_notes, fp32_layers=info.facts.get("fp32_layers"),
+        int8_budget={k: v for k, v in info.facts.items() if k != "fp32_layers"} or None)

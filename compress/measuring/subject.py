@@ -60,12 +60,13 @@ class RowInfo:
     control_row_id: str | None = None
     caveats: tuple[str, ...] = ()  # what a reader must know to read the row right (e.g. possible leakage)
     distributed: dict[str, Any] | None = None  # how it was trained (dist.World.record); None: nothing trained here
+    facts: dict[str, Any] = field(default_factory=dict)  # what the compressor recorded (Artifact.facts)
 
     @classmethod
     def remeasured(cls, row: ResultRow, baseline_row_id: str) -> "RowInfo":
         """A stored row's provenance, for measuring its model again beside another baseline (--from): what it
         was and how it was trained carry over; its control, caveats and training world stay with the old row."""
-        kept = {f.name for f in fields(cls)} - {"baseline_row_id", "control_row_id", "caveats", "distributed"}
+        kept = {f.name for f in fields(cls)} - {"baseline_row_id", "control_row_id", "caveats", "distributed", "facts"}
         return cls(**{name: getattr(row, name) for name in kept}, baseline_row_id=baseline_row_id)
 
 

@@ -5,8 +5,9 @@ The harness times and scores the artifact alone; params and MACs come from the f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -28,6 +29,7 @@ class Artifact:
     dtype: str = "int8"
     fp32_onnx: Path | None = None  # the fp32 ONNX file it was quantized from, when there is one
     ir: Path | None = None  # an OpenVINO IR (.xml, weights in the .bin beside it)
+    facts: dict[str, Any] = field(default_factory=dict)  # what the row records of how it was made (fp32_layers, ...)
 
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.onnx, self.module, self.ir)) != 1:

@@ -71,8 +71,21 @@ def against_source(rows: list[ResultRow], by_id: dict[str, ResultRow], batch: in
         if r.accuracy is not None and src.accuracy is not None:
             parts.append(f"top-1 {100 * src.accuracy:.2f} -> {100 * r.accuracy:.2f}% "
                          f"({100 * (r.accuracy - src.accuracy):+.2f} pts, McNemar p {p_cell(significance(r, src))})")
-        lines.append(" ".join(parts))
+        lines.append(" ".join(parts) + budget_steps(r))
     return lines
+
+
+def budget_steps(r: ResultRow) -> str:
+    """An int8 row's fp32 layers, and for --max-drop each step of the loop (validation drop, layers put back)."""
+    budget = r.int8_budget or {}
+    if r.fp32_layers is None:
+        return ""
+    kept = ", ".join(code(x) for x in r.fp32_layers) or "none"
+    if not budget.get("steps"):
+        return f" Layers in fp32: {kept}."
+    steps = "; ".join(f"{len(s['fp32_layers'])} in fp32: {s['drop_points']:.2f} pts lost" for s in budget["steps"])
+    return (f" Within --max-drop: layers in fp32 {kept} (order: {plain(str(budget.get('order_from', '')))}); the "
+            f"validation drop at each step: {steps}.")
 
 
 def _timed_against(r: ResultRow, src: ResultRow, runtime: str, batch: int) -> list[str]:

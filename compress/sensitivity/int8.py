@@ -6,6 +6,7 @@ layer's output is compared (SQNR in dB: 20 log10(|fp32| / |fp32 - int8|); higher
 includes the error of the layers before it). The second quantizes one layer at a time
 (`nodes_to_quantize`) with the calibration of `run quantization` and scores that model on the
 validation split: a layer whose int8 alone costs more than the tolerance is worth keeping in fp32.
+Activation ranges are collected once and reused for every layer (ONNX Runtime's calibration cache).
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ COMPUTE = ("Conv", "Gemm", "MatMul")
 SQNR_IMAGES = 64  # validation images (at 32 px) whose activations are compared; every tensor is held in memory
 
 
-def _quantize(pre: Path, out: Path, batches: list[np.ndarray], nodes: list[str] | None) -> None:
+def _quantize(pre: Path, out: Path, batches: list[np.ndarray], nodes: list[str] | None, ranges: Path) -> None:
+    """`nodes` in int8 (None: all). Activation ranges are calibrated once, on the first call, and read back from
+    `ranges` (ONNX Runtime's calibration cache) by every later one: the same ranges, one calibration pass."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     with quiet():
         quantize_static(str(pre), str(out), CalibrationReader(batches), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=nodes)
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=nodes,
+                        calibration_cache_path=str(ranges))
     for tmp in out.parent.glob("augmented_model*.onnx"):
         tmp.unlink(missing_ok=True)
 
@@ -103,13 +107,14 @@ def scan(model: nn.Module, loaders: Any, settings: ScanSettings, baseline: str, 
         nodes = [n for n in graph.node if n.op_type in COMPUTE]
         outputs = {n.name: _compared_tensor(n, graph) for n in nodes}
         progress(f"int8 sensitivity: {len(nodes)} layers; every layer int8, then each layer alone")
-        _quantize(pre, int8, batches, None)
+        ranges = tmp / "ranges.json"
+        _quantize(pre, int8, batches, None, ranges)
         base, all_int8 = _accuracy(fp32, loaders.val, settings.threads), _accuracy(int8, loaders.val, settings.threads)
         sqnr = _sqnr(pre, int8, val_x, outputs, tmp)
         layers = []
         for n in nodes:
             one = tmp / "one.onnx"
-            _quantize(pre, one, batches, [n.name])
+            _quantize(pre, one, batches, [n.name], ranges)
             acc = _accuracy(one, loaders.val, settings.threads)
             layers.append(LayerError(n.name, n.op_type, sqnr.get(n.name, float("nan")), acc))
             progress(f"int8 sensitivity {n.name} ({n.op_type}): SQNR {sqnr.get(n.name, float('nan')):.1f} dB, "

@@ -106,6 +106,23 @@ def load_pruning(path: Path, digest: str) -> PruningScan:
     return scan
 
 
+def load_quantization(path: Path, digest: str) -> QuantizationScan | None:
+    """The stored int8 scan of the baseline whose weights hash to `digest`; None when there is none; refused when
+    it is damaged or of other weights (as --per-layer refuses a pruning scan)."""
+    if not path.exists():
+        return None
+    try:
+        scan = QuantizationScan.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CompressError(f"the int8 sensitivity scan {path} is damaged ({type(exc).__name__}: {exc}): run "
+                            "`python -m compress sensitivity quantization` again") from None
+    if scan.baseline != digest:
+        raise CompressError(f"the int8 sensitivity scan {path} was made on other baseline weights (sha256 "
+                            f"{scan.baseline[:12]}, now {digest[:12]}): run `python -m compress sensitivity "
+                            "quantization` again")
+    return scan
+
+
 MAX_PER_LAYER_BYTES = 1_000_000  # a map of a few dozen layers is a few hundred bytes
 
 

@@ -60,6 +60,10 @@ class ResultRow:
     # peak memory of inference (runtime -> batch -> Memory), each from a process of its own; notes say how or why not
     memory: dict[str, dict[int, Memory]] = field(default_factory=dict)
     memory_notes: dict[str, str] = field(default_factory=dict)
+    # int8: the layers left in fp32 (--keep-fp32's, or what --max-drop / NNCF's accuracy control put back), and
+    # the budget loop's steps (each step's fp32 layers and validation drop; where the layer order came from)
+    fp32_layers: list[str] | None = None
+    int8_budget: dict[str, Any] | None = None
 
     def lat(self, runtime: str, batch: int) -> Latency | None:
         """The statistics of one runtime at one batch size, or None when it was not timed."""

@@ -10,6 +10,7 @@ shape, as OpenVINO's own benchmark_app does.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -33,16 +34,26 @@ def logits(compiled: Any, x: np.ndarray) -> np.ndarray:
     return np.asarray(compiled(np.ascontiguousarray(x, dtype=np.float32))[compiled.output(0)])
 
 
-def parity(model: torch.nn.Module, path: Path, inputs: torch.Tensor, threads: int | None) -> float:
-    """Max |OpenVINO fp32 - PyTorch| on the logits of real test images; refuse to time a file that differs."""
-    with torch.inference_mode():
-        want = model.cpu().eval()(inputs.float()).numpy()
-    got = logits(compile_file(path, threads), inputs.numpy())
-    diff = float(np.abs(got - want).max())
-    if not diff <= PARITY_ATOL:
-        raise CompressError(f"OpenVINO does not reproduce PyTorch: max |OpenVINO - PyTorch| = {diff:.3g} on "
-                            f"{len(inputs)} test images, above {PARITY_ATOL:g}")
-    return diff
+def checked(model: torch.nn.Module | None, path: Path, threads: int | None, batch: int,
+            inputs: torch.Tensor) -> Any:
+    """The static-batch compile that is timed, refused unless it reproduces PyTorch on real images of that batch
+    and runs at the precision asked for (read back from the compiled model, not the hint passed in)."""
+    from compress.measuring.runtimes.torch_compile import batch_of
+
+    compiled = compile_file(path, threads, batch)
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)  # an openvino.Type: "f32"
+    if model is not None and precision != "f32":
+        raise CompressError(f"OpenVINO compiled the fp32 model at {precision}, not f32: its figure would not be fp32")
+    if model is not None:
+        x = batch_of(inputs.float(), batch)
+        with torch.inference_mode():
+            want = model.cpu().eval()(x).numpy()
+        diff = float(np.abs(logits(compiled, x.numpy()) - want).max())
+        if not diff <= PARITY_ATOL:
+            raise CompressError(f"OpenVINO's batch-{batch} model does not reproduce PyTorch: max |OpenVINO - "
+                                f"PyTorch| = {diff:.3g}, above {PARITY_ATOL:g}")
+    return compiled
 
 
 def predict(path: Path, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -52,8 +63,36 @@ def predict(path: Path, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     return labels(lambda x: logits(compiled, x), batches)
 
 
-def quantize(fp32_onnx: Path, batches: list[np.ndarray], out_xml: Path, keep_first_last: bool) -> None:
-    """NNCF post-training int8 of the fp32 ONNX file, on the same calibration batches as ONNX Runtime's path.
+@dataclass(frozen=True)
+class AccuracyControl:
+    """NNCF's quantize_with_accuracy_control: the validation images and labels, and the drop allowed (points)."""
+
+    val: list[tuple[np.ndarray, np.ndarray]]
+    max_drop: float
+
+
+def _top1(compiled: Any, items: Iterable[tuple[np.ndarray, np.ndarray]]) -> float:
+    """The validation function NNCF calls: top-1 of a compiled model over (images, labels) batches."""
+    right = total = 0
+    for x, y in items:
+        right += int((logits(compiled, x).argmax(1) == y).sum())
+        total += len(y)
+    return right / max(total, 1)
+
+
+def fp32_layers(path: Path) -> list[str]:
+    """The Convolution and MatMul operations of a saved NNCF IR that NNCF left (or put back) in fp32: in the saved
+    file an int8 weight reaches its layer through a dequantizing Multiply, an fp32 weight is a plain Constant."""
+    model = core().read_model(str(path))
+    return [op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_type_name() in ("Convolution", "MatMul")
+            and op.input(1).get_source_output().get_node().get_type_name() == "Constant"]
+
+
+def quantize(fp32_onnx: Path, batches: list[np.ndarray], out_xml: Path, keep_first_last: bool,
+             control: AccuracyControl | None = None) -> list[str]:
+    """NNCF post-training int8 of the fp32 ONNX file, on the same calibration batches as ONNX Runtime's path;
+    with `control`, NNCF's accuracy-controlled variant on the validation images. Returns the fp32 layers.
 
     `keep_first_last` leaves the first convolution and the last matrix product in fp32, as the
     ONNX Runtime path does, so the two int8 rows quantize the same layers.
@@ -71,16 +110,23 @@ def quantize(fp32_onnx: Path, batches: list[np.ndarray], out_xml: Path, keep_fir
     compute = [op.get_friendly_name() for op in model.get_ordered_ops()
                if op.get_type_name() in ("Convolution", "MatMul")]
     ignored = nncf.IgnoredScope(names=[compute[0], compute[-1]]) if keep_first_last and compute else None
+    scope = {"ignored_scope": ignored} if ignored else {}
     try:
         with quiet("nncf", stderr=True):
-            int8 = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
-                                 **({"ignored_scope": ignored} if ignored else {}))
+            if control is None:
+                int8 = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches), **scope)
+            else:
+                int8 = nncf.quantize_with_accuracy_control(
+                    model, nncf.Dataset(batches), nncf.Dataset(control.val, lambda item: item[0]), _top1,
+                    max_drop=control.max_drop / 100, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(batches),
+                    **scope)
             out_xml.parent.mkdir(parents=True, exist_ok=True)
             ov.save_model(int8, str(out_xml), compress_to_fp16=False)
     except CompressError:
         raise
     except Exception as exc:
         raise CompressError(f"NNCF quantization failed ({type(exc).__name__}: {first_line(exc)})") from None
+    return fp32_layers(out_xml)
 
 
 def _file(m: Measurement) -> tuple[Path | None, str | None]:
@@ -120,9 +166,8 @@ def time_openvino(m: Measurement) -> None:
     ref, shape, threads = m.reference_onnx(), m.subject.shape, m.cfg.threads
     log(f"timing {m.subject.label} with OpenVINO on CPU" + m.against(ref))
     try:
-        if m.module is not None:  # fp32: the file must reproduce PyTorch before it is timed
-            parity(m.module, path, m.check_inputs(), threads)
-        m.time(OPENVINO_CPU, lambda b: runner(compile_file(path, threads, b), shape, b),
+        inputs = m.check_inputs()  # fp32: each static-batch model that is timed must reproduce PyTorch first
+        m.time(OPENVINO_CPU, lambda b: runner(checked(m.module, path, threads, b, inputs), shape, b),
                (lambda b: runner(compile_file(ref, threads, b), shape, b)) if ref is not None else None)
         m.timings.notes[OPENVINO_CPU] = f"OpenVINO {version()} {settings(threads)}"
     except CompressError as exc:
