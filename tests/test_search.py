@@ -72,3 +72,33 @@ def test_pareto_keeps_only_what_nothing_beats_on_both() -> None:
 
     a, b, c, d = t(0, 10, 0.90), t(1, 20, 0.95), t(2, 25, 0.94), t(3, 30, 0.99)
     assert searches.pareto([c, d, a, b]) == [a, b, d]
+
+
+def test_a_real_search_judges_on_validation_and_tests_only_the_winner(tmp_path: Path) -> None:
+    """No stand-in: Search.trial compresses, fine-tunes, measures and stores each candidate; feasibility reads the
+    validation split, the winner is the cheapest feasible one, and only the winner's test accuracy is reported."""
+    import contextlib
+    import io
+    import json
+
+    from compress.cli.main import main
+    from compress.store.sqlite import Store
+    from tests.conftest import QUICK_LATENCY
+    from tests.test_hostile import _narrow
+
+    out = io.StringIO()
+    argv = ["search", "--objective", "macs", "--trials", "3", "--epochs", "1", "--max-drop", "100",
+            "--baseline-weights", str(_narrow(tmp_path / "n.pt")), "--max-samples", "80",
+            "--workdir", str(tmp_path / "runs"), "--reports-dir", str(tmp_path / "reports"), "--json", *QUICK_LATENCY]
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+    assert json.loads(out.getvalue())["best"] is not None
+    outcome = searches.newest(tmp_path / "runs", "digits")
+    assert outcome is not None
+    trained = [t for t in outcome.tried if t.stage == "trained"]
+    assert trained and all(t.val_accuracy is not None and t.row_id for t in trained)
+    stored = {r.row_id: r for r in Store(tmp_path / "runs" / "results.sqlite").rows()}
+    assert all(t.row_id in stored for t in trained)  # every trained candidate is a stored, measured row
+    assert outcome.best is not None and outcome.best.value == min(t.value for t in trained)  # type: ignore[type-var]
+    line = search_report.winner_line(outcome, stored)
+    assert line.count("test top-1") == 1 and outcome.best.row_id in line  # the test split: the winner's alone
