@@ -288,3 +288,30 @@ def test_a_state_dict_that_is_not_vgg16_says_what_it_lacks(tmp_path: Path) -> No
     code, _, err = _cli(["measure", "--weights", str(path), "--workdir", str(tmp_path / "runs"), *QUICK_LATENCY])
     _one_line(code, err, "it has no 4-D convolution weights features.<i>.weight")
     assert "features.0.weight (3,)" in err
+
+
+@pytest.mark.parametrize("flag, replacement", [("--no-latency-ort", "--runtimes without ort"),
+                                               ("--latency-ort", "--runtimes with ort in it"),
+                                               ("--no-latency-gpu", "--runtimes without cuda"),
+                                               ("--latency-gpu", "--runtimes with cuda in it")])
+def test_removed_flags_fail_naming_their_replacement(flag: str, replacement: str) -> None:
+    """People's scripts still pass the flags --runtimes replaced: one line naming it, not 'unrecognized'."""
+    code, _, err = _cli(["run", "slim-head", flag])
+    _one_line(code, err, f"{flag} was removed: use {replacement}")
+
+
+def test_only_rank_0_touches_the_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun every rank runs the start-up checks; rank 1 must not create, check or clean the workdir
+    (which may be on a network file system, as the store must not be)."""
+    import argparse
+
+    from compress.cli import setup
+    from compress.scaleout import dist
+
+    ns = argparse.Namespace(command="run", workdir=tmp_path / "runs", reports_dir=tmp_path / "reports")
+    monkeypatch.setattr(dist, "current", lambda: dist.World(rank=1, size=2, backend="gloo"))
+    setup.prepare(ns)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "reports").exists()
+    monkeypatch.setattr(dist, "current", lambda: dist.World())
+    setup.prepare(ns)
+    assert (tmp_path / "runs" / "results.sqlite").exists() or (tmp_path / "runs").is_dir()
