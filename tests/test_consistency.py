@@ -135,3 +135,14 @@ def test_the_search_ranks_by_ratios_against_the_one_common_baseline() -> None:
     unpaired = replace(src, paired={})
     assert ranked_value([unpaired], base, "ort-b32") == pytest.approx(80.0)  # no chain: its own median
     assert ranked_value([src, int8], base, "size") == float(int8.size_bytes)
+
+
+def test_a_row_stored_before_a_setting_existed_still_counts_as_made_with_the_defaults() -> None:
+    """quantization gained --max-drop: an int8 row stored before it must still be the headline's Quantization row."""
+    from compress.reporting.cells import defaults
+    from compress.reporting.sections import is_default
+
+    older = {k: v for k, v in defaults("quantization").items() if k != "max_drop"}
+    row = replace(BASE, row_id="q", compressor="quantization", config={"compressor": older})
+    assert is_default(row)
+    assert not is_default(replace(row, config={"compressor": {**older, "calibration": "entropy"}}))
