@@ -102,3 +102,20 @@ def test_a_real_search_judges_on_validation_and_tests_only_the_winner(tmp_path: 
     assert outcome.best is not None and outcome.best.value == min(t.value for t in trained)  # type: ignore[type-var]
     line = search_report.winner_line(outcome, stored)
     assert line.count("test top-1") == 1 and outcome.best.row_id in line  # the test split: the winner's alone
+
+
+def test_objective_ort_needs_ort_in_runtimes(tmp_path: Path) -> None:
+    """--objective ort-b32 without ort in --runtimes: one line (it once raised AttributeError on a renamed field)."""
+    import contextlib
+    import io
+
+    from compress.cli.main import main
+    from tests.test_hostile import _narrow
+
+    err = io.StringIO()
+    argv = ["search", "--objective", "ort-b32", "--runtimes", "torch", "--baseline-weights",
+            str(_narrow(tmp_path / "n.pt")), "--max-samples", "80", "--workdir", str(tmp_path / "runs")]
+    with contextlib.redirect_stderr(err):
+        code = main(argv)
+    assert code == 2 and "--objective ort-b32 needs ONNX Runtime timing: keep ort in --runtimes" in err.getvalue()
+    assert "Traceback" not in err.getvalue()

@@ -90,7 +90,7 @@ class Search:
         self.start = time.perf_counter()  # the budget covers the baseline's timing too
         if cfg.objective in ("ort-b32", "cpu-b32") and 32 not in session.latency.batches:
             raise CompressError(f"--objective {cfg.objective} reads batch 32: keep 32 in --latency-batches")
-        if cfg.objective == "ort-b32" and not session.latency.ort:
+        if cfg.objective == "ort-b32" and not session.latency.on(ORT_CPU):
             raise CompressError("--objective ort-b32 needs ONNX Runtime timing: keep ort in --runtimes")
         self.ref: Reference = reference(session)
         self.ld = self.ref.baseline.loaders(EVAL_BATCH)
