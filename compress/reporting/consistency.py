@@ -10,6 +10,8 @@ its fp32 source times that source against the baseline, against the two rows' ow
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import numpy as np
 
 from compress.measuring.runtimes import keys as runtime_keys
@@ -37,9 +39,19 @@ def partner_lines(rows: list[ResultRow], by_id: dict[str, ResultRow]) -> tuple[l
                 if abs(off) > TOLERANCE:
                     lines.append(f"- ⚠ {named(r)}, {runtime_label(rt)} b{b}: its reference (row {code(ref.row_id)}) "
                                  f"ran at {partner:.2f} ms per block as the partner against {own.median_ms:.2f} ms in "
-                                 f"its own row ({off:+.0%}): the pairing changed what it measured, so the "
-                                 f"{p.ratio:.2f}x is suspect")
+                                 f"its own row ({off:+.0%}){_apart(ref, r)}: either the pairing changed what it "
+                                 f"measured, and the {p.ratio:.2f}x is suspect, or the machine's speed changed in "
+                                 "between, which a ratio timed in one pair does not see")
     return lines, checked
+
+
+def _apart(ref: ResultRow, row: ResultRow) -> str:
+    """How long after the reference's own row the pair was timed (a VM's speed drifts over minutes)."""
+    try:
+        minutes = (datetime.fromisoformat(row.created) - datetime.fromisoformat(ref.created)).total_seconds() / 60
+    except (TypeError, ValueError):
+        return ""
+    return f", {minutes:.0f} min after it" if minutes >= 1 else ""
 
 
 def chain_lines(rows: list[ResultRow], by_id: dict[str, ResultRow], batch: int) -> list[str]:
