@@ -89,38 +89,33 @@ def save(path: Path, scan: Any) -> None:
     write_json(path, scan.to_dict())
 
 
+def _load(path: Path, digest: str, kind: str) -> Any:
+    """A stored scan of the baseline whose weights hash to `digest`; refused when damaged or of other weights."""
+    again = f"run `python -m compress sensitivity {kind}` again"
+    try:
+        d = json.loads(path.read_text())
+        scan = PruningScan.from_dict(d) if kind == "pruning" else QuantizationScan.from_dict(d)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CompressError(f"the {kind} sensitivity scan {path} is damaged ({type(exc).__name__}: {exc}): "
+                            f"{again}") from None
+    if scan.baseline != digest:
+        raise CompressError(f"the {kind} sensitivity scan {path} was made on other baseline weights (sha256 "
+                            f"{scan.baseline[:12]}, now {digest[:12]}): {again}")
+    return scan
+
+
 def load_pruning(path: Path, digest: str) -> PruningScan:
     """The stored pruning scan of the baseline whose weights hash to `digest`."""
     if not path.exists():
         raise CompressError(f"no pruning sensitivity scan for this baseline at {path}: run `python -m compress "
                             "sensitivity pruning` first (same data flags)")
-    try:
-        scan = PruningScan.from_dict(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CompressError(f"the sensitivity scan {path} is damaged ({type(exc).__name__}: {exc}): run "
-                            "`python -m compress sensitivity pruning` again") from None
-    if scan.baseline != digest:
-        raise CompressError(f"the sensitivity scan {path} was made on other baseline weights (sha256 "
-                            f"{scan.baseline[:12]}, now {digest[:12]}): run `python -m compress sensitivity pruning` "
-                            "again")
-    return scan
+    return _load(path, digest, "pruning")
 
 
 def load_quantization(path: Path, digest: str) -> QuantizationScan | None:
     """The stored int8 scan of the baseline whose weights hash to `digest`; None when there is none; refused when
     it is damaged or of other weights (as --per-layer refuses a pruning scan)."""
-    if not path.exists():
-        return None
-    try:
-        scan = QuantizationScan.from_dict(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CompressError(f"the int8 sensitivity scan {path} is damaged ({type(exc).__name__}: {exc}): run "
-                            "`python -m compress sensitivity quantization` again") from None
-    if scan.baseline != digest:
-        raise CompressError(f"the int8 sensitivity scan {path} was made on other baseline weights (sha256 "
-                            f"{scan.baseline[:12]}, now {digest[:12]}): run `python -m compress sensitivity "
-                            "quantization` again")
-    return scan
+    return _load(path, digest, "quantization") if path.exists() else None
 
 
 MAX_PER_LAYER_BYTES = 1_000_000  # a map of a few dozen layers is a few hundred bytes
