@@ -159,10 +159,11 @@ class Search:
             if int8:  # budgeted int8: what the fp32 candidate left of --max-drop against the baseline
                 from compress.compressors.quantization import QuantizationConfig
 
-                left = self.cfg.max_drop - 100 * (self.base_val - self._val_of(row))
+                fp32_val = self._val_of(row)  # scored once: the budget's start, and the result if it is spent
+                left = self.cfg.max_drop - 100 * (self.base_val - fp32_val)
                 if left < 0:
                     t.note = f"its fp32 model is already {-left:.2f} points past --max-drop: no int8 step"
-                    t.val_accuracy, t.value = self._val_of(row), ranked_value(chain, self.ref.row, self.cfg.objective)
+                    t.val_accuracy, t.value = fp32_val, ranked_value(chain, self.ref.row, self.cfg.objective)
                     return t
                 quant = pipeline.Job("quantization", QuantizationConfig(max_drop=round(left, 4)),
                                      FinetuneConfig(epochs=0), row.row_id)

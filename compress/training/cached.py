@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -128,7 +128,3 @@ def describe(result: TrainResult) -> str:
     cached = result.cache_seconds or 0.0
     return (f"head trained on cached features (convolutions frozen): {cached:.1f} s to compute them once, "
             f"{result.seconds - cached:.1f} s training the head")
-
-
-def uses_cache(cfg: Any) -> bool:
-    return bool(getattr(cfg, "freeze_features", False))
