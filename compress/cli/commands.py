@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from compress import compressors
 from compress.cli.flags import config_from
-from compress.cli.setup import session_from, workspace
+from compress.cli.setup import report_batch, session_from, workspace
 from compress.configs import settings_of
 from compress.errors import CompressError
 from compress.experiments import checkpoint, pipeline, plans, scanning, search
@@ -153,8 +153,10 @@ def cmd_report(ns: argparse.Namespace, command: str) -> None:
         raise CompressError(f"the results store {ws.store.path} is empty: run `python -m compress run slim-head` first")
     written = []
     for name in names:
-        path = markdown.write_report(name, ws.store.rows(name), ns.reports_dir, ns.report_batch,
-                                     _beside(ws.root, name), html=ns.html)
+        rows = ws.store.rows(name)
+        timed = {b for r in rows for per_batch in r.latency.values() for b in per_batch}
+        batch = report_batch(ns.report_batch, timed, f"the stored rows of {name!r} have")
+        path = markdown.write_report(name, rows, ns.reports_dir, batch, _beside(ws.root, name), html=ns.html)
         written.append({"dataset": name, "path": str(path)})
         log(f"wrote {path}" + (f" and {path.with_suffix('.html')}" if ns.html else ""))
     if ns.json:

@@ -89,9 +89,15 @@ def finite_float(text: str) -> float:
 
 
 def list_of(kind: type) -> Any:
+    """A comma-separated list flag. An empty item is refused, not dropped: `--hidden ''` would otherwise build a
+    head with no hidden layer and `1,,2` two layers, both without a word."""
     def parse(text: str) -> tuple[Any, ...]:
+        items = text.split(",")
+        if any(not v.strip() for v in items):
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}: "
+                                             + ("an empty value" if not text.strip() else "an empty item"))
         try:
-            return tuple((finite_float if kind is float else kind)(v) for v in text.split(",") if v.strip())
+            return tuple((finite_float if kind is float else kind)(v) for v in items)
         except (ValueError, argparse.ArgumentTypeError):
             finite = " (finite numbers)" if kind is float else ""
             raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s{finite}, got {text!r}") from None

@@ -19,8 +19,8 @@ from compress.scaleout import dist
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "python -m compress " + shlex.join(argv)
-    ns = build_parser().parse_args(argv)
     with sigterm_as_interrupt(), one_line_errors() as outcome:
+        ns = build_parser().parse_args(argv)  # inside: Ctrl-C while the registries import is one line too
         dist.start(getattr(ns, "device", "auto"))  # under torchrun: join the job before anything is checked
         prepare(ns)
         COMMANDS[ns.command](ns, command)

@@ -29,8 +29,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", type=Path, default=None,
                    help="where runs, baselines and the results store live (default ./runs or $COMPRESS_HOME)")
     p.add_argument("--reports-dir", type=Path, default=Path("reports"), help="where reports are written")
-    p.add_argument("--report-batch", type=int, default=REPORT_BATCH,
-                   help=f"batch size whose latency the tables' speed-ups and the plots use (default {REPORT_BATCH})")
+    p.add_argument("--report-batch", type=int, default=None,
+                   help=f"batch size whose latency the tables' speed-ups and the plots use: one of the timed batches "
+                        f"(default {REPORT_BATCH}, or the largest timed batch when {REPORT_BATCH} is not timed)")
 
 
 def _data_flags(p: argparse.ArgumentParser, **defaults: Any) -> None:

@@ -32,6 +32,9 @@ class DepthwiseConfig(KDOptions):
         super().__post_init__()
         if self.head != "mlp":
             object.__setattr__(self, "hidden", ())
+        if self.head == "mlp" and not self.hidden:
+            raise CompressError("--hidden is empty: an mlp head needs at least one hidden width (e.g. --hidden 1024,256);"
+                                " for a head without hidden layers pass --head gap")
         if any(w <= 0 for w in self.hidden):
             raise CompressError(f"--hidden widths must be positive, got {','.join(map(str, self.hidden))}")
 

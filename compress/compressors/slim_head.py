@@ -27,6 +27,9 @@ class SlimHeadConfig:
     def __post_init__(self) -> None:
         if self.head == "gap":  # the gap head has no hidden layers; keep the stored config honest
             object.__setattr__(self, "hidden", ())
+        if self.head == "mlp" and not self.hidden:
+            raise CompressError("--hidden is empty: an mlp head needs at least one hidden width (e.g. --hidden 1024,256);"
+                                " for a head without hidden layers pass --head gap")
         if any(w <= 0 for w in self.hidden):
             raise CompressError(f"--hidden widths must be positive, got {','.join(map(str, self.hidden))}")
         if not 0.0 <= self.dropout < 1.0:
