@@ -10,6 +10,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")  # before keras is imported anyw
 import contextlib
 import io
 import json
+from typing import Any
 from pathlib import Path
 
 import h5py
@@ -18,7 +19,7 @@ import pytest
 import torch
 
 from compress.cli.main import main
-from compress.data.datasets import Normalizer
+from compress.data.normalization import Normalizer
 from compress.errors import CompressError
 from compress.models import keras_convert
 from compress.models.checkpoints import load_model
@@ -249,3 +250,49 @@ def test_keras_files_that_are_not_a_vgg16_are_one_line(tmp_path: Path) -> None:
     code, _, err = _cli(["measure", "--weights", str(tmp_path / "whole.h5"), "--data", str(photos),
                          "--workdir", str(tmp_path / "runs"), *QUICK_LATENCY])
     _one_line(code, err, "predicts 3 classes but two has 2")
+
+
+def _edit(src: Path, dst: Path, pick: Any, change: Any) -> Path:
+    """A copy of a Keras HDF5 file with one weight array changed (`pick(name, dataset)` chooses it)."""
+    dst.write_bytes(src.read_bytes())
+    with h5py.File(dst, "r+") as fh:
+        found = []
+        fh.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) and pick(name, obj)
+                      else None)
+        name = found[0]
+        data = np.asarray(fh[name])
+        del fh[name]
+        fh[name] = change(data)
+    return dst
+
+
+def test_keras_files_with_impossible_shapes_or_values_are_one_line(files: dict[str, Path], tmp_path: Path) -> None:
+    """Hostile input: a NaN weight (measured and scored before; a .pth with one was refused), a Dense bias of the
+    wrong length (a PyTorch size mismatch traceback), a NaN Rescaling scale (stored as affine(scale=[nan,...])), a
+    negative variance, a zero scale, a text file named .h5 ('KeyError: 101'). One line each, nothing stored."""
+    def nan(a: np.ndarray) -> np.ndarray:
+        a = a.copy()
+        a.flat[0] = np.nan
+        return a
+
+    _edit(files["model.h5"], tmp_path / "nan.h5", lambda n, d: d.ndim == 4, nan)
+    _edit(files["model.h5"], tmp_path / "bias.h5", lambda n, d: d.ndim == 1 and "dense" in n,
+          lambda a: np.zeros(len(a) + 1, a.dtype))
+    _vgg(first=[keras.layers.Rescaling(float("nan"))]).save(tmp_path / "nanscale.keras")
+    _vgg(first=[keras.layers.Rescaling(0.0)]).save(tmp_path / "zero.keras")
+    _vgg(first=[keras.layers.Normalization(mean=0.0, variance=-1.0)]).save(tmp_path / "negvar.keras")
+    (tmp_path / "notes.h5").write_text("these are my notes, not a model\n")
+    cases = [("nan.h5", "holds non-finite weights (NaN or infinity)"),
+             ("bias.h5", "has a bias of shape (33,), but VGG16's layer there needs (32,)"),
+             ("nanscale.keras", "a preprocessing value is not finite"),
+             ("zero.keras", "a zero scale makes every image the same input"),
+             ("negvar.keras", "has a negative variance (-1, -1, -1)"),
+             ("notes.h5", "is named like a Keras file but is a text file, not an HDF5 file or a .keras archive")]
+    for name, match in cases:
+        code, _, err = _cli(["measure", "--weights", str(tmp_path / name), "--workdir", str(tmp_path / "runs"),
+                             "--image-size", "64", *QUICK_LATENCY])
+        _one_line(code, err, match)
+        assert "KeyError" not in err and "size of tensor" not in err
+    assert not (tmp_path / "runs" / "results.sqlite").exists()
+    with pytest.raises(CompressError, match="needs finite numbers and no zero scale"):
+        Normalizer("affine(scale=[nan,1,1],offset=[0,0,0])")(torch.zeros(3, 2, 2))

@@ -55,9 +55,37 @@ def require_file(path: Path) -> Path:
     return path
 
 
+def looks_like(path: Path) -> str:
+    """What a file is by its first bytes, for messages about a file that is not what its name says."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if not head:
+        return "an empty file"
+    if head.startswith(keras_read.HDF5_MAGIC):
+        return "an HDF5 file"
+    if head.startswith(keras_read.ZIP_MAGIC):
+        return "a zip archive"
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip file"
+    if head.startswith(b"\x80"):
+        return "a Python pickle"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "a binary file of another kind"
+    return "a text file" if all(c.isprintable() or c in "\r\n\t" for c in text) else "a binary file of another kind"
+
+
 def read_checkpoint(path: Path, trust_pickle: bool = False) -> Any:
     """torch.load with weights_only=True; a full pickled model only with trust_pickle."""
     path = require_file(Path(path))
+    if path.suffix.lower() in keras_read.SUFFIXES:  # named like a Keras file, but not one (is_keras said no)
+        raise CompressError(f"{path} is named like a Keras file but is {looks_like(path)}, not an HDF5 file or a "
+                            ".keras archive: pass the file model.save / save_weights wrote (is this one truncated, "
+                            "or renamed?)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... by case
@@ -74,8 +102,9 @@ def read_checkpoint(path: Path, trust_pickle: bool = False) -> Any:
                 raise CompressError(f"cannot load {path} even as a trusted pickle: {exc2}") from None
         detail = next((ln.strip() for ln in msg.splitlines()[1:] if ln.strip() and "error" not in ln.lower()),
                       msg.splitlines()[0] if msg else "no detail")
-        raise CompressError(f"{path} is not a PyTorch checkpoint torch.load can read ({type(exc).__name__}: "
-                            f"{detail}); expected a file written by torch.save") from None
+        raise CompressError(f"{path} is not a PyTorch checkpoint torch.load can read: it is {looks_like(path)} "
+                            f"({type(exc).__name__}: {printable(detail)[:200]}); expected a file written by torch.save"
+                            ) from None
 
 
 def state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:

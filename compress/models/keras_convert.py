@@ -58,7 +58,14 @@ def _check_layers(kf: KerasFile) -> tuple[str, str | None]:
             raise _refuse(kf, f"its {cls} layer {printable(name)} comes after a convolution: only the input's own "
                               "preprocessing (before the first Conv2D) can be folded into the input normalization")
         if cls == "Rescaling":
-            affine = affine.rescaled(_floats(cfg.get("scale", 1.0)), _floats(cfg.get("offset", 0.0)))
+            try:
+                scale, offset = _floats(cfg.get("scale", 1.0)), _floats(cfg.get("offset", 0.0))
+            except CompressError as exc:
+                raise _refuse(kf, f"its Rescaling {printable(name)}: {exc}") from None
+            if (scale == 0).any():
+                raise _refuse(kf, f"its Rescaling {printable(name)} has scale {','.join(map(str, scale))}: a zero scale "
+                                  "makes every image the same input")
+            affine = affine.rescaled(scale, offset)
         if cls == "Normalization":
             affine = affine.normalized(*_statistics(kf, name, cfg, norms))
             norms += 1
@@ -95,7 +102,7 @@ class Affine:
                 return name
         def fmt(v: tuple[float, ...]) -> str:
             return "[" + ",".join(f"{float(x):.9g}" for x in v) + "]"
-        return f"affine(scale={fmt(self.scale)},offset={fmt(self.offset)})"  # data.datasets.Normalizer reads it
+        return f"affine(scale={fmt(self.scale)},offset={fmt(self.offset)})"  # data.normalization.Normalizer reads it
 
 
 NAMED = {"raw": (1.0, 0.0), "unit": (1 / 255, 0.0), "half": (2 / 255, -1.0)}  # Normalizer's modes, on 0-255
@@ -103,9 +110,14 @@ NAMED = {"raw": (1.0, 0.0), "unit": (1 / 255, 0.0), "half": (2 / 255, -1.0)}  # 
 
 def _floats(v: Any) -> np.ndarray:
     """A scale, offset, mean or variance as three per-channel values (a scalar applies to every channel)."""
-    a = np.asarray(v, dtype=np.float64).reshape(-1)
+    try:
+        a = np.asarray(v, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise CompressError(f"a preprocessing value {printable(str(v))[:60]} is not a number") from None
     if a.size not in (1, 3):
         raise CompressError(f"a preprocessing value of {a.size} numbers: expected one, or one per RGB channel")
+    if not np.isfinite(a).all():
+        raise CompressError(f"a preprocessing value is not finite ({', '.join(map(str, a))})")
     return np.broadcast_to(a, (3,)).copy()
 
 
@@ -127,9 +139,13 @@ def _statistics(kf: KerasFile, name: str, cfg: dict[str, Any], k: int) -> tuple[
                               "mean= and variance=) before saving")
         mean, variance = arrays[0], arrays[1]
     try:
-        return _floats(mean), np.maximum(np.sqrt(_floats(variance)), 1e-7)
+        mean, variance = _floats(mean), _floats(variance)
     except CompressError as exc:
         raise _refuse(kf, f"its Normalization {printable(name)}: {exc}") from None
+    if (variance < 0).any():
+        raise _refuse(kf, f"its Normalization {printable(name)} has a negative variance "
+                          f"({', '.join(f'{v:g}' for v in variance)}): no data gives one; adapt it again")
+    return mean, np.maximum(np.sqrt(variance), 1e-7)
 
 
 def _size(kf: KerasFile, image_size: int | None, side: int, notes: list[str]) -> int:
@@ -157,9 +173,10 @@ def convert(kf: KerasFile, image_size: int | None) -> Converted:
             raise _refuse(kf, f"its input is {h}x{w}x{c}: the suite measures square RGB images of at least "
                               f"{MIN_SIDE} px")
     normalization, last = _check_layers(kf) if kf.layers else ("raw", None)
-    arrays = list(kf.weights.values())  # in layer order (see keras_read)
-    convs = [a for a in arrays if len(a) == 2 and a[0].ndim == 4]
-    denses = [a for a in arrays if len(a) == 2 and a[0].ndim == 2]
+    _check_arrays(kf)
+    named = list(kf.weights.items())  # in layer order (see keras_read)
+    convs = [a for _, a in named if len(a) == 2 and a[0].ndim == 4]
+    denses = [a for _, a in named if len(a) == 2 and a[0].ndim == 2]
     if len(convs) != 13 or not denses:
         raise _refuse(kf, f"found {len(convs)} Conv2D and {len(denses)} Dense layers with weights; VGG16 has 13 "
                           "convolutions and a dense head")
@@ -179,11 +196,46 @@ def convert(kf: KerasFile, image_size: int | None) -> Converted:
     notes.append("photos are resized as --resize says (by default Pillow's antialiased bilinear); the Keras "
                  "pipelines resize without antialiasing (image_dataset_from_directory: --resize bilinear) or "
                  "nearest-neighbour (flow_from_directory, load_img: --resize nearest)")
+    _check_shapes(kf, [n for n, a in named if len(a) == 2 and a[0].ndim in (2, 4)], convs, denses, side)
     spec = ModelSpec(arch="vgg16", num_classes=int(denses[-1][0].shape[1]), conv_widths=widths, head="mlp",
                      hidden=tuple(int(k.shape[1]) for k, _ in denses[:-1]), flatten_side=None if side == 7 else side)
     model = build(spec).eval()
     _fill(model, convs, denses, side)
     return Converted(model, spec, size, normalization, notes)
+
+
+def _check_arrays(kf: KerasFile) -> None:
+    """Every weight a finite float: a NaN in a Keras file is refused as it is in a .pth (it would score as chance,
+    and under ONNX Runtime read as a failed export)."""
+    for name, arrays in kf.weights.items():
+        for a in arrays:
+            if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.integer):
+                raise _refuse(kf, f"its layer {printable(name)} holds an array of {a.dtype}, not numbers")
+            if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+                raise _refuse(kf, f"its layer {printable(name)} holds non-finite weights (NaN or infinity): the "
+                                  "training that wrote it diverged; use an earlier checkpoint")
+
+
+def _check_shapes(kf: KerasFile, names: list[str], convs: list[list[np.ndarray]], denses: list[list[np.ndarray]],
+                  side: int) -> None:
+    """Each array the shape VGG16's layer needs, checked before anything is copied: one line naming the layer and
+    both shapes (a bias of the wrong length would otherwise surface as PyTorch's size mismatch)."""
+    expected: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    in_ch = 3
+    for kernel, _ in convs:
+        out = int(kernel.shape[-1])
+        expected.append(((3, 3, in_ch, out), (out,)))
+        in_ch = out
+    fan_in = side * side * in_ch
+    for kernel, _ in denses:
+        out = int(kernel.shape[-1])
+        expected.append(((fan_in, out), (out,)))
+        fan_in = out
+    for name, (kernel, bias), (want_k, want_b) in zip(names, [*convs, *denses], expected):
+        for what, got, want in (("kernel", kernel.shape, want_k), ("bias", bias.shape, want_b)):
+            if tuple(got) != want:
+                raise _refuse(kf, f"its layer {printable(name)} has a {what} of shape {tuple(got)}, but VGG16's layer "
+                                  f"there needs {want} (the layers before it give {want_k[-2]} inputs)")
 
 
 def _fill(model: nn.Module, convs: list[list[np.ndarray]], denses: list[list[np.ndarray]], side: int) -> None:
