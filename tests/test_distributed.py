@@ -173,3 +173,57 @@ def test_sweep_shards_collected_equal_the_whole_grid_and_collecting_twice_adds_n
     assert main(["collect", str(odd), "--workdir", str(merged)]) == 2
     assert (merged / "results.sqlite").read_bytes() == before
 
+
+
+def _forge(store: Store, row_id: str, payload: dict) -> None:
+    import sqlite3
+
+    with sqlite3.connect(store.path) as con:
+        con.execute("INSERT INTO rows VALUES (?, ?, ?, ?, ?)", (row_id, payload["dataset"], payload["compressor"],
+                                                                payload["created"], json.dumps(payload)))
+
+
+def test_collect_refuses_forged_rows_and_names_each(tmp_path: Path) -> None:
+    """Hostile input: collect accepted an accuracy edited to 0.99 once the per-image record was emptied (the
+    report showed 99.00), 7.5 (750.00) the same way, and a NaN accuracy with its record intact (a comparison with
+    NaN is never "greater"); a row without `params` then broke `report` for the merged workdir."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from compress.reporting import markdown
+    from compress.scaleout.collect import collect
+    from compress.store.rows import encode
+    from compress.store.workspace import Workspace
+    from tests.test_store import _row
+
+    shard = tmp_path / "shard"
+    model = shard / "m.pt"
+    model.parent.mkdir()
+    model.write_bytes(b"weights")
+    base = replace(_row(0, 0), model_path=str(model), correct=encode(np.array([True, False])), accuracy=0.5,
+                   test_images=2)
+    good = replace(base, row_id="good", compressor="pruning", baseline_row_id=base.row_id, config_hash="g")
+    store = Store(shard / "results.sqlite")
+    store.add(base)
+    store.add(good)
+    forged = {"emptied": {"accuracy": 0.99, "correct": ""}, "none": {"accuracy": 0.99, "correct": None},
+              "huge": {"accuracy": 7.5, "correct": None}, "nan": {"accuracy": float("nan")},
+              "noparams": {"params": None}, "strparams": {"params": "134M"}}
+    for row_id, change in forged.items():
+        payload = {**store.payload(replace(good, row_id=row_id, config_hash=row_id)), **change}
+        _forge(store, row_id, {k: v for k, v in payload.items() if v is not None or k not in ("params",)})
+    merged = Workspace(tmp_path / "merged")
+    got = collect(merged, [shard], ["pruning"])
+    assert sorted(got.added) == sorted([base.row_id, "good"])
+    reasons = "\n".join(got.refused)
+    assert len(got.refused) == len(forged), reasons
+    assert "emptied refused: its accuracy 99.00% cannot be checked: its per-image record (correct) is empty" in reasons
+    assert "none refused: its accuracy 99.00% cannot be checked" in reasons
+    assert "huge refused: it cannot be read as a row (accuracy is 7.5, not a fraction from 0 to 1)" in reasons
+    assert "nan refused: it cannot be read as a row (accuracy is nan, not a finite number)" in reasons
+    assert "noparams refused" in reasons and "strparams refused: it cannot be read as a row (params is str" in reasons
+    rows = merged.store.rows()
+    assert {r.row_id for r in rows} == {base.row_id, "good"}
+    text = (markdown.write_report("digits", rows, tmp_path / "reports")).read_text()
+    assert "99.00" not in text and "750.00" not in text

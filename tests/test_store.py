@@ -7,6 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from compress.store.rows import Latency, ResultRow
 from compress.store.sqlite import Store
 
@@ -105,3 +107,94 @@ def test_a_model_outside_the_workdir_keeps_its_absolute_path(tmp_path: Path) -> 
     store = Store(tmp_path / "runs" / "results.sqlite")
     store.add(row)
     assert store.rows()[0].model_path == str((tmp_path / "elsewhere" / "best_model.pth").resolve())
+
+
+def _store_with_rows(path: Path, n: int = 40) -> Store:
+    store = Store(path)
+    for i in range(n):  # payloads of a few hundred bytes: the table spans many pages
+        store.add(replace(_row(i, 0), command="x" * 400))
+    return store
+
+
+def test_a_damaged_page_is_found_before_any_work_and_nothing_is_appended(tmp_path: Path, monkeypatch: Any) -> None:
+    """Hostile input: one damaged page (header intact). `report` died with sqlite3.DatabaseError and `run` went
+    on and appended to it with exit 0; now both refuse in one line with the move-aside advice."""
+    from compress.store import sqlite
+    from tests.test_hostile import _cli, _one_line
+
+    path = tmp_path / "runs" / "results.sqlite"
+    _store_with_rows(path)
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[3 * page:4 * page] = bytes(range(256)) * (page // 256)  # page 4: a table page; page 1 (the header) intact
+    path.write_bytes(bytes(data))
+    before = path.read_bytes()
+    monkeypatch.setattr(sqlite, "_CHECKED", set())  # as in a new process: this one checked the store when it wrote
+    for argv in (["report", "--workdir", str(tmp_path / "runs")],
+                 ["run", "slim-head", "--workdir", str(tmp_path / "runs"), "--max-samples", "40"]):
+        code, _, err = _cli(argv)
+        _one_line(code, err, f"the results store {path} is damaged")
+        assert "move it aside" in err and "row.json" in err
+    assert path.read_bytes() == before and not (tmp_path / "runs" / "baselines").exists()
+
+
+def test_a_store_another_process_is_writing_is_busy_not_damaged(tmp_path: Path, monkeypatch: Any) -> None:
+    """Wording: with another process holding the write lock, `report` advised moving the store aside."""
+    import sqlite3
+
+    from compress.store import sqlite
+    from tests.test_hostile import _cli, _one_line
+
+    path = tmp_path / "runs" / "results.sqlite"
+    _store_with_rows(path, 2)
+    monkeypatch.setattr(sqlite, "LOCK_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(sqlite, "_CHECKED", set())
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        code, _, err = _cli(["report", "--workdir", str(tmp_path / "runs"), "--reports-dir", str(tmp_path / "r")])
+    finally:
+        holder.rollback()
+        holder.close()
+    _one_line(code, err, "another process is writing the results store")
+    assert "move it aside" not in err and "not damaged" in err
+
+
+def test_report_on_a_workdir_that_does_not_exist_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    """Wording: it said the store "is empty" and made a reports folder."""
+    from tests.test_hostile import _cli, _one_line
+
+    code, _, err = _cli(["report", "--workdir", str(tmp_path / "nope"), "--reports-dir", str(tmp_path / "reports")])
+    _one_line(code, err, f"the workdir {tmp_path / 'nope'} does not exist")
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "nope").exists()
+
+
+@pytest.mark.parametrize("edit, why", [
+    (lambda d: d.pop("params"), "params is NoneType"),
+    (lambda d: d.update(params="134M"), "params is str '134M', not int"),
+    (lambda d: d.update(accuracy=7.5), "accuracy is 7.5, not a fraction from 0 to 1"),
+    (lambda d: d.update(accuracy=float("nan")), "accuracy is nan, not a finite number"),
+    (lambda d: d.update(correct="01x"), "holds characters other than 0 and 1"),
+    (lambda d: d["latency"]["torch-cpu"]["1"].update(median_ms="fast"), "latency is dict"),
+])
+def test_a_row_of_the_wrong_type_is_named_and_skipped_and_the_rest_reported(edit: Any, why: str, tmp_path: Path,
+                                                                            capsys: Any) -> None:
+    """Hostile input: a row without `params` (or `params` a string) made `report` raise TypeError in the table
+    code, and the workdir could not be reported at all; an accuracy of 7.5 read as 750.00%."""
+    from compress.reporting import markdown
+
+    store = Store(tmp_path / "results.sqlite")
+    good = replace(_row(0, 0), correct="1", accuracy=1.0)
+    store.add(good)
+    bad = json.loads(json.dumps(store.payload(replace(good, row_id="bad-row", config_hash="b"))))
+    bad["latency"] = {"torch-cpu": {"1": bad["latency"]["torch-cpu"]["1"]}}
+    edit(bad)
+    import sqlite3
+
+    with sqlite3.connect(store.path) as con:
+        con.execute("INSERT INTO rows VALUES (?, ?, ?, ?, ?)", ("bad-row", "digits", "baseline", bad["created"],
+                                                                json.dumps(bad)))
+    rows = store.rows()
+    err = capsys.readouterr().err
+    assert [r.row_id for r in rows] == [good.row_id] and "bad-row" in err and why in err, err
+    markdown.write_report("digits", rows, tmp_path / "reports")  # the rest still reports

@@ -41,12 +41,17 @@ def _doubt(row: ResultRow, compressors: Collection[str]) -> str | None:
     an accuracy its own per-image record does not give, a model file that is gone."""
     if row.compressor != "baseline" and row.compressor not in compressors:
         return f"its compressor {row.compressor!r} is not one this version knows ({', '.join(sorted(compressors))})"
+    if row.accuracy is not None and not row.correct:
+        return (f"its accuracy {100 * row.accuracy:.2f}% cannot be checked: its per-image record (correct) is empty "
+                "(every measured row keeps one): the row was edited or damaged")
+    if row.accuracy is None and row.correct:
+        return "it has a per-image record but no accuracy: the row was edited or damaged"
     if row.accuracy is not None and row.correct:
         try:
             recorded = float(decode(row.correct).mean())
         except (ValueError, TypeError):
             return "its per-image record is damaged"
-        if abs(recorded - row.accuracy) > 1e-9 or len(row.correct) != row.test_images:
+        if not abs(recorded - row.accuracy) <= 1e-9 or len(row.correct) != row.test_images:
             return (f"its accuracy {100 * row.accuracy:.2f}% is not what its per-image record gives "
                     f"({100 * recorded:.2f}% on {len(row.correct)} images): the row was edited or damaged")
     if not Path(row.model_path).exists():
@@ -72,8 +77,11 @@ def collect(dest: Workspace, sources: list[Path], compressors: Collection[str]) 
     known = {_recipe(r): d for r in have.values() if r.compressor == "baseline" and (d := _weights(r)) is not None}
     out = Collected()
     for store in stores:
-        rows = store.rows()
-        banned: set[str] = set()
+        damaged: list[tuple[str, str]] = []
+        rows = store.rows(bad=damaged)
+        out.refused += [f"{store.root}: row {printable(i)} refused: it cannot be read as a row ({printable(why)})"
+                        for i, why in damaged]
+        banned: set[str] = {i for i, _ in damaged}  # a row whose baseline cannot be read is not collected either
         for b in (r for r in rows if r.compressor == "baseline"):
             digest = _weights(b)
             theirs = known.get(_recipe(b))

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields
+import math
+import types
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 
@@ -105,7 +107,64 @@ class ResultRow:
                         for runtime, per_batch in (kw.get("paired") or {}).items()}
         kw["memory"] = {runtime: {int(b): v if isinstance(v, Memory) else Memory(**v) for b, v in per_batch.items()}
                         for runtime, per_batch in (kw.get("memory") or {}).items()}
-        return cls(**kw)
+        row = cls(**kw)
+        problem = invalid(row)
+        if problem:
+            raise ValueError(problem)
+        return row
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a value read back from JSON has the type its field declares (recursively)."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is dict:
+        return isinstance(value, dict) and all(_conforms(k, args[0]) and _conforms(v, args[1])
+                                               for k, v in value.items())
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)) and all(_conforms(v, args[0]) for v in value)
+    if is_dataclass(hint):
+        return isinstance(value, hint) and invalid(value) is None
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def invalid(obj: Any) -> str | None:
+    """Why a row (or one of its figures) read back from a store or a row.json cannot be used, or None: a field
+    of the wrong type (a `params` that is a string, or missing), a figure that is not a finite number in its
+    range (an accuracy of 7.5 or NaN), a per-image record that is not 0s and 1s."""
+    hints = get_type_hints(type(obj))
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if not _conforms(value, hints[f.name]):
+            return f"{f.name} is {type(value).__name__} {str(value)[:40]!r}, not {_name(hints[f.name])}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{f.name} is {value}, not a finite number"
+    if isinstance(obj, ResultRow):
+        for name in ("accuracy", "accuracy_before_finetune"):
+            value = getattr(obj, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                return f"{name} is {value}, not a fraction from 0 to 1"
+        for name in ("params", "nonzero_params", "macs", "size_bytes", "test_images", "num_classes"):
+            if getattr(obj, name) < 0:
+                return f"{name} is negative ({getattr(obj, name)})"
+        if obj.correct is not None and obj.correct.strip("01"):
+            return "correct (the per-image record) holds characters other than 0 and 1"
+    if isinstance(obj, Latency) and not obj.median_ms > 0:
+        return f"a median latency of {obj.median_ms} ms"
+    return None
+
+
+def _name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 # Rows before latency was keyed by runtime and batch had one field per (runtime, batch 1 or 32).

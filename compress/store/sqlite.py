@@ -14,9 +14,31 @@ from typing import Any
 
 import numpy as np
 
-from compress.errors import CompressError
+from compress.errors import CompressError, printable
 from compress.store.atomic import atomic_open, write_json
 from compress.store.rows import ResultRow
+
+
+LOCK_TIMEOUT_S = 60.0  # how long a reader or writer waits for another process's write to finish
+_CHECKED: set[Path] = set()  # stores whose integrity this process has checked (once each: quick_check reads it all)
+
+
+def _damaged(path: Path, why: str) -> CompressError:
+    return CompressError(f"the results store {path} is damaged ({why}): move it aside (mv {path} {path}.damaged) "
+                         "and run again; every row is also kept as row.json in its run folder, and nothing was "
+                         "written to the damaged file")
+
+
+def _failed(path: Path, exc: sqlite3.Error) -> CompressError:
+    """One line for what SQLite says: a store another process is writing is busy, not damaged."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return CompressError(f"another process is writing the results store {path} (SQLite: {text}; waited "
+                             f"{LOCK_TIMEOUT_S:.0f} s): let it finish, then run again; the store is not damaged")
+    if isinstance(exc, sqlite3.OperationalError) and "full" in text.lower():
+        return CompressError(f"the disk holding {path} is full ({_free(path)} free): free space there and run "
+                             "again; the rows already stored are intact")
+    return _damaged(path, text)
 
 
 @dataclass
@@ -24,19 +46,33 @@ class Store:
     """Append-only SQLite store of result rows."""
 
     path: Path
-    timeout_s: float = 60.0
+    timeout_s: float | None = None  # None: LOCK_TIMEOUT_S
     _schema: str = field(default="""CREATE TABLE IF NOT EXISTS rows (
         row_id TEXT PRIMARY KEY, dataset TEXT NOT NULL, compressor TEXT NOT NULL,
         created TEXT NOT NULL, payload TEXT NOT NULL)""", repr=False)
 
     def _connect(self) -> sqlite3.Connection:
+        """A connection to a store whose integrity was checked (PRAGMA quick_check, once per process): a damaged
+        page is found before any work and before anything is appended to it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            con = sqlite3.connect(self.path, timeout=self.timeout_s)
+            con = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S if self.timeout_s is None else self.timeout_s)
+        except sqlite3.Error as exc:
+            raise _failed(self.path, exc) from None
+        try:
+            key = self.path.resolve()
+            if key not in _CHECKED and self.path.stat().st_size > 0:
+                found = [r[0] for r in con.execute("PRAGMA quick_check").fetchall()]
+                if found != ["ok"]:
+                    raise _damaged(self.path, "; ".join(map(str, found[:2])))
             con.execute(self._schema)
-        except sqlite3.DatabaseError as exc:
-            raise CompressError(f"results store {self.path} cannot be opened ({exc}): move it aside; "
-                                "every row is also kept as row.json in its run folder") from None
+            _CHECKED.add(key)
+        except sqlite3.Error as exc:
+            con.close()
+            raise _failed(self.path, exc) from None
+        except CompressError:
+            con.close()
+            raise
         return con
 
     @property
@@ -66,11 +102,10 @@ class Store:
                 con.execute("INSERT INTO rows VALUES (?, ?, ?, ?, ?)",
                             (row.row_id, row.dataset, row.compressor, row.created,
                              json.dumps(self.payload(row), default=str)))
-        except sqlite3.OperationalError as exc:
-            if "full" in str(exc).lower():
-                raise CompressError(f"the disk holding {self.path} is full ({_free(self.path)} free): free space "
-                                    "there and run again; the rows already stored are intact") from None
-            raise
+        except sqlite3.IntegrityError:
+            raise CompressError(f"a row {row.row_id} is already in {self.path}: row ids are unique") from None
+        except sqlite3.Error as exc:
+            raise _failed(self.path, exc) from None
         finally:
             con.close()
 
@@ -79,15 +114,20 @@ class Store:
         if self.path.exists():
             self._connect().close()
 
-    def rows(self, dataset: str | None = None) -> list[ResultRow]:
+    def rows(self, dataset: str | None = None, bad: list[tuple[str, str]] | None = None) -> list[ResultRow]:
+        """Every readable row (of one dataset); damaged ones are named on stderr and skipped, or handed back in
+        `bad` as (row id, why) for a caller that reports them itself (collect)."""
         if not self.path.exists():
             return []
         con = self._connect()
         try:
             q = "SELECT row_id, payload FROM rows" + (" WHERE dataset = ?" if dataset else "") + \
                 " ORDER BY created, row_id"
-            found = _readable(con.execute(q, (dataset,) if dataset else ()).fetchall(), self.path)
-            return [self.located(r) for r in found]
+            try:
+                fetched = con.execute(q, (dataset,) if dataset else ()).fetchall()
+            except sqlite3.Error as exc:
+                raise _failed(self.path, exc) from None
+            return [self.located(r) for r in _readable(fetched, self.path, bad)]
         finally:
             con.close()
 
@@ -97,6 +137,8 @@ class Store:
         con = self._connect()
         try:
             return [d for (d,) in con.execute("SELECT DISTINCT dataset FROM rows ORDER BY dataset")]
+        except sqlite3.Error as exc:
+            raise _failed(self.path, exc) from None
         finally:
             con.close()
 
@@ -110,19 +152,32 @@ def _free(path: Path) -> str:
         return "unknown space"
 
 
-def _readable(found: list[tuple[str, str]], path: Path) -> list[ResultRow]:
-    """Every stored row that still parses; a damaged one is named and skipped, never a traceback."""
+def parse(payload: str) -> ResultRow:
+    """A stored row, checked (types, ranges: store.rows.invalid); ValueError naming what is wrong."""
+    try:
+        return ResultRow.from_dict(json.loads(payload))
+    except (TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _readable(found: list[tuple[str, str]], path: Path, bad: list[tuple[str, str]] | None = None) -> list[ResultRow]:
+    """Every stored row that still parses and checks; a damaged one is named and skipped (or, with `bad`, handed
+    back with why), never a traceback."""
     import sys
 
-    rows, bad = [], []
+    rows, skipped = [], []
     for row_id, payload in found:
         try:
-            rows.append(ResultRow.from_dict(json.loads(payload)))
-        except (ValueError, TypeError, KeyError, AttributeError):
-            bad.append(row_id)
-    if bad:
-        print(f"warning: skipped {len(bad)} damaged row(s) in {path}: {', '.join(bad[:5])}; each run folder keeps "
-              "its row.json", file=sys.stderr)
+            rows.append(parse(payload))
+        except ValueError as exc:
+            skipped.append((row_id, str(exc)))
+    if bad is not None:
+        bad += skipped
+    elif skipped:
+        named = "; ".join(f"{printable(i)} ({printable(why)[:120]})" for i, why in skipped[:5])
+        print(f"warning: skipped {len(skipped)} damaged row(s) in {path}: {named}"
+              f"{f' and {len(skipped) - 5} more' if len(skipped) > 5 else ''}; each run folder keeps its row.json",
+              file=sys.stderr)
     return rows
 
 
