@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from compress.cli.main import main
-from compress.data import datasets
+from compress.data import datasets, normalization
 from compress.errors import CompressError
 from compress.experiments.baseline import stored_split
 from compress.store.workspace import Workspace
@@ -112,5 +112,5 @@ def test_folders_at_224_px_are_imagenet_normalised_nfd_names_gif_and_tif_load(tm
     assert len(bundle.train_targets) == 6  # all three formats read, in both classes
     x, y = bundle.train_pool[0]
     assert x.shape == (3, 224, 224)
-    want = [(c / 255 - m) / s for c, m, s in zip((255, 0, 0), datasets.IMAGENET_MEAN, datasets.IMAGENET_STD)]
+    want = [(c / 255 - m) / s for c, m, s in zip((255, 0, 0), normalization.IMAGENET_MEAN, normalization.IMAGENET_STD)]
     assert y == 0 and torch.allclose(x.mean(dim=(1, 2)), torch.tensor(want), atol=0.02)

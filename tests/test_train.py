@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -63,3 +67,42 @@ def test_shift_augmentation_only_touches_training_images() -> None:
     x_shift = torch.stack([shifted.train.dataset[i][0] for i in range(8)])
     assert x_shift.shape == x_plain.shape and not torch.equal(x_shift, x_plain)
     assert torch.equal(next(iter(plain.test))[0], next(iter(shifted.test))[0])
+
+
+def _bundle(counts: dict[str, int]) -> datasets.DataBundle:
+    targets = np.concatenate([np.full(n, c) for c, n in enumerate(counts.values())])
+    pool = list(range(len(targets)))
+    return datasets.DataBundle("t", list(counts), 32, "fp", pool, pool, targets, official_test=False)  # type: ignore[arg-type]
+
+
+def test_every_class_gets_a_training_image_before_a_validation_image(tmp_path: Path, capsys: Any) -> None:
+    """Silent wrong result: 300 images of `major` and 2 of `minor` put both of minor's in validation and test and
+    none in training, with exit 0 and no word; a 1-image class went to test. Now a 2-image class gets one training
+    and one test image, a 1-image class one training image, and the parts a class is missing from are named in one
+    warning line each and in every row's caveats."""
+    from compress.data.split import gaps
+    from compress.experiments.baseline import stored_split
+    from compress.store.workspace import Workspace
+
+    bundle = _bundle({"major": 300, "minor": 2, "single": 1})
+    split = make_split(bundle, datasets.DataConfig())
+    t = bundle.train_targets
+    for part, want in (("train", 1), ("val", 0), ("test", 1)):
+        assert (t[list(getattr(split, part))] == 1).sum() == want, part
+    assert (t[list(split.train)] == 2).sum() == 1 and not (t[list(split.test) + list(split.val)] == 2).any()
+    assert gaps(split, bundle) == [
+        "2 class(es) have no validation image (minor, single): the best epoch is chosen without them; add images "
+        "to them",
+        "1 class(es) have no test image (single): no figure says how well they are recognised; add images to them"]
+    stored_split(Workspace(tmp_path), datasets.DataConfig(), bundle)
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(warned) == 2 and "minor, single" in warned[0]
+
+
+def test_a_gap_note_names_five_classes_and_counts_the_rest() -> None:
+    """720 classes without a validation image: five named, then how many more."""
+    from compress.data.split import gaps
+
+    bundle = _bundle({**{f"c{i:03d}": 2 for i in range(720)}, "big": 4000})
+    notes = gaps(make_split(bundle, datasets.DataConfig()), bundle)
+    assert notes[0].startswith("720 class(es) have no validation image (c000, c001, c002, c003, c004 and 715 more)")

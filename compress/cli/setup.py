@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from compress import compressors
 from compress.cli.faults import check_writable
@@ -15,7 +14,7 @@ from compress.cli.flags import config_from
 from compress.data import datasets
 from compress.errors import CompressError
 from compress.log import log
-from compress.measuring.timing import LatencyConfig
+from compress.measuring.timing import REPORT_BATCH, LatencyConfig
 from compress.models import keras_convert, keras_read
 from compress.scaleout import dist
 from compress.session import BaselineSource, Session, pick_device
@@ -40,6 +39,9 @@ def prepare(ns: argparse.Namespace) -> None:
     if ns.command == "list" or getattr(ns, "dry_run", False):
         return
     ws = workspace(ns)
+    if ns.command == "report" and not ws.root.is_dir():  # report reads a workdir; it never makes one
+        raise CompressError(f"the workdir {ws.root} does not exist ({_workdir_flag(ns)}): pass the --workdir your "
+                            "runs wrote to (default ./runs, or $COMPRESS_HOME)")
     targets = [(getattr(ns, "reports_dir", None), "--reports-dir")]
     if ns.command != "report":  # report only reads the workspace
         targets.append((ws.root, _workdir_flag(ns)))
@@ -54,26 +56,40 @@ def prepare(ns: argparse.Namespace) -> None:
             log(f"cleaned {files} leftover file(s) of interrupted runs under {ws.root} ({freed / 1e6:.1f} MB freed)")
 
 
-def _keras_input(data_cfg: datasets.DataConfig, ns: argparse.Namespace) -> datasets.DataConfig:
-    """A Keras file's model brings its input with it: the normalization it expects (unless --normalization says
-    otherwise) and the image size it was built for (unless --image-size says otherwise: then one line)."""
+def _model_input(ns: argparse.Namespace) -> dict[str, Any]:
+    """What the baseline model brings with it: a Keras file the normalization it expects and the image size it was
+    built for; ImageNet weights ImageNet's statistics. DataConfig decides the normalization from it, once."""
     path = getattr(ns, "baseline_weights", None) or getattr(ns, "weights", None)
-    if path is None or not Path(path).is_file() or not keras_read.is_keras(Path(path)):
-        return data_cfg
-    expected = keras_convert.expected(Path(path))
-    changes: dict[str, Any] = {}
-    if getattr(ns, "normalization", "auto") == "auto":
-        changes["normalization"] = expected["normalization"]
-    if getattr(ns, "image_size", None) is None and expected["input_size"]:
-        changes["image_size"] = expected["input_size"]
-    return replace(data_cfg, **changes) if changes else data_cfg
+    if path is not None and Path(path).is_file() and keras_read.is_keras(Path(path)):
+        expected = keras_convert.expected(Path(path))
+        found = {"model_expects": expected["normalization"]}
+        if getattr(ns, "image_size", None) is None and expected["input_size"]:
+            found["image_size"] = expected["input_size"]
+        return found
+    if getattr(ns, "pretrained", None) is not None:
+        return {"model_expects": "imagenet"}
+    return {}
+
+
+def report_batch(asked: int | None, timed: Iterable[int], what: str) -> int:
+    """The batch the tables' speed-ups use: the one asked for, refused when no figure is timed at it (the
+    speed-up column would vanish while the legend says that batch); by default REPORT_BATCH, else the largest."""
+    timed = sorted(set(timed))
+    if asked is None:
+        return REPORT_BATCH if REPORT_BATCH in timed or not timed else timed[-1]
+    if asked not in timed:
+        also = f" (or add {asked} to --latency-batches)" if "--latency-batches" in what else \
+            f" (or measure again with --latency-batches {asked})"
+        raise CompressError(f"--report-batch {asked}: {what} only batch(es) {', '.join(map(str, timed)) or 'none'}; "
+                            f"pass one of them{also}")
+    return asked
 
 
 def session_from(ns: argparse.Namespace, command: str) -> Session:
     """Every setting of this invocation, validated once before any work."""
     if getattr(ns, "baseline_epochs", 1) <= 0:
         raise CompressError(f"--baseline-epochs must be positive, got {ns.baseline_epochs}")
-    if ns.report_batch < 1:
+    if ns.report_batch is not None and ns.report_batch < 1:
         raise CompressError(f"--report-batch must be a positive batch size, got {ns.report_batch}")
     if ns.command == "baseline":
         train = config_from(TrainConfig, ns)
@@ -86,12 +102,17 @@ def session_from(ns: argparse.Namespace, command: str) -> Session:
                             download=bool(getattr(ns, "download", False)),
                             freeze_features=getattr(ns, "freeze_features", False)
                             and (getattr(ns, "pretrained", None) is not None or ns.command == "baseline"))
-    data_cfg = _keras_input(config_from(datasets.DataConfig, ns, dataset=ns.dataset or "digits"), ns)
+    data_cfg = config_from(datasets.DataConfig, ns, dataset=ns.dataset or "digits", **_model_input(ns))
+    if data_cfg.model_expects and data_cfg.normalization != data_cfg.model_expects:
+        log(f"note: --normalization {data_cfg.normalization} although the baseline expects "
+            f"{data_cfg.model_expects}; its cache and rows are kept apart from the default's")
     Workspace.check_dataset_name(data_cfg.name)
-    if source.pretrained is not None:  # ImageNet weights expect ImageNet's input statistics
-        data_cfg = replace(data_cfg, normalization="imagenet")
+    if ns.command != "measure" or data_cfg.data or getattr(ns, "dataset", None):  # measure without data: no dataset
+        workspace(ns).claim(data_cfg.name, data_cfg.source(), write=False)  # a name clash fails before any work
+    latency = config_from(LatencyConfig, ns, "lat_")
+    ns.report_batch = report_batch(ns.report_batch, latency.batches, "--latency-batches times")
     return Session(workspace=workspace(ns), data=data_cfg, baseline=source,
-                   arch=ns.arch or "vgg16", baseline_train=train, latency=config_from(LatencyConfig, ns, "lat_"),
+                   arch=ns.arch or "vgg16", baseline_train=train, latency=latency,
                    device=pick_device(ns.device), command=command, keep_onnx=getattr(ns, "export_onnx", False),
                    resume=getattr(ns, "resume", False), retrain=getattr(ns, "retrain", False),
                    report_batch=ns.report_batch)

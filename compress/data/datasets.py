@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from compress.configs import NEW, record
 from compress.data import image_folders
+from compress.data.normalization import Normalizer
 from compress.errors import CompressError
 
 if TYPE_CHECKING:
     from compress.data.split import Split
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION_DATASETS = ("cifar10", "fashion-mnist")
 DATASETS = ("digits", *TORCHVISION_DATASETS)
 MIN_IMAGE_SIZE = 32  # VGG16 halves the resolution 5 times
@@ -60,7 +60,21 @@ class DataConfig:
                 "(no antialiasing: Keras's image_dataset_from_directory), nearest (Keras's flow_from_directory and "
                 "load_img)"})
 
+    # the name of this data in the workdir (run folders, the store, reports/<name>.md): another folder with the same
+    # name as one already there is refused, naming both, unless one of them is given another name here
+    # What the baseline model expects, which "auto" follows: a Keras file's own preprocessing (raw, unit, half or its
+    # folded affine), "imagenet" for ImageNet weights; None: the data's own default. Set by the session, not a flag.
+    model_expects: str | None = field(default=None, metadata={"cli": False, NEW: True})
+    dataset_name: str | None = field(default=None, metadata={NEW: True, "help": "the name of this data in the "
+                                     "workdir and its report (default: the folder's name, or --dataset); give a "
+                                     "second folder of the same name another one"})
+
     def __post_init__(self) -> None:
+        if self.dataset_name is not None and (not self.dataset_name.strip() or
+                                              re.sub(r"[^\w.-]+", "_", self.dataset_name) != self.dataset_name
+                                              or self.dataset_name.startswith(".")):
+            raise CompressError(f"--dataset-name {self.dataset_name!r}: use letters, digits, '.', '-' and '_' only "
+                                "(it names folders and the report file), not starting with '.'")
         if not 0 <= self.seed < 2**32:
             raise CompressError(f"--seed must be between 0 and {2**32 - 1} (numpy's range), got {self.seed}")
         if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
@@ -68,8 +82,8 @@ class DataConfig:
         if self.image_size is not None and self.image_size > MAX_IMAGE_SIZE:
             raise CompressError(f"--image-size {self.image_size} is too large: at most {MAX_IMAGE_SIZE} (one VGG16 "
                                 "image there is already gigabytes of activations)")
-        if self.normalization == "auto":
-            object.__setattr__(self, "normalization", "imagenet" if self.data or self.dataset != "digits" else "half")
+        if self.normalization == "auto":  # decided here and nowhere else; key() derives the cache identity from it
+            object.__setattr__(self, "normalization", self.auto_normalization)
         if self.resize != "antialias" and not self.data:
             raise CompressError(f"--resize {self.resize} applies to photo folders (--data): the built-in datasets are "
                                 "not photos of another size; drop --resize")
@@ -89,9 +103,26 @@ class DataConfig:
     @property
     def name(self) -> str:
         """Short name used for the report file and run folders."""
+        if self.dataset_name:
+            return self.dataset_name
         if self.data:
             return Path(self.data).resolve().name or "folder"
         return self.dataset
+
+    @property
+    def auto_normalization(self) -> str:
+        """What --normalization auto means for this data and model: what the model expects, else ImageNet's
+        statistics for photos and torchvision datasets, (x - 0.5) / 0.5 for the built-in digits."""
+        return self.model_expects or ("imagenet" if self.data or self.dataset != "digits" else "half")
+
+    def source(self) -> str:
+        """What the data is, whatever it is called: the training folder, or the built-in dataset (a second folder
+        with the same name must not share the first one's rows and report)."""
+        return f"folder {Path(self.data).resolve()}" if self.data else f"built-in {self.dataset}"
+
+    def record(self) -> dict[str, Any]:
+        """The config as rows, splits and caches store it (configs.record: later fields at their default left out)."""
+        return record(self)
 
     def key(self) -> str:
         """Identity of the data a baseline was trained on (part of its cache key)."""
@@ -101,6 +132,8 @@ class DataConfig:
             raw += f"|test:{Path(self.test_data).resolve()}"
         if self.resize != "antialias" and self.data:  # other pixels, another baseline; default keys unchanged
             raw += f"|resize:{self.resize}"
+        if self.normalization != self.auto_normalization:  # likewise: the model sees other pixels
+            raw += f"|norm:{self.normalization}"
         return f"{self.name}-{self.size}px-s{self.seed}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
 
     @property
@@ -126,45 +159,6 @@ class DataBundle:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-
-CAFFE_BGR_MEANS = (103.939, 116.779, 123.68)  # keras.applications.imagenet_utils, mode "caffe"
-AFFINE = "affine"  # affine(scale=[r,g,b],offset=[r,g,b]) on RGB 0-255: a Keras model's preprocessing layers, folded
-
-
-def _parse_affine(mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    m = re.fullmatch(r"affine\(scale=\[([^\]]*)\],offset=\[([^\]]*)\]\)", mode)
-    try:
-        scale, offset = ([float(v) for v in part.split(",")] for part in m.groups())  # type: ignore[union-attr]
-    except (AttributeError, ValueError):
-        raise CompressError(f"normalization {mode!r} is not affine(scale=[r,g,b],offset=[r,g,b])") from None
-    if len(scale) != 3 or len(offset) != 3:
-        raise CompressError(f"normalization {mode!r} needs three scales and three offsets (R, G, B)")
-    return torch.tensor(scale).view(3, 1, 1), torch.tensor(offset).view(3, 1, 1)
-
-
-@dataclass(frozen=True)
-class Normalizer:
-    """Images in [0, 1] (C,H,W or N,C,H,W) as the model expects them; a class, so data loaders can pickle it."""
-
-    mode: str
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "imagenet":
-            shape = (3, 1, 1)
-            return (x - torch.tensor(IMAGENET_MEAN).view(shape)) / torch.tensor(IMAGENET_STD).view(shape)
-        if self.mode == "half":
-            return (x - 0.5) / 0.5
-        if self.mode == "unit":
-            return x
-        if self.mode == "raw":
-            return x * 255.0
-        if self.mode == "caffe":
-            return x.flip(-3) * 255.0 - torch.tensor(CAFFE_BGR_MEANS).view(3, 1, 1)
-        if self.mode.startswith(AFFINE):
-            scale, offset = _parse_affine(self.mode)
-            return x * 255.0 * scale + offset
-        raise CompressError(f"unknown normalization {self.mode!r}")
 
 
 def _digits(cfg: DataConfig) -> DataBundle:

@@ -10,7 +10,6 @@ import numpy as np
 
 from compress.data.datasets import DataBundle, DataConfig
 from compress.errors import CompressError
-from compress.log import log
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,24 @@ def _split_off(idx: np.ndarray, targets: np.ndarray, fraction: float, seed: int)
     counts = np.bincount(labels)
     strat = labels if counts[counts > 0].min() >= 2 and n_out >= len(np.unique(labels)) else None
     keep, out = train_test_split(idx, test_size=n_out, random_state=seed, stratify=strat)
-    return _every_class_held_out(np.sort(keep), np.sort(out), targets, seed)
+    keep, out = _every_class_kept(np.sort(keep), np.sort(out), targets, seed)
+    if not len(out):
+        raise CompressError(f"{len(idx)} image(s) in {len(np.unique(labels))} class(es) leave nothing to hold out once "
+                            "every class has a training image: a class needs two images to be tested; add images")
+    return _every_class_held_out(keep, out, targets, seed)
+
+
+def _every_class_kept(keep: np.ndarray, out: np.ndarray, targets: np.ndarray,
+                      seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every class keeps an image on the training side before any goes out: a proportional split can put both of
+    a 2-image class's images in validation and test, and a model is then scored on a class it never saw.
+    Balanced data is left as it was split."""
+    rng = np.random.default_rng(seed + 7)
+    for c in np.unique(targets[out]):
+        if not (targets[keep] == c).any():
+            back = int(rng.choice(out[targets[out] == c]))
+            out, keep = out[out != back], np.sort(np.append(keep, back))
+    return keep, out
 
 
 def _every_class_held_out(keep: np.ndarray, out: np.ndarray, targets: np.ndarray,
@@ -108,9 +124,28 @@ def make_split(bundle: DataBundle, cfg: DataConfig) -> Split:
     else:
         train_val, test = _split_off(pool, bundle.train_targets, cfg.test_fraction, cfg.seed)
     train, val = _split_off(train_val, bundle.train_targets, cfg.val_fraction, cfg.seed + 1)
-    targets = bundle.train_targets
-    unseen = [bundle.classes[c] for c in np.unique(targets[train]) if not (targets[val] == c).any()]
-    if unseen:
-        log(f"warning: class(es) {', '.join(unseen[:5])} have too few images for a validation image: the best "
-            "epoch is chosen without them; add images to them")
     return Split(tuple(int(i) for i in train), tuple(int(i) for i in val), tuple(int(i) for i in test))
+
+
+SHOWN = 5  # classes a gap note names before it counts the rest
+
+_PARTS = (("train", "training", "the models never learn them"),
+          ("val", "validation", "the best epoch is chosen without them"),
+          ("test", "test", "no figure says how well they are recognised"))
+
+
+def gaps(split: Split, bundle: DataBundle) -> list[str]:
+    """One note per part of the split that lacks some class (which, and what it means): logged as a warning when
+    the split is used, and kept in every row measured on it."""
+    pools = {"train": bundle.train_targets, "val": bundle.train_targets,
+             "test": np.asarray(getattr(bundle.test_pool, "targets", bundle.train_targets))}
+    present = set(range(bundle.num_classes))
+    notes = []
+    for part, word, meaning in _PARTS:
+        have = set(np.unique(pools[part][list(getattr(split, part))]).tolist()) if getattr(split, part) else set()
+        lacking = [bundle.classes[c] for c in sorted(present - have)]
+        if lacking:
+            more = f" and {len(lacking) - SHOWN} more" if len(lacking) > SHOWN else ""
+            notes.append(f"{len(lacking)} class(es) have no {word} image ({', '.join(lacking[:SHOWN])}{more}): "
+                         f"{meaning}; add images to them")
+    return notes

@@ -20,7 +20,7 @@ from torch import nn
 
 from compress.data import datasets as data_mod
 from compress.data.datasets import DataBundle, DataConfig, Loaders
-from compress.data.split import Split, make_split
+from compress.data.split import Split, gaps, make_split
 from compress.errors import CompressError
 from compress.log import log
 from compress.measuring.harness import measure_row
@@ -62,11 +62,18 @@ def stored_split(ws: Workspace, data_cfg: DataConfig, bundle: DataBundle) -> Spl
         if split is None or why:
             raise CompressError(f"the stored split {path} cannot be used: {why}. It was edited or damaged: restore it, "
                                 "or delete it (or pass --retrain) to make a new split and baseline")
+        _warn_gaps(split, bundle)
         return split
     split = make_split(bundle, data_cfg)
     write_json(path, {"fingerprint": bundle.fingerprint, "classes": bundle.classes, "split": split.to_dict(),
-                      "data": asdict(data_cfg)})
+                      "data": data_cfg.record()})
+    _warn_gaps(split, bundle)
     return split
+
+
+def _warn_gaps(split: Split, bundle: DataBundle) -> None:
+    for note in gaps(split, bundle):
+        log(f"warning: {note}")
 
 
 @dataclass
@@ -78,6 +85,11 @@ class Baseline:
     bundle: DataBundle
     split: Split
     data_cfg: DataConfig
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What every row measured on this split must say: the classes a part of it lacks."""
+        return tuple(gaps(self.split, self.bundle))
 
     def loaders(self, batch_size: int, augment: bool = False) -> Loaders:
         return data_mod.loaders(self.bundle, self.split, batch_size, self.data_cfg.seed, augment=augment)
@@ -120,6 +132,8 @@ def ensure_baseline(session: Session) -> Baseline:
         raise CompressError("--retrain trains a baseline of our own, but --baseline-weights makes your checkpoint "
                             "the baseline: drop one of them")
     bundle = data_mod.load(data_cfg)
+    if dist.current().main:
+        ws.claim(data_cfg.name, data_cfg.source())
     bdir = baseline_dir(session)
     if src.imported:  # under torchrun rank 0 converts and caches it, then the others load that
         with dist.main_first():
@@ -163,7 +177,7 @@ def _imported(session: Session, bdir: Path, bundle: DataBundle, cached: bool) ->
         model = checkpoints.load_model(path, src.arch, None, src.trust_pickle, image_size=session.data.size)
         known = model.extra.get("classes") if isinstance(model.extra, dict) else None
         _check_classes(path, model.spec, known, bundle)
-        meta = {"arch": model.spec.arch, "data": asdict(session.data), "train": None, "best_epoch": None,
+        meta = {"arch": model.spec.arch, "data": session.data.record(), "train": None, "best_epoch": None,
                 "train_seconds": 0.0, "classes": bundle.classes, "checkpoint_classes": known,
                 "source": {"kind": "imported", "file": str(path.resolve()), "sha256": file_digest(path),
                            "layout": model.layout, **({"keras": model.extra["keras"]} if "keras" in model.extra else {})}}
@@ -216,7 +230,7 @@ def _train(session: Session, bdir: Any, bundle: DataBundle, split: Split,
     def store() -> dict[str, Any]:  # rank 0 alone scores and writes; the others receive the meta
         test_acc = accuracy(model, ld.test, device)
         checkpoints.save_checkpoint(model, spec, ckpt, extra={"classes": bundle.classes, "image_size": data_cfg.size})
-        meta = {"arch": session.arch, "data": asdict(data_cfg), "train": asdict(train_cfg),
+        meta = {"arch": session.arch, "data": data_cfg.record(), "train": asdict(train_cfg),
                 "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
                 "test_accuracy": test_acc, "train_seconds": result.seconds, "history": result.history,
                 "classes": bundle.classes, "fingerprint": bundle.fingerprint,
@@ -252,7 +266,7 @@ def measure_baseline(session: Session, base: Baseline) -> tuple[ResultRow, Path 
     info = RowInfo(dataset=base.data_cfg.name, compressor="baseline", config=config, seed=base.data_cfg.seed,
                    command=session.command, finetune_epochs=0, best_epoch=base.meta["best_epoch"],
                    train_seconds=base.meta["train_seconds"],
-                   caveats=(LEAKAGE,) if imported and not base.bundle.official_test else (),
+                   caveats=((LEAKAGE,) if imported and not base.bundle.official_test else ()) + base.notes,
                    distributed=base.meta.get("distributed"))  # how the (cached) baseline was trained
     row_id = new_row_id("baseline", config)
     run_dir = session.workspace.run_dir(base.data_cfg.name, "baseline", row_id)

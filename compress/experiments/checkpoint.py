@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from compress.data import datasets as data_mod
+from compress.data.split import gaps
 from compress.errors import CompressError
 from compress.experiments.baseline import EVAL_BATCH, stored_split
 from compress.log import log
@@ -40,13 +41,15 @@ def measure_checkpoint(session: Session, req: CheckpointRequest) -> ResultRow:
     if size < data_mod.MIN_IMAGE_SIZE:
         raise CompressError(f"--image-size {size} is too small: VGG16 needs at least {data_mod.MIN_IMAGE_SIZE}")
     session = replace(session, data=replace(session.data, image_size=size))
-    test_loader, name = None, "no-data"
+    test_loader, name, notes = None, "no-data", ()
     if req.with_data:
         bundle = data_mod.load(session.data)
         if bundle.num_classes != imported.spec.num_classes:
             raise CompressError(f"{req.weights} predicts {imported.spec.num_classes} classes but {session.data.name} "
                                 f"has {bundle.num_classes} ({', '.join(bundle.classes[:5])}...): pick the matching data")
+        session.workspace.claim(session.data.name, session.data.source())
         split = stored_split(session.workspace, session.data, bundle)
+        notes = tuple(gaps(split, bundle))
         test_loader = data_mod.loaders(bundle, split, EVAL_BATCH, session.data.seed).test
         name = session.data.name
     keras = imported.extra.get("keras") if isinstance(imported.extra, dict) else None
@@ -54,7 +57,7 @@ def measure_checkpoint(session: Session, req: CheckpointRequest) -> ResultRow:
               "spec": imported.spec.to_dict(), "data": {"normalization": session.data.normalization},
               **({"keras": keras} if keras else {})}
     info = RowInfo(dataset=name, compressor=f"import:{Path(req.weights).name}", config=config,
-                   seed=session.data.seed, command=session.command, caveats=tuple(keras["notes"]) if keras else ())
+                   seed=session.data.seed, command=session.command, caveats=(tuple(keras["notes"]) if keras else ()) + notes)
     precision = imported.extra.get("precision")
     if precision in vgg.HALF:  # measured in its own precision, counted on the fp32 structure
         artifact = Artifact(backend=f"pytorch {precision}", file=Path(req.weights), module=imported.model,

@@ -212,7 +212,8 @@ class _Step:
                        train_seconds=result.seconds if result else 0.0, accuracy_before_finetune=before,
                        source_row_id=self.start.row.row_id if self.start.row else None,
                        control_row_id=self.control_row_id,
-                       caveats=(cached.describe(result),) if result and result.cache_seconds is not None else (),
+                       caveats=((cached.describe(result),) if result and result.cache_seconds is not None else ())
+                       + self.ref.baseline.notes,
                        facts=artifact.facts,
                        distributed=dist.current().record(job.finetune.batch_size if trained else None))
         subject = Subject(fp32 if fp32 is not None else self.start.model, spec, artifact, s.data.size,
@@ -242,7 +243,7 @@ def run_compressor(session: Session, job: Job, ref: Reference | None = None,
         job = replace(job, config=comp.resolved(job.config, stored_for(session, ref, start)))
     epochs = job.finetune.epochs if comp.finetune else 0
     config = {"compressor": asdict(job.config), "finetune": asdict(job.finetune) if comp.finetune else None,
-              "arch": ref.baseline.spec.arch, "data": asdict(session.data)}
+              "arch": ref.baseline.spec.arch, "data": session.data.record()}
     if start.row is not None and start.row.compressor != "baseline":
         config["source"] = {"compressor": start.row.compressor, "config_hash": start.row.config_hash}
     row_id, run_dir = dist.from_main(lambda: _run_dir(session, job, config))
