@@ -323,6 +323,16 @@ BAD = [
     (["run", "all", "--baseline-epochs", "0"], "--baseline-epochs must be positive, got 0"),
     (["run", "slim-head", "--data", "a-file"], "--data a-file is a file"),  # the tests make a-file in their cwd
     (["run", "slim-head", "--reports-dir", "a-file/reports"], "--reports-dir a-file/reports cannot be"),
+    # an empty item of a comma list was dropped: --hidden '' built a head without hidden layers, labelled "default"
+    (["run", "slim-head", "--hidden", ""], "expected comma-separated ints, got '': an empty value"),
+    (["run", "slim-head", "--hidden", "1024,,256"], "got '1024,,256': an empty item"),
+    (["run", "low-rank", "--rank", ","], "an empty item"),
+    (["sweep", "pruning", "--amount", "0.3,"], "an empty item"),
+    (["run", "slim-head", "--latency-batches", ""], "an empty value"),
+    # the speed-up column vanished while the legend said "batch 7"
+    (["run", "slim-head", "--latency-batches", "1", "--report-batch", "7"],
+     "--report-batch 7: --latency-batches times only batch(es) 1; pass one of them"),
+    (["run", "slim-head", "--dataset-name", "../up"], "--dataset-name '../up': use letters, digits"),
 ]
 
 
@@ -390,3 +400,126 @@ def test_main_leaves_the_callers_sigterm_handler_as_it_found_it(tmp_path: Path) 
     before = signal.getsignal(signal.SIGTERM)
     assert main(["report", "--workdir", str(tmp_path)]) == 2  # empty store: an error, after the handler was set
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_report_asked_for_a_batch_no_row_has_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`report --report-batch 7` when the rows hold batches 1 and 32: one line naming them."""
+    from tests.test_report import _rows
+
+    store = Store(tmp_path / "results.sqlite")
+    for r in _rows():
+        store.add(r)
+    assert main(["report", "--workdir", str(tmp_path), "--reports-dir", str(tmp_path / "r"), "--report-batch", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "--report-batch 7: the stored rows of 'synthetic' have only batch(es) 1, 32" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["report", "--workdir", str(tmp_path), "--reports-dir", str(tmp_path / "r"), "--report-batch", "1"]) == 0
+
+
+def test_ctrl_c_while_starting_is_one_line(tmp_path: Path) -> None:
+    """Hostile input: Ctrl-C in the first second (`compress list` while torch imports) printed ~30 lines of
+    KeyboardInterrupt. A sitecustomize makes the interrupt arrive exactly there, every time."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import importlib.abc, sys\n"
+        "class Interrupt(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n")
+    env = {**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{Path(__file__).resolve().parents[1]}"}
+    for argv in ([sys.executable, "-m", "compress", "list"], [sys.executable, "-c",
+                                                             "from compress.__main__ import run; raise SystemExit(run())"]):
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+        assert proc.returncode == 130 and proc.stderr.strip() == "compress: interrupted while starting; nothing was done"
+
+
+def test_a_right_to_left_override_in_a_class_name_is_escaped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Hostile input: a class folder named with U+202E was printed raw in the class-count error, so a terminal
+    showed the line reordered. Bidi controls are escaped like ESC."""
+    from PIL import Image
+
+    from compress.errors import printable
+
+    (tmp_path / "d" / "gnp.\u202eexe").mkdir(parents=True)
+    Image.new("RGB", (40, 40)).save(tmp_path / "d" / "gnp.\u202eexe" / "1.png")
+    assert main(["baseline", "--data", str(tmp_path / "d"), "--workdir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "gnp.\\u202eexe" in err and "\u202e" not in err
+    for ch in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c":
+        assert ch not in printable(f"a{ch}b") and printable(f"a{ch}b").startswith("a\\u")
+
+
+def test_two_folders_with_the_same_name_do_not_share_a_report(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Silent wrong result: a/photos and b/photos in one workdir wrote one photos.md (b's baseline shown, a's rows
+    compared with a baseline not in the table). The second is refused before any work, naming the first;
+    --dataset-name gives it a name of its own; a first folder that was moved away gives its name up."""
+    from tests.photos import photo_folder
+
+    from compress.store.workspace import Workspace
+
+    a = photo_folder(tmp_path / "a" / "photos", per_class=2, side=32)
+    b = photo_folder(tmp_path / "b" / "photos", per_class=2, side=32)
+    ws = Workspace(tmp_path / "runs")
+    ws.claim("photos", f"folder {a.resolve()}")  # what a's first run records
+    argv = ["run", "slim-head", "--data", str(b), "--workdir", str(ws.root), *QUICK_LATENCY]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"the dataset name 'photos' is already used in {ws.root} by folder {a.resolve()}" in err
+    assert "--dataset-name" in err and len(err.strip().splitlines()) == 1
+    assert not (ws.root / "baselines").exists()
+    assert main(["run", "all", "--dry-run", "--json", "--data", str(b), "--dataset-name", "photos-b",
+                 "--workdir", str(ws.root)]) == 0
+    assert json.loads(capsys.readouterr().out)["dataset"] == "photos-b"
+    import shutil
+
+    shutil.rmtree(a)  # moved away: the name is free again
+    ws.claim("photos", f"folder {b.resolve()}")
+    assert json.loads(ws.dataset_record("photos").read_text())["source"] == f"folder {b.resolve()}"
+
+
+def test_a_setting_that_changes_the_pixels_is_part_of_the_baselines_identity(tmp_path: Path) -> None:
+    """Silent wrong result: `--normalization unit` reused ("using cached baseline") a baseline trained on the
+    default normalization. The cache key holds the normalization whenever it is not what auto picks for this data
+    and model; the keys of default settings are what they were, so existing caches survive."""
+    import hashlib
+
+    from compress.data.datasets import DataConfig
+
+    data = str(tmp_path / "photos")
+    old = DataConfig(data=data)  # the key before normalization was part of it (the formula, spelled out)
+    raw = f"folder:{Path(data).resolve()}|224|0|0.2|0.1|None"
+    assert old.key() == f"photos-224px-s0-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
+    assert DataConfig().key() == "digits-32px-s0-" + hashlib.sha256(b"digits|32|0|0.2|0.1|None").hexdigest()[:8]
+    assert DataConfig(data=data, normalization="imagenet").key() == old.key()  # explicit default: the same pixels
+    assert DataConfig(data=data, normalization="unit").key() != old.key()
+    assert DataConfig(normalization="half").key() == DataConfig().key() != DataConfig(normalization="raw").key()
+    keras = DataConfig(data=data, model_expects="raw")  # a Keras file's own input: auto follows it, key unchanged
+    assert keras.normalization == "raw" and keras.key() == old.key()
+    assert DataConfig(data=data, model_expects="raw", normalization="unit").key() != old.key()
+    assert DataConfig(data=data).record() == {k: v for k, v in __import__("dataclasses").asdict(old).items()
+                                              if k not in ("model_expects", "dataset_name")}
+
+
+def test_a_class_missing_from_a_part_of_the_split_is_in_the_stored_row(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The gap warning (exit 0) is also in the row, so the report says it: `minor`'s two images give one training
+    and one test image, none for validation."""
+    from dataclasses import replace
+
+    from compress.models import checkpoints, vgg
+    from tests.photos import photo_folder
+    from tests.test_batches import NARROW
+
+    data = photo_folder(tmp_path / "photos", classes=("major", "minor"), per_class=30, side=32)
+    for extra in sorted((data / "minor").iterdir())[2:]:
+        extra.unlink()
+    spec = replace(NARROW, num_classes=2)
+    checkpoints.save_checkpoint(vgg.build(spec), spec, tmp_path / "w.pt", extra={"image_size": 32})
+    assert main(["measure", "--weights", str(tmp_path / "w.pt"), "--data", str(data), "--image-size", "32",
+                 "--store", "--json", "--workdir", str(tmp_path / "runs"), *QUICK_LATENCY]) == 0
+    out, err = capsys.readouterr()
+    row = json.loads(out)[0]
+    assert row["test_images"] == 7  # 6 of major, 1 of minor
+    assert "warning: 1 class(es) have no validation image (minor)" in err
+    assert any("have no validation image (minor)" in c for c in row["caveats"])

@@ -183,7 +183,7 @@ def test_a_corrupt_store_is_found_before_any_work(tmp_path: Path) -> None:
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "results.sqlite").write_bytes(b"this is not a database" * 100)
     code, _, err = _cli(["run", "slim-head", "--workdir", str(tmp_path / "runs"), *QUICK_DATA])
-    _one_line(code, err, "cannot be opened")
+    _one_line(code, err, "is damaged (file is not a database): move it aside")
     assert not (tmp_path / "runs" / "baselines").exists() and not (tmp_path / "runs" / "splits").exists()
 
 

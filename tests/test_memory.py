@@ -26,7 +26,9 @@ def test_each_model_gets_its_own_high_water_mark(tmp_path: Path) -> None:
     got = memory.measure({"big": _linear(tmp_path / "big.pt", 4096), "small": _linear(tmp_path / "small.pt", 16)})
     big, small = got["big"][0], got["small"][0]
     assert set(big) == {1, 4} and set(small) == {1, 4}
-    assert big[1].model_mb >= 60 and small[4].model_mb < 20, got  # 4096^2 float32 = 64 MiB of weights
+    # 4096^2 float32 = 64 MiB of weights; the small model's own figure is the runtime's working set, which varies
+    # by host (13-21 MiB seen), so the bound is relative: a shared mark would give it the big one's 60+.
+    assert big[1].model_mb >= 60 and small[4].model_mb < big[1].model_mb - 40, got
     assert big[1].peak_mb - big[1].model_mb == pytest.approx(small[1].peak_mb - small[1].model_mb, abs=40)
     assert "idle with the runtime imported" in got["big"][1]
 
