@@ -22,6 +22,7 @@ LAYERS = {
     "session": 8.5,
     "compressors": 8,
     "sensitivity": 7,
+    "int8": 6.5,
     "measuring": 6,
     "training": 5,
     "models": 4, "data": 4,

@@ -17,7 +17,8 @@ from compress.data.datasets import Loaders
 from compress.errors import CompressError
 from compress.measuring import onnx_export
 from compress.models import vgg
-from compress.sensitivity import budget, scans
+from compress.int8 import budget
+from compress.sensitivity import scans
 from compress.sensitivity.scans import LayerError
 from tests.conftest import QUICK_LATENCY
 from tests.test_hostile import _cli, _narrow, _one_line
@@ -55,27 +56,27 @@ def test_the_loop_gives_up_when_only_fp32_is_within() -> None:
 def test_layers_are_ranked_by_accuracy_alone_then_sqnr() -> None:
     layers = (LayerError("a", "Conv", 30.0, 0.90), LayerError("b", "Conv", 12.0, 0.80), LayerError("c", "Conv", 8.0, 0.90),
               LayerError("d", "Gemm", float("nan"), 0.90))
-    assert budget.order(layers) == ["b", "c", "a", "d"]
+    scan = scans.QuantizationScan("d", 8, 0.9, 0.8, layers, 1.0)
+    assert scan.ranked() == ["b", "c", "a", "d"]
 
 
 def test_calibrating_once_gives_the_ranges_of_calibrating_every_time(tmp_path: Path) -> None:
     """The quantized model for one exclusion set is the same whether its ranges were calibrated for it or read
     from the cache the full-int8 model's calibration left."""
-    from compress.compressors.quantization import _static
-    from compress.measuring.calibration import calibration_batches
+    from compress.int8.calibration import calibration_batches
+    from compress.int8.ort_qdq import Quantizer
 
     torch.manual_seed(0)
     model = vgg.build(TINY).eval()
     ld = _loaders()
     onnx_export.export_onnx(model, tmp_path / "m.onnx", next(iter(ld.val))[0])
     batches = calibration_batches(ld.train, 32)
-    config = QuantizationConfig(calibration_size=32)
     nodes = [n.name for n in onnx.load(str(tmp_path / "m.onnx")).graph.node if n.op_type == "Conv"]
     ranges = tmp_path / "ranges.json"
-    _static(tmp_path / "m.onnx", tmp_path / "all.onnx", batches, config, [], ranges)  # calibrates, fills the cache
+    Quantizer(tmp_path / "m.onnx", batches, ranges)(tmp_path / "all.onnx")  # calibrates, fills the cache
     assert ranges.exists()
-    _static(tmp_path / "m.onnx", tmp_path / "cached.onnx", batches, config, nodes[:2], ranges)
-    _static(tmp_path / "m.onnx", tmp_path / "fresh.onnx", batches, config, nodes[:2], tmp_path / "other.json")
+    Quantizer(tmp_path / "m.onnx", batches, ranges)(tmp_path / "cached.onnx", nodes[:2])
+    Quantizer(tmp_path / "m.onnx", batches, tmp_path / "other.json")(tmp_path / "fresh.onnx", nodes[:2])
 
     def scales(path: Path) -> dict[str, np.ndarray]:
         return {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer

@@ -15,7 +15,7 @@ from compress.compressors.quantization import QuantizationConfig, quantization
 from compress.data.datasets import Loaders
 from compress.errors import CompressError
 from compress.measuring import counting, harness, onnx_export, timing
-from compress.measuring.calibration import calibration_batches
+from compress.int8.calibration import calibration_batches
 from compress.measuring.runtimes import cuda, onnx_runtime, torch_eager
 from compress.measuring.subject import Measurement, RowInfo, Subject
 from compress.models import checkpoints, vgg

@@ -131,9 +131,9 @@ def test_a_scan_of_other_weights_is_refused(tmp_path: Path) -> None:
 
 
 def test_int8_scan_measures_every_layer_on_the_validation_split(tiny: nn.Module) -> None:
-    from compress.sensitivity import int8
+    from compress.sensitivity import int8_layers
 
-    scan = int8.scan(tiny, _loaders(), ScanSettings(tolerance=1.0, calibration_size=32, threads=1), baseline="d", command="t",
+    scan = int8_layers.scan(tiny, _loaders(), ScanSettings(tolerance=1.0, calibration_size=32, threads=1), baseline="d", command="t",
                                  progress=lambda _: None)
     assert [x.op for x in scan.layers] == ["Conv"] * 13 + ["Gemm"] * 2
     # measured and finite; int8 of this very model: the first layer 20+ dB above its noise (37.8 dB here)

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import onnx
+import numpy as np
 import torch
 from torch import nn
 
 from compress.compressors._registry import Context, Planned, Stored, register
 from compress.errors import CompressError
+from compress.int8 import budget, ort_qdq
+from compress.int8.calibration import CALIBRATION_SIZE, MIN_CALIBRATION, calibration_batches, check_size
 from compress.log import quiet
 from compress.measuring import onnx_export
-from compress.measuring.calibration import MIN_CALIBRATION, CalibrationReader, calibration_batches
 from compress.models.artifact import Artifact
 from compress.models.checkpoints import DYNAMIC_INT8, DYNAMIC_INT8_BACKEND, save_checkpoint
 from compress.models.vgg import ModelSpec
@@ -36,7 +36,7 @@ class QuantizationConfig:
     calibration: Literal["minmax", "entropy", "percentile"] = field(default="minmax", metadata={
         "help": "how activation ranges are chosen from the calibration images (onnxruntime backend; NNCF "
                 "chooses its own)"})
-    calibration_size: int = field(default=320, metadata={
+    calibration_size: int = field(default=CALIBRATION_SIZE, metadata={
         "help": f"training images used for calibration (at least {MIN_CALIBRATION})"})
     per_channel: bool = field(default=True, metadata={"help": "one weight scale per output channel"})
     keep_fp32: Literal["first-last", "none"] = field(default="first-last", metadata={
@@ -50,9 +50,7 @@ class QuantizationConfig:
     order_from: str = field(default="", metadata={"cli": False})  # which scan gave `layer_order`
 
     def __post_init__(self) -> None:
-        if self.calibration_size < MIN_CALIBRATION:
-            raise CompressError(f"--calibration-size must be at least {MIN_CALIBRATION} images, got "
-                                f"{self.calibration_size}: fewer give unreliable activation ranges")
+        check_size(self.calibration_size)
         if self.max_drop is not None and not (math.isfinite(self.max_drop) and 0 <= self.max_drop <= 100):
             raise CompressError(f"--max-drop must be a number of points from 0 to 100, got {self.max_drop}")
         if self.max_drop is not None and self.backend == "torch":
@@ -61,51 +59,28 @@ class QuantizationConfig:
                                 "or openvino")
 
 
-def _static(pre: Path, out: Path, batches: list, config: QuantizationConfig, fp32_layers: list[str],
-            ranges: Path) -> None:
-    """quantize_static to QDQ S8S8 with these layers left in fp32; activation ranges calibrated on the first call
-    and read back from `ranges` (ONNX Runtime's calibration cache) by every later one."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[config.calibration]
-    try:
-        with quiet():
-            quantize_static(str(pre), str(out), CalibrationReader(batches), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            per_channel=config.per_channel, calibrate_method=method, nodes_to_exclude=fp32_layers,
-                            calibration_cache_path=str(ranges))
-    except Exception as exc:
-        raise CompressError(f"ONNX Runtime quantization failed ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-    finally:
-        for tmp in out.parent.glob("augmented_model*.onnx"):  # the calibrator's scratch copies
-            tmp.unlink(missing_ok=True)
-
-
-def _onnxruntime(model: nn.Module, config: QuantizationConfig, ctx: Context) -> Artifact:
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
+def _sources(config: QuantizationConfig, ctx: Context) -> tuple[list[np.ndarray], torch.Tensor]:
+    """What both int8 backends start from: the calibration batches (training split) and the images the fp32
+    export is checked on (test split, as every row's export)."""
     batches = calibration_batches(ctx.loaders.train, config.calibration_size)
     check, _ = next(iter(ctx.loaders.test))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    return batches, check[:32]
+
+
+def _onnxruntime(model: nn.Module, config: QuantizationConfig, ctx: Context) -> Artifact:
+    batches, check = _sources(config, ctx)
     fp32, pre, int8 = (ctx.run_dir / n for n in ("model.fp32.onnx", "model.pre.onnx", "model.int8.onnx"))
     ranges = ctx.run_dir / "ranges.json"
-    onnx_export.export_onnx(model, fp32, check[:32])
     try:
-        with quiet():
-            quant_pre_process(str(fp32), str(pre))
-        compute = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
-        exclude = [compute[0], compute[-1]] if config.keep_fp32 == "first-last" and compute else []
-
-        def quantize(out: Path, fp32_layers: list[str]) -> None:
-            _static(pre, out, batches, config, fp32_layers, ranges)
-
+        prepared = ort_qdq.prepare(model, check, fp32, pre)
+        quantize = ort_qdq.Quantizer(pre, batches, ranges, config.calibration, config.per_channel)
+        exclude = prepared.first_last() if config.keep_fp32 == "first-last" else []
         if config.max_drop is None:
             quantize(int8, exclude)
             facts: dict = {"fp32_layers": exclude}
         else:
-            facts = _within_budget(model, config, ctx, (fp32, int8), (compute, exclude), quantize)
+            facts = _within_budget(model, config, ctx, prepared, budget.Tools(quantize, _scorer(ctx), int8))
     finally:
         pre.unlink(missing_ok=True)
         ranges.unlink(missing_ok=True)
@@ -119,61 +94,56 @@ def _onnxruntime(model: nn.Module, config: QuantizationConfig, ctx: Context) -> 
                     facts=facts)
 
 
-def _within_budget(model: nn.Module, config: QuantizationConfig, ctx: Context, files: tuple[Path, Path],
-                   layers: tuple[list[str], list[str]], quantize: Any) -> dict:
-    """--max-drop: the budget loop (sensitivity/budget.py) on the validation split, in the scan's order; `files`
-    are (fp32, int8), `layers` (every compute layer, those --keep-fp32 keeps)."""
-    from compress.measuring.runtimes import onnx_runtime
-    from compress.sensitivity import budget
+def _scorer(ctx: Context) -> budget.Score:
+    return lambda path: ort_qdq.accuracy(path, ctx.loaders.val, ctx.threads)
 
-    compute, exclude = layers
+
+def _within_budget(model: nn.Module, config: QuantizationConfig, ctx: Context, prepared: ort_qdq.Prepared,
+                   tools: budget.Tools) -> dict:
+    """--max-drop: the budget loop (int8/budget.py) on the validation split, in the scan's order, starting from
+    the layers --keep-fp32 keeps."""
     source = config.order_from or "a scan of this model run here (validation split)"
 
     def ranked() -> list[str]:  # only asked for when full int8 misses the budget
         names = list(config.layer_order) or _scan_order(model, config, ctx)
-        unknown = [n for n in names if n not in compute]
+        unknown = [n for n in names if n not in prepared.compute]
         if unknown:
             raise CompressError(f"the sensitivity scan ({source}) names layers this model does not have "
                                 f"({unknown[:3]}): it was made on another model; run `python -m compress "
                                 "sensitivity quantization` again")
         return names
 
-    def score(path: Path) -> float:
-        preds, true = onnx_runtime.predict(path, ctx.loaders.val, ctx.threads)
-        return float((preds == true).mean())
-
-    fp32, int8 = files
-    result = budget.within(config.max_drop or 0.0, exclude, ranked, budget.Tools(quantize, score, int8), score(fp32))
+    start = prepared.first_last() if config.keep_fp32 == "first-last" else []
+    result = budget.within(config.max_drop or 0.0, start, ranked, tools, tools.score(prepared.fp32))
     return budget.record(result, source if len(result.steps) > 1 else "not needed: full int8 was within")
 
 
 def _scan_order(model: nn.Module, config: QuantizationConfig, ctx: Context) -> list[str]:
-    from compress.sensitivity import budget, int8
+    from compress.sensitivity import int8_layers
     from compress.sensitivity.scans import ScanSettings
 
     settings = ScanSettings(calibration_size=config.calibration_size, threads=ctx.threads, temp_root=ctx.run_dir)
-    return budget.order(int8.scan(model, ctx.loaders, settings, baseline="", command="").layers)
+    return int8_layers.scan(model, ctx.loaders, settings, baseline="", command="").ranked()
 
 
 def _openvino(model: nn.Module, config: QuantizationConfig, ctx: Context) -> Artifact:
     """NNCF post-training int8 from the same parity-checked fp32 export and calibration images as ONNX Runtime's."""
-    from compress.measuring.runtimes import openvino_cpu
+    from compress.int8 import nncf_ptq
+    from compress.measuring.openvino_compile import missing
 
     if config.calibration != "minmax":
         raise CompressError(f"--calibration {config.calibration} is an ONNX Runtime setting; NNCF chooses its own "
                             "ranges: drop --calibration with --backend openvino")
-    why = openvino_cpu.missing()
+    why = missing()
     if why:
         raise CompressError(why)
-    batches = calibration_batches(ctx.loaders.train, config.calibration_size)
-    check, _ = next(iter(ctx.loaders.test))
-    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    batches, check = _sources(config, ctx)
     fp32, ir = ctx.run_dir / "model.fp32.onnx", ctx.run_dir / "model.int8.xml"
-    onnx_export.export_onnx(model, fp32, check[:32])
+    onnx_export.export_onnx(model, fp32, check)
     control = None
     if config.max_drop is not None:  # NNCF's own answer to the same question, on the same validation images
-        control = openvino_cpu.AccuracyControl([(x.numpy(), y.numpy()) for x, y in ctx.loaders.val], config.max_drop)
-    kept = openvino_cpu.quantize(fp32, batches, ir, config.keep_fp32 == "first-last", control)
+        control = nncf_ptq.AccuracyControl([(x.numpy(), y.numpy()) for x, y in ctx.loaders.val], config.max_drop)
+    kept = nncf_ptq.quantize(fp32, batches, ir, config.keep_fp32 == "first-last", control)
     how = f"quantize_with_accuracy_control, max drop {config.max_drop:g} points" if control else "PTQ"
     return Artifact(backend=f"openvino int8 NNCF {how} ({config.calibration_size} images; {len(kept)} layer(s) "
                             "fp32)", file=ir, ir=ir, fp32_onnx=fp32,
@@ -205,13 +175,13 @@ def _resolve(config: QuantizationConfig, stored: Stored) -> QuantizationConfig:
     which); a --from model, or no scan: the compressor scans the model itself."""
     if config.max_drop is None or config.backend != "onnxruntime" or stored.from_row is not None:
         return config
-    from compress.sensitivity import budget, scans
+    from compress.sensitivity import scans
 
     path = scans.scan_path(stored.sensitivity_dir, stored.baseline_key, "quantization")
     scan = scans.load_quantization(path, stored.baseline_digest)
     if scan is None:
         return config
-    return replace(config, layer_order=tuple(budget.order(scan.layers)), order_from=f"the stored scan {path.name} "
+    return replace(config, layer_order=tuple(scan.ranked()), order_from=f"the stored scan {path.name} "
                    "(ranked by validation top-1 with each layer alone in int8, ties by SQNR)")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from compress.experiments.baseline import EVAL_BATCH, ensure_baseline
 from compress.log import log
-from compress.sensitivity import int8
+from compress.sensitivity import int8_layers
 from compress.sensitivity.pruning import scan_pruning
 from compress.sensitivity.scans import PruningScan, QuantizationScan, ScanSettings, folder, save, scan_path
 from compress.session import Session
@@ -33,7 +33,7 @@ def run(session: Session, kind: str, settings: ScanSettings, command: str) -> tu
         scan = PruningScan(digest, val_images, val_acc, settings.amounts, tuple(curves),
                            time.perf_counter() - start, command, tolerance=settings.tolerance)
     else:
-        scan = int8.scan(base.model.cpu(), ld, replace(settings, temp_root=session.workspace.temp), digest,
+        scan = int8_layers.scan(base.model.cpu(), ld, replace(settings, temp_root=session.workspace.temp), digest,
                          command)
     base.model.cpu()
     save(path, scan)

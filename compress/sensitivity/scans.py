@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import CompressError, printable
+from compress.int8.calibration import CALIBRATION_SIZE, check_size
 from compress.store.atomic import write_json
 
 AMOUNTS = tuple(round(0.1 * i, 1) for i in range(1, 10))  # 0.1 ... 0.9, as Li et al.'s Figure 2
@@ -22,11 +23,20 @@ class ScanSettings:
     """What a scan is asked: the points a layer may lose (`--tolerance`), the amounts a pruning scan tries,
     the calibration images of an int8 scan, the thread count ONNX Runtime scores with."""
 
-    tolerance: float = 1.0
-    amounts: tuple[float, ...] = AMOUNTS
-    calibration_size: int = 320
-    threads: int | None = None
-    temp_root: Path | None = None  # where an int8 scan's model copies go (the workdir's tmp/; None: the system's)
+    tolerance: float = field(default=1.0, metadata={
+        "parse": "points", "help": "points of validation accuracy a layer may lose and still count as insensitive"})
+    amounts: tuple[float, ...] = field(default=AMOUNTS, metadata={
+        "help": "amounts to prune each layer by (pruning scan)"})
+    calibration_size: int = field(default=CALIBRATION_SIZE, metadata={
+        "help": "training images for int8 calibration, as `run quantization` (quantization scan)"})
+    threads: int | None = field(default=None, metadata={"cli": False})  # the latency flags' thread count
+    # where an int8 scan's model copies go (the workdir's tmp/; None: the system's)
+    temp_root: Path | None = field(default=None, metadata={"cli": False})
+
+    def __post_init__(self) -> None:
+        if any(not 0 < a < 1 for a in self.amounts):
+            raise CompressError(f"--amounts must be fractions in (0, 1), got {','.join(map(str, self.amounts))}")
+        check_size(self.calibration_size)
 
 
 @dataclass(frozen=True)
@@ -193,6 +203,15 @@ class QuantizationScan:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def ranked(self) -> list[str]:
+        """Most sensitive first: lowest validation accuracy with the layer alone in int8, then lowest SQNR (the
+        order int8/budget.py puts layers back to fp32 in)."""
+        def key(x: LayerError) -> tuple[float, float]:
+            alone = x.alone_accuracy if x.alone_accuracy is not None else 1.0
+            sqnr = x.sqnr_db if x.sqnr_db == x.sqnr_db else float("inf")  # NaN: no figure, ranked last among ties
+            return alone, sqnr
+        return [x.layer for x in sorted(self.layers, key=key)]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "QuantizationScan":

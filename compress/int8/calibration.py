@@ -1,6 +1,6 @@
-"""Calibration for static int8: the images ranges are read from, and ONNX Runtime's reader over them.
+"""Calibration for static int8: the images activation ranges are read from, and ONNX Runtime's reader over them.
 
-Shared by the int8 compressor and the int8 sensitivity scan, so both calibrate on the same images.
+Every int8 path calibrates here, so the compressor, the scan and NNCF see the same images.
 """
 
 from __future__ import annotations
@@ -13,6 +13,14 @@ from compress.errors import CompressError
 from compress.measuring import onnx_export
 
 MIN_CALIBRATION = 32  # fewer images than this give activation ranges no one should trust
+CALIBRATION_SIZE = 320  # the default of every int8 path (ten batches of 32)
+
+
+def check_size(size: int) -> None:
+    """Refuse a calibration set too small to trust, naming the flag."""
+    if size < MIN_CALIBRATION:
+        raise CompressError(f"--calibration-size must be at least {MIN_CALIBRATION} images, got {size}: fewer give "
+                            "unreliable activation ranges")
 
 
 def calibration_batches(loader: Any, size: int, batch: int = 32) -> list[np.ndarray]:

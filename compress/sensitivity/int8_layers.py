@@ -20,29 +20,13 @@ import onnx
 from torch import nn
 
 from compress.errors import CompressError
+from compress.int8 import ort_qdq
+from compress.int8.calibration import CalibrationReader, calibration_batches
 from compress.log import log, quiet
-from compress.measuring import onnx_export
-from compress.measuring.calibration import CalibrationReader, calibration_batches
-from compress.measuring.runtimes import onnx_runtime
 from compress.sensitivity.scans import LayerError, QuantizationScan, ScanSettings
 from compress.store.atomic import scratch_dir
 
-COMPUTE = ("Conv", "Gemm", "MatMul")
 SQNR_IMAGES = 64  # validation images (at 32 px) whose activations are compared; every tensor is held in memory
-
-
-def _quantize(pre: Path, out: Path, batches: list[np.ndarray], nodes: list[str] | None, ranges: Path) -> None:
-    """`nodes` in int8 (None: all). Activation ranges are calibrated once, on the first call, and read back from
-    `ranges` (ONNX Runtime's calibration cache) by every later one: the same ranges, one calibration pass."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    with quiet():
-        quantize_static(str(pre), str(out), CalibrationReader(batches), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=nodes,
-                        calibration_cache_path=str(ranges))
-    for tmp in out.parent.glob("augmented_model*.onnx"):
-        tmp.unlink(missing_ok=True)
 
 
 def _compared_tensor(node: Any, graph: Any) -> str:
@@ -52,11 +36,6 @@ def _compared_tensor(node: Any, graph: Any) -> str:
     if len(consumers) == 1 and consumers[0].op_type == "Relu":
         return consumers[0].output[0]
     return node.output[0]
-
-
-def _accuracy(path: Path, val: Any, threads: int | None) -> float:
-    preds, true = onnx_runtime.predict(path, val, threads)
-    return float((preds == true).mean())
 
 
 def _sqnr(fp32: Path, int8: Path, images: np.ndarray, outputs: dict[str, str], tmp: Path) -> dict[str, float]:
@@ -88,8 +67,6 @@ def _sqnr(fp32: Path, int8: Path, images: np.ndarray, outputs: dict[str, str], t
 def scan(model: nn.Module, loaders: Any, settings: ScanSettings, baseline: str, command: str,
          progress: Callable[[str], None] = log) -> QuantizationScan:
     """Per-layer int8 error and accuracy-when-alone, on the validation split; names the layers to keep fp32."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     start = time.perf_counter()
     batches = calibration_batches(loaders.train, settings.calibration_size)
     val_x = np.concatenate([x.numpy() for x, _ in loaders.val])
@@ -99,23 +76,21 @@ def scan(model: nn.Module, loaders: Any, settings: ScanSettings, baseline: str, 
         raise CompressError("the validation split is empty: sensitivity is measured on it, never on the test split")
     with scratch_dir(settings.temp_root, "int8-scan") as d:
         tmp = Path(d)
-        fp32, pre, int8 = tmp / "fp32.onnx", tmp / "pre.onnx", tmp / "int8.onnx"
-        onnx_export.export_onnx(model, fp32, next(iter(loaders.val))[0][:32])
-        with quiet():
-            quant_pre_process(str(fp32), str(pre))
-        graph = onnx.load(str(pre)).graph
-        nodes = [n for n in graph.node if n.op_type in COMPUTE]
+        prepared = ort_qdq.prepare(model, next(iter(loaders.val))[0][:32], tmp / "fp32.onnx", tmp / "pre.onnx")
+        quantize = ort_qdq.Quantizer(prepared.pre, batches, tmp / "ranges.json")
+        graph = onnx.load(str(prepared.pre)).graph
+        nodes = [n for n in graph.node if n.op_type in ort_qdq.COMPUTE]
         outputs = {n.name: _compared_tensor(n, graph) for n in nodes}
         progress(f"int8 sensitivity: {len(nodes)} layers; every layer int8, then each layer alone")
-        ranges = tmp / "ranges.json"
-        _quantize(pre, int8, batches, None, ranges)
-        base, all_int8 = _accuracy(fp32, loaders.val, settings.threads), _accuracy(int8, loaders.val, settings.threads)
-        sqnr = _sqnr(pre, int8, val_x, outputs, tmp)
+        int8, one = tmp / "int8.onnx", tmp / "one.onnx"
+        quantize(int8)
+        base = ort_qdq.accuracy(prepared.fp32, loaders.val, settings.threads)
+        all_int8 = ort_qdq.accuracy(int8, loaders.val, settings.threads)
+        sqnr = _sqnr(prepared.pre, int8, val_x, outputs, tmp)
         layers = []
         for n in nodes:
-            one = tmp / "one.onnx"
-            _quantize(pre, one, batches, [n.name], ranges)
-            acc = _accuracy(one, loaders.val, settings.threads)
+            quantize(one, only=[n.name])
+            acc = ort_qdq.accuracy(one, loaders.val, settings.threads)
             layers.append(LayerError(n.name, n.op_type, sqnr.get(n.name, float("nan")), acc))
             progress(f"int8 sensitivity {n.name} ({n.op_type}): SQNR {sqnr.get(n.name, float('nan')):.1f} dB, "
                      f"validation top-1 with only it int8 {100 * acc:.2f}% (fp32 {100 * base:.2f}%)")

@@ -17,7 +17,6 @@ from typing import Any, Callable
 
 from compress.errors import CompressError
 from compress.log import log
-from compress.sensitivity.scans import LayerError
 
 Quantize = Callable[[Path, list[str]], None]  # (output file, nodes kept in fp32)
 Score = Callable[[Path], float]  # validation top-1 (0-1) of an ONNX file
@@ -45,15 +44,6 @@ class Budgeted:
     fp32_layers: list[str]
     steps: list[Step] = field(default_factory=list)
     fp32_val: float = 0.0
-
-
-def order(layers: tuple[LayerError, ...]) -> list[str]:
-    """Most sensitive first: lowest validation accuracy with the layer alone in int8, then lowest SQNR."""
-    def key(x: LayerError) -> tuple[float, float]:
-        alone = x.alone_accuracy if x.alone_accuracy is not None else 1.0
-        sqnr = x.sqnr_db if x.sqnr_db == x.sqnr_db else float("inf")  # NaN: no figure, ranked last among ties
-        return alone, sqnr
-    return [x.layer for x in sorted(layers, key=key)]
 
 
 def within(max_drop: float, start: list[str], ranked: Callable[[], list[str]], tools: Tools,
