@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from compress import compressors
-from compress.cli.flags import config_from
+from compress.cli.flags import SEARCH, config_from
 from compress.cli.setup import report_batch, session_from, workspace
 from compress.configs import settings_of
 from compress.errors import CompressError
@@ -19,7 +19,7 @@ from compress.log import log
 from compress.reporting import markdown, scan_tables, search_report, terminal
 from compress.scaleout import collect, dist
 from compress.sensitivity import scans
-from compress.sensitivity.scans import AMOUNTS, ScanSettings
+from compress.sensitivity.scans import ScanSettings
 from compress.session import Session
 from compress.store import searches
 from compress.training.config import FinetuneConfig
@@ -164,14 +164,9 @@ def cmd_report(ns: argparse.Namespace, command: str) -> None:
 
 
 def cmd_sensitivity(ns: argparse.Namespace, command: str) -> None:
-    if ns.kind == "pruning" and any(not 0 < a < 1 for a in ns.amounts):
-        raise CompressError(f"--amounts must be fractions in (0, 1), got {','.join(map(str, ns.amounts))}")
-    if ns.kind == "quantization" and ns.calibration_size < 32:
-        raise CompressError(f"--calibration-size must be at least 32 images, got {ns.calibration_size}")
+    settings = config_from(ScanSettings, ns)  # checked before any work
     _one_process("sensitivity")
     session = session_from(ns, command)
-    settings = ScanSettings(tolerance=ns.tolerance, amounts=tuple(getattr(ns, "amounts", AMOUNTS)),
-                            calibration_size=getattr(ns, "calibration_size", ScanSettings.calibration_size))
     scan, path = scanning.run(session, ns.kind, settings, command)
     if ns.json:
         print(json.dumps(scan.to_dict(), indent=2))
@@ -189,8 +184,7 @@ def _one_process(name: str) -> None:
 
 
 def cmd_search(ns: argparse.Namespace, command: str) -> None:
-    cfg = search.SearchConfig(max_drop=ns.max_drop, objective=ns.objective, budget_min=ns.budget_min,
-                              epochs=ns.epochs, trials=ns.trials, seed=ns.search_seed)
+    cfg = config_from(search.SearchConfig, ns, SEARCH)
     _one_process("search")
     session = session_from(ns, command)
     outcome = search.run(session, cfg, command)

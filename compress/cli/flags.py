@@ -46,6 +46,9 @@ HELP = {
 }
 
 
+SEARCH = "search_"  # where the search config's flags land in the namespace (its --epochs is not run all's)
+
+
 # Flags people's scripts may still pass, and what replaced them: refused by name, never "unrecognized".
 REMOVED = {
     "--no-latency-ort": "--runtimes without ort (e.g. --runtimes torch)",
@@ -105,6 +108,24 @@ def list_of(kind: type) -> Any:
     return parse
 
 
+def points(text: str) -> float:
+    """Points of accuracy a model or layer may lose: a finite number >= 0."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 points of accuracy, got {text}")
+    return value
+
+
+def positive(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+PARSERS = {"points": points, "positive": positive}  # a field's metadata "parse": checked when the line is read
+
+
 def _choice_list(choices: tuple[str, ...]) -> Any:
     def parse(text: str) -> tuple[str, ...]:
         values = tuple(v.strip() for v in text.split(",") if v.strip())
@@ -159,10 +180,10 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, style: FlagStyl
         elif get_origin(t) is tuple:
             kw["type"] = list_of(get_args(t)[0])
         else:
-            kw["type"] = finite_float if t is float else t
+            kw["type"] = PARSERS[f.metadata["parse"]] if "parse" in f.metadata else finite_float if t is float else t
         kw["help"] = kw["help"].replace("%", "%%")  # argparse %-formats help strings
         default = kw.get("default")
-        if kw["help"] and default not in (None, False, ()):
+        if kw["help"] and default is not None and default is not False and default != ():
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
             kw["help"] += f" (default {shown})"
         parser.add_argument(flag, **kw)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from compress import compressors
-from compress.cli.flags import FlagStyle, Parser, add_config_flags, finite_float, list_of
+from compress.cli.flags import SEARCH, FlagStyle, Parser, add_config_flags, list_of
 from compress.data import datasets
 from compress.errors import CompressError
 from compress.experiments import plans, search
@@ -18,7 +18,6 @@ from compress.measuring.timing import REPORT_BATCH, LatencyConfig
 from compress.models import pretrained, vgg
 from compress.scaleout import shards
 from compress.sensitivity import scans
-from compress.store import searches
 from compress.training.config import FinetuneConfig, TrainConfig
 
 
@@ -108,20 +107,6 @@ def _run_all_parser(subs: Any) -> None:
                    help="print the plan (steps, what each trains, stored training times) and run nothing")
 
 
-def _tolerance(text: str) -> float:
-    value = finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 points of accuracy, got {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def _sensitivity_parser(sub: Any) -> None:
     p = sub.add_parser("sensitivity", help="per-layer sensitivity of the baseline to pruning or to int8 "
                                             "(validation split, no fine-tuning)")
@@ -134,15 +119,8 @@ def _sensitivity_parser(sub: Any) -> None:
         _common(q), _data_flags(q), _model_flags(q)
         q.add_argument("--baseline-epochs", type=int, default=TrainConfig.epochs,
                        help=f"epochs for the baseline if none is cached (default {TrainConfig.epochs})")
-        q.add_argument("--tolerance", type=_tolerance, default=1.0,
-                       help="points of validation accuracy a layer may lose and still count as insensitive (default 1)")
-        if kind == "pruning":
-            q.add_argument("--amounts", type=list_of(float), default=scans.AMOUNTS,
-                           help="amounts to prune each layer by (default " + ",".join(map(str, scans.AMOUNTS))
-                                + ")")
-        else:
-            q.add_argument("--calibration-size", type=int, default=320,
-                           help="training images for int8 calibration, as `run quantization` (default 320)")
+        other = "calibration_size" if kind == "pruning" else "amounts"
+        add_config_flags(q.add_argument_group("scan"), scans.ScanSettings, FlagStyle(skip=(other,)))
 
 
 def _search_parser(sub: Any) -> None:
@@ -150,20 +128,7 @@ def _search_parser(sub: Any) -> None:
             "their main knobs and prune/slim-head -> int8 compositions (Optuna TPE), within --budget-min minutes")
     p = sub.add_parser("search", help=text, description=text)
     _run_flags(p)
-    d = search.SearchConfig()
-    p.add_argument("--max-drop", type=_tolerance, default=d.max_drop,
-                   help=f"points of validation accuracy the model may lose against the baseline (default "
-                        f"{d.max_drop:g}); a candidate followed by int8 gets what is left of it as its int8 step's "
-                        "--max-drop (layers back to fp32 until the whole chain is within it)")
-    p.add_argument("--objective", choices=searches.OBJECTIVES, default=d.objective,
-                   help="what to minimise: ONNX Runtime or PyTorch CPU latency at batch 32, bytes on disk, or MACs "
-                        f"(default {d.objective})")
-    p.add_argument("--budget-min", type=_positive, default=d.budget_min,
-                   help=f"wall-clock minutes for the whole search, baseline timing included (default {d.budget_min:g})")
-    p.add_argument("--epochs", type=int, default=d.epochs,
-                   help=f"fine-tuning epochs of every trained candidate, one budget for all (default {d.epochs})")
-    p.add_argument("--trials", type=int, default=d.trials, help=f"at most this many candidates (default {d.trials})")
-    p.add_argument("--search-seed", type=int, default=d.seed, help="seed of the sampler (default 0)")
+    add_config_flags(p.add_argument_group("search"), search.SearchConfig, FlagStyle(dest_prefix=SEARCH))
 
 
 def _shard(text: str) -> shards.Shard:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +41,25 @@ from compress.models import checkpoints
 from compress.session import Session
 from compress.store.atomic import write_json
 from compress.store.rows import ResultRow
-from compress.store.searches import OBJECTIVES, Outcome, Tried
+from compress.store.searches import OBJECTIVES, Objective, Outcome, Tried
 from compress.training.config import FinetuneConfig
 from compress.training.evaluation import accuracy
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    max_drop: float = 1.0  # points of validation accuracy a model may lose against the baseline
-    objective: str = "ort-b32"
-    budget_min: float = 30.0
-    epochs: int = 2  # fine-tuning epochs of every trained candidate (one budget for all)
-    trials: int = 40  # at most this many proposals (the time budget usually ends it first)
-    seed: int = 0
+    max_drop: float = field(default=1.0, metadata={"parse": "points", "help": (
+        "points of validation accuracy the model may lose against the baseline; a candidate followed by int8 gets "
+        "what is left of it as its int8 step's --max-drop (layers back to fp32 until the whole chain is within it)")})
+    objective: Objective = field(default="ort-b32", metadata={
+        "help": "what to minimise: ONNX Runtime or PyTorch latency at batch 32, bytes on disk, or MACs"})
+    budget_min: float = field(default=30.0, metadata={
+        "parse": "positive", "help": "wall-clock minutes for the whole search, baseline timing included"})
+    epochs: int = field(default=2, metadata={
+        "help": "fine-tuning epochs of every trained candidate, one budget for all"})
+    trials: int = field(default=40, metadata={
+        "help": "at most this many candidates (the time budget usually ends it first)"})
+    seed: int = field(default=0, metadata={"flag": "--search-seed", "help": "seed of the sampler"})
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

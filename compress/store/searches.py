@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Objective = Literal["ort-b32", "cpu-b32", "size", "macs"]
-
-
-OBJECTIVES: tuple[str, ...] = ("ort-b32", "cpu-b32", "size", "macs")
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
 UNIT = {"ort-b32": "ms", "cpu-b32": "ms", "size": "bytes", "macs": "MACs"}
 
 
