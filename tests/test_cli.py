@@ -523,3 +523,33 @@ def test_a_class_missing_from_a_part_of_the_split_is_in_the_stored_row(tmp_path:
     assert row["test_images"] == 7  # 6 of major, 1 of minor
     assert "warning: 1 class(es) have no validation image (minor)" in err
     assert any("have no validation image (minor)" in c for c in row["caveats"])
+
+
+def test_every_entry_of_the_workdir_is_one_workspace_names(slim_run: tuple[int, list[dict]], workspace: Path) -> None:
+    """After a run, a sensitivity scan and a search, everything in the workdir is a path a Workspace method names:
+    the start-up clean-up derives what it owns from the same methods, so nothing it may clean is named by hand."""
+    from compress import compressors
+    from compress.store.workspace import BASELINE_RUNS, RESERVED, Workspace
+
+    where = ["--workdir", str(workspace / "runs"), "--reports-dir", str(workspace / "reports")]
+    assert main(["sensitivity", "pruning", "--amounts", "0.5", *where, *QUICK_DATA]) == 0
+    assert main(["search", "--objective", "macs", "--budget-min", "0.01", *where, *QUICK_DATA, *QUICK_LATENCY]) == 0
+    ws = Workspace(workspace / "runs")
+    store = ws.store.path
+    named = {store, store.with_name(store.name + "-wal"), store.with_name(store.name + "-shm"), ws.temp,
+             ws.split_path("x").parent, ws.baseline_dir("x", "y").parent}
+    assert {p.name for p in named if p.name in RESERVED} == set(RESERVED)  # the names a dataset may not take
+    for entry in ws.root.iterdir():
+        if entry in named:
+            continue
+        name = entry.name
+        kinds = [*compressors.names(), BASELINE_RUNS]
+        known = {ws.compressor_dir(name, c) for c in kinds} | set(ws.dataset_entries(name))
+        stray = [p for p in entry.iterdir() if p not in known]
+        assert entry == ws.dataset_dir(name) and not stray, f"not named by Workspace: {stray or entry}"
+    folders, runs = ws.own_folders(compressors.names())
+    assert ws.sensitivity_dir("digits") in folders and ws.search_dir("digits") in folders
+    assert all(r.parent.parent == ws.dataset_dir("digits") or r.parent == ws.baseline_dir("x", "y").parent
+               for r in runs) and len(runs) >= 2
+    assert {p.name for p in ws.split_path("x").parent.iterdir()} and all(
+        p.suffix == ".json" for p in ws.split_path("x").parent.iterdir())

@@ -14,6 +14,7 @@ from compress.experiments.search import SearchConfig
 from compress.reporting import search_report
 from compress.store import searches
 from compress.store.searches import Tried
+from compress.store.workspace import Workspace
 
 _BEST = search.Search.best  # the real selection, kept before the class is replaced below
 
@@ -93,7 +94,7 @@ def test_a_real_search_judges_on_validation_and_tests_only_the_winner(tmp_path: 
     with contextlib.redirect_stdout(out):
         assert main(argv) == 0
     assert json.loads(out.getvalue())["best"] is not None
-    outcome = searches.newest(tmp_path / "runs", "digits")
+    outcome = searches.newest(Workspace(tmp_path / "runs").search_dir("digits"))
     assert outcome is not None
     trained = [t for t in outcome.tried if t.stage == "trained"]
     assert trained and all(t.val_accuracy is not None and t.row_id for t in trained)

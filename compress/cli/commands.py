@@ -22,6 +22,7 @@ from compress.sensitivity import scans
 from compress.sensitivity.scans import ScanSettings
 from compress.session import Session
 from compress.store import searches
+from compress.store.workspace import Workspace
 from compress.training.config import FinetuneConfig
 
 
@@ -37,10 +38,10 @@ def _emit(rows: list[Any], ns: argparse.Namespace, baselines: dict[str, Any] | N
         terminal.show(rows, {**known, **(baselines or {})}, ns.report_batch)
 
 
-def _beside(root: Path, dataset: str) -> markdown.Beside:
+def _beside(ws: Workspace, dataset: str) -> markdown.Beside:
     """What the report shows besides the rows: the last complete `run all`, the stored scans, the newest search."""
-    return markdown.Beside(plans.last_record(root, dataset), tuple(scans.stored(scans.folder(root, dataset))),
-                           searches.newest(root, dataset))
+    return markdown.Beside(plans.last_record(ws.run_all_record(dataset)),
+                           tuple(scans.stored(ws.sensitivity_dir(dataset))), searches.newest(ws.search_dir(dataset)))
 
 
 def _refresh_report(session: Session, dataset: str, reports_dir: Path) -> None:
@@ -48,7 +49,7 @@ def _refresh_report(session: Session, dataset: str, reports_dir: Path) -> None:
         return
     rows = session.store.rows(dataset)
     path = markdown.write_report(dataset, rows, reports_dir, session.report_batch,
-                                 _beside(session.workspace.root, dataset))
+                                 _beside(session.workspace, dataset))
     log(f"report: {path}")
 
 
@@ -156,7 +157,7 @@ def cmd_report(ns: argparse.Namespace, command: str) -> None:
         rows = ws.store.rows(name)
         timed = {b for r in rows for per_batch in r.latency.values() for b in per_batch}
         batch = report_batch(ns.report_batch, timed, f"the stored rows of {name!r} have")
-        path = markdown.write_report(name, rows, ns.reports_dir, batch, _beside(ws.root, name), html=ns.html)
+        path = markdown.write_report(name, rows, ns.reports_dir, batch, _beside(ws, name), html=ns.html)
         written.append({"dataset": name, "path": str(path)})
         log(f"wrote {path}" + (f" and {path.with_suffix('.html')}" if ns.html else ""))
     if ns.json:

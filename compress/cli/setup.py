@@ -50,7 +50,7 @@ def prepare(ns: argparse.Namespace) -> None:
     check_writable(targets)
     ws.store.check()
     if ns.command != "report":  # under torchrun rank 0 alone cleans (and writes)
-        folders, runs = ws.own_folders([*compressors.names(), "baseline"])
+        folders, runs = ws.own_folders(compressors.names())
         files, freed = clean_stale(folders, runs, ws.temp, STARTED)
         if files:
             log(f"cleaned {files} leftover file(s) of interrupted runs under {ws.root} ({freed / 1e6:.1f} MB freed)")

@@ -28,7 +28,6 @@ from compress.models import checkpoints
 from compress.models.artifact import Artifact
 from compress.models.vgg import ModelSpec
 from compress.scaleout import dist
-from compress.sensitivity.scans import folder
 from compress.session import Session
 from compress.store.atomic import write_json
 from compress.store.rows import ResultRow, new_row_id
@@ -68,7 +67,7 @@ def find_row(ws: Workspace, ref: str, dataset: str) -> ResultRow:
     if not hits:
         recent = ", ".join(r.row_id for r in rows[-3:]) or "none yet"
         raise CompressError(f"--from {ref}: no stored run of dataset {dataset!r} has that row id or folder "
-                            f"(newest: {recent}); run folders under {ws.root / dataset} are named by row id")
+                            f"(newest: {recent}); run folders under {ws.dataset_dir(dataset)} are named by row id")
     ids = {r.row_id for r in hits}
     if len(ids) > 1:
         raise CompressError(f"--from {ref} matches {len(ids)} runs ({', '.join(sorted(ids)[:3])}...): "
@@ -110,7 +109,7 @@ def start_from(session: Session, old: ResultRow, ref: Reference, test_loader: An
 def interrupted_run(ws: Workspace, dataset: str, name: str, config: dict[str, Any]) -> Path | None:
     """The newest run folder of this exact configuration that holds an epoch checkpoint."""
     want = json.loads(json.dumps(config, default=str))
-    for run_dir in sorted((ws.root / dataset / name).glob("*/resume.pt"), reverse=True):
+    for run_dir in sorted(ws.compressor_dir(dataset, name).glob("*/resume.pt"), reverse=True):
         try:
             saved = json.loads((run_dir.parent / "config.json").read_text())
         except (OSError, ValueError):
@@ -261,7 +260,7 @@ def run_compressor(session: Session, job: Job, ref: Reference | None = None,
 def stored_for(session: Session, ref: Reference, start: Start) -> Stored:
     """What a compressor may read of stored results for this baseline (see `Compressor.resolve`)."""
     return Stored(model=start.model, image_size=session.data.size,
-                  sensitivity_dir=folder(session.workspace.root, session.data.name),
+                  sensitivity_dir=session.workspace.sensitivity_dir(session.data.name),
                   baseline_path=Path(ref.baseline.path), from_row=start.row.row_id if start.row else None)
 
 

@@ -110,15 +110,15 @@ def run_all(session: Session, options: PlanOptions, epochs: int | None,
 
 def record(session: Session, dataset: str, seconds: float, rows: list[ResultRow]) -> Path:
     """What the report says about the last complete `run all`: its wall time and its rows."""
-    path = session.workspace.root / dataset / "run_all.json"
+    path = session.workspace.run_all_record(dataset)
     write_json(path, {"seconds": seconds, "command": session.command, "rows": [r.row_id for r in rows],
                       "finished": rows[-1].created if rows else None, "latency": asdict(session.latency),
                       "env": rows[-1].env if rows else {}})
     return path
 
 
-def last_record(root: Path, dataset: str) -> dict[str, Any] | None:
-    path = root / dataset / "run_all.json"
+def last_record(path: Path) -> dict[str, Any] | None:
+    """The stored record of the last `run all` (Workspace.run_all_record), or None."""
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -176,7 +176,7 @@ def describe(session: Session, options: PlanOptions, epochs: int | None) -> dict
         steps.append({"label": step.label, "compressor": step.compressor,
                       "trains": trains if step.finetune.epochs else "no training",
                       "from": step.source_of, "stored_train_seconds": None if None in seconds else sum(seconds)})
-    last = last_record(session.workspace.root, session.data.name)
+    last = last_record(session.workspace.run_all_record(session.data.name))
     return {"dataset": session.data.name, "image_size": session.data.size, "arch": session.arch,
             "baseline": baseline, "steps": steps, "last_run_all_seconds": last["seconds"] if last else None}
 

@@ -14,7 +14,7 @@ from compress.experiments.baseline import EVAL_BATCH, ensure_baseline
 from compress.log import log
 from compress.sensitivity import int8_layers
 from compress.sensitivity.pruning import scan_pruning
-from compress.sensitivity.scans import PruningScan, QuantizationScan, ScanSettings, folder, save, scan_path
+from compress.sensitivity.scans import PruningScan, QuantizationScan, ScanSettings, save, scan_path
 from compress.session import Session
 from compress.store.digest import file_digest
 
@@ -22,7 +22,7 @@ from compress.store.digest import file_digest
 def run(session: Session, kind: str, settings: ScanSettings, command: str) -> tuple[PruningScan | QuantizationScan, Path]:
     base = ensure_baseline(session)
     digest = file_digest(Path(base.path))
-    path = scan_path(folder(session.workspace.root, session.data.name), Path(base.path).parent.name, kind)
+    path = scan_path(session.workspace.sensitivity_dir(session.data.name), Path(base.path).parent.name, kind)
     ld = base.loaders(EVAL_BATCH)
     val_images = sum(len(y) for _, y in ld.val)
     start = time.perf_counter()

@@ -238,15 +238,15 @@ def run(session: Session, cfg: SearchConfig, command: str) -> Outcome:
 
 
 def _has_scan(search: Search) -> bool:
-    from compress.sensitivity.scans import folder, scan_path
+    from compress.sensitivity.scans import scan_path
 
     base = Path(search.ref.baseline.path)
-    return scan_path(folder(search.session.workspace.root, search.session.data.name), base.parent.name,
+    return scan_path(search.session.workspace.sensitivity_dir(search.session.data.name), base.parent.name,
                      "pruning").exists()
 
 
 def save(session: Session, outcome: Outcome) -> Path:
-    path = session.workspace.root / session.data.name / "search" / f"search-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = session.workspace.search_dir(session.data.name) / f"search-{time.strftime('%Y%m%d-%H%M%S')}.json"
     write_json(path, outcome.to_dict())
     return path
 

@@ -16,7 +16,6 @@ from typing import Collection
 from compress.errors import CompressError, printable
 from compress.store.digest import file_digest
 from compress.store.rows import ResultRow, decode
-from compress.store.sqlite import Store
 from compress.store.workspace import Workspace
 
 
@@ -65,7 +64,7 @@ def collect(dest: Workspace, sources: list[Path], compressors: Collection[str]) 
     model file is gone are refused, each with its reason."""
     stores = []
     for src in sources:
-        store = Store(Path(src) / "results.sqlite")
+        store = Workspace(Path(src)).store
         if not store.path.is_file():
             raise CompressError(f"{src} has no results store ({store.path} not found): pass the --workdir of a "
                                 "finished run or sweep shard")

@@ -80,11 +80,6 @@ class PruningScan:
                    d.get("command", ""), tolerance=d.get("tolerance", 1.0))
 
 
-def folder(root: Path, dataset: str) -> Path:
-    """Where a workdir keeps the scans of one dataset."""
-    return Path(root) / dataset / "sensitivity"
-
-
 def scan_path(directory: Path, baseline_key: str, kind: str) -> Path:
     return Path(directory) / f"{kind}-{baseline_key}.json"
 

@@ -74,6 +74,7 @@ def load(path: Path) -> Outcome | None:
         return None
 
 
-def newest(root: Path, dataset: str) -> Outcome | None:
-    found = sorted((Path(root) / dataset / "search").glob("search-*.json"))
+def newest(folder: Path) -> Outcome | None:
+    """The newest stored search in `folder` (Workspace.search_dir), or None."""
+    found = sorted(Path(folder).glob("search-*.json"))
     return load(found[-1]) if found else None

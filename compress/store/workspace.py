@@ -13,6 +13,7 @@ from compress.store.atomic import write_json
 from compress.store.sqlite import Store
 
 RESERVED = ("results.sqlite", "baselines", "splits", "tmp")  # the workdir's own entries
+BASELINE_RUNS = "baseline"  # the run folders of each invocation's baseline row sit beside the compressors'
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,32 @@ class Workspace:
         `import-<digest>` for your checkpoint)."""
         return self.root / "baselines" / f"{data_key}-{source}"
 
+    def dataset_dir(self, dataset: str) -> Path:
+        """Everything one dataset's commands write, except its baselines and splits (kept by data key)."""
+        return self.root / dataset
+
+    def compressor_dir(self, dataset: str, compressor: str) -> Path:
+        """The run folders of one compressor (or of the baseline's rows, `BASELINE_RUNS`), each named by row id."""
+        return self.dataset_dir(dataset) / compressor
+
     def run_dir(self, dataset: str, compressor: str, row_id: str) -> Path:
-        return self.root / dataset / compressor / row_id
+        return self.compressor_dir(dataset, compressor) / row_id
 
     def dataset_record(self, dataset: str) -> Path:
         """Which data a dataset name stands for in this workdir (written by the first run that uses the name)."""
-        return self.root / dataset / "dataset.json"
+        return self.dataset_dir(dataset) / "dataset.json"
+
+    def sensitivity_dir(self, dataset: str) -> Path:
+        """The stored sensitivity scans of one dataset (one file per kind and baseline)."""
+        return self.dataset_dir(dataset) / "sensitivity"
+
+    def search_dir(self, dataset: str) -> Path:
+        """The stored outcomes of `compress search` on one dataset (one file per search)."""
+        return self.dataset_dir(dataset) / "search"
+
+    def run_all_record(self, dataset: str) -> Path:
+        """What the last `run all` on one dataset did (steps, seconds), for the report."""
+        return self.dataset_dir(dataset) / "run_all.json"
 
     def claim(self, dataset: str, source: str, write: bool = True) -> None:
         """The name `dataset` is this data's in this workdir: refused when another data source holds it (two
@@ -80,16 +101,22 @@ class Workspace:
     def own_folders(self, compressors: Iterable[str]) -> tuple[list[Path], list[Path]]:
         """(every folder this tool writes files in, the run and baseline folders among them) that exist now:
         what the start-up clean-up may look in. A folder of the user's inside the workdir is not among them."""
-        runs = [p for p in self._children(self.root / "baselines")]
-        folders = [self.root, self.root / "splits"]
-        for dataset in self._children(self.root):
-            mine = [dataset / c for c in compressors if (dataset / c).is_dir()]
-            if not mine and not any((dataset / n).exists() for n in ("run_all.json", "search", "sensitivity",
-                                                                       "dataset.json")):
+        runs = [p for p in self._children(self.baseline_dir("x", "y").parent)]
+        folders = [self.root, self.split_path("x").parent]
+        kinds = {*compressors, BASELINE_RUNS}
+        for entry in self._children(self.root):
+            name = entry.name
+            mine = [self.compressor_dir(name, c) for c in sorted(kinds) if self.compressor_dir(name, c).is_dir()]
+            if not mine and not any(p.exists() for p in self.dataset_entries(name)):
                 continue  # not a dataset folder of ours
-            folders += [dataset, dataset / "search", dataset / "sensitivity"]
+            folders += [self.dataset_dir(name), self.search_dir(name), self.sensitivity_dir(name)]
             runs += [run for c in mine for run in self._children(c)]
         return folders + runs, runs
+
+    def dataset_entries(self, dataset: str) -> list[Path]:
+        """What one dataset's folder holds besides its compressors' run folders."""
+        return [self.run_all_record(dataset), self.search_dir(dataset), self.sensitivity_dir(dataset),
+                self.dataset_record(dataset)]
 
     @staticmethod
     def _children(folder: Path) -> list[Path]:
