@@ -45,7 +45,7 @@ class _Cheap:
 def test_the_search_returns_the_cheapest_candidate_within_the_drop(monkeypatch: pytest.MonkeyPatch,
                                                                   tmp_path: Path) -> None:
     monkeypatch.setattr(search, "Search", _Cheap)
-    session = SimpleNamespace(workspace=SimpleNamespace(root=tmp_path), data=SimpleNamespace(name="d"))
+    session = SimpleNamespace(workspace=Workspace(tmp_path), data=SimpleNamespace(name="d"))
     out = search.run(session, SearchConfig(objective="macs", trials=25, max_drop=1.0), "cmd")  # type: ignore[arg-type]
     feasible = [t for t in out.tried if t.feasible(0.99, 1.0)]
     assert out.best is not None and out.best in feasible and out.best.value == min(t.value for t in feasible)
