@@ -42,10 +42,10 @@ def test_run_prints_every_column_as_json(slim_run: tuple[int, list[dict]], works
         assert set(ROW_COLUMNS) <= set(r)
         assert r["params"] > 0 and r["macs"] > 0 and r["size_bytes"] > 0
         assert 0.0 <= r["accuracy"] <= 1.0 and r["test_images"] == 16
-        assert r["latency"]["torch-cpu"]["1"]["median_ms"] > 0 and r["latency"]["torch-cpu"]["32"]["batch"] == 32
+        assert r["latency"]["torch"]["1"]["median_ms"] > 0 and r["latency"]["torch"]["32"]["batch"] == 32
         assert r["env"]["torch"] and r["env"]["threads"] >= 1 and "cpu_vnni" in r["env"]
-        assert r["latency_notes"]["torch-cuda"].startswith("n/a")
-        assert r["latency"]["ort-cpu"]["32"]["batch"] == 32 and 0 <= r["onnx_parity"] <= 1e-4 and r["onnx_size_bytes"] > 0
+        assert r["latency_notes"]["cuda"].startswith("n/a")
+        assert r["latency"]["ort"]["32"]["batch"] == 32 and 0 <= r["onnx_parity"] <= 1e-4 and r["onnx_size_bytes"] > 0
         assert r["backend"] == "pytorch fp32" and r["env"]["dtype"] == "float32"
     base, slim = rows
     for r in rows:  # --export-onnx: the parity-checked export that was timed, kept beside the model
@@ -148,8 +148,8 @@ def test_quantize_a_stored_run_with_from(slim_run: tuple[int, list[dict]], works
     assert int8["config"]["source"] == {"compressor": "slim-head", "config_hash": slim["config_hash"]}
     assert int8["params"] == slim["params"] and int8["env"]["dtype"] == "int8"
     assert int8["size_bytes"] * 3.5 < int8["onnx_size_bytes"] and int8["model_path"].endswith(".int8.onnx")
-    assert "torch-cpu" not in int8["latency"] and int8["latency"]["ort-cpu"]["32"]["median_ms"] > 0
-    assert int8["latency_notes"]["torch-cuda"] == "n/a (CPU int8 backend)" and int8["finetune_epochs"] == 0
+    assert "torch" not in int8["latency"] and int8["latency"]["ort"]["32"]["median_ms"] > 0
+    assert int8["latency_notes"]["cuda"] == "n/a (CPU int8 backend)" and int8["finetune_epochs"] == 0
     report = (workspace / "reports" / "digits.md").read_text()
     assert "## int8 against its own fp32" in report and "vs the fp32 ONNX file" in report
 

@@ -48,7 +48,7 @@ def test_a_measured_row_has_the_peak_memory_of_each_runtime(tmp_path: Path) -> N
     code, out, err = _cli(argv)
     assert code == 0, err
     row = json.loads(out)[0]
-    for runtime in ("torch-cpu", "ort-cpu"):
+    for runtime in ("torch", "ort"):
         b1, b32 = row["memory"][runtime]["1"], row["memory"][runtime]["32"]
         assert 0 < b1["model_mb"] < b1["peak_mb"] <= b32["peak_mb"], row["memory"]
     code, out, err = _cli([*argv, "--no-memory"])

@@ -219,10 +219,10 @@ def test_nncf_keeps_the_first_and_last_layer_in_fp32_like_onnxruntime(tiny: nn.M
 TOY_RUNTIME = '''
 from compress.measuring.runtimes._registry import register
 
-TOY_CPU = "toy-cpu"
+TOY_CPU = "toy"
 
 
-@register(TOY_CPU, "toy", "TOY", "Toy runtime (CPU)", order=60, help="a runtime written by a test")
+@register(TOY_CPU, "Toy runtime (CPU)", order=60, help="a runtime written by a test")
 def time_toy(m):
     """Times a trivial call per batch: enough to show where its figures land."""
     m.time(TOY_CPU, lambda batch: (lambda: sum(range(100 * batch))), None)
@@ -243,7 +243,7 @@ def toy_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
     monkeypatch.setattr(_registry, "_SEARCHED", set(_registry._SEARCHED))
     monkeypatch.setattr(runtimes, "__path__", [*runtimes.__path__, str(folder)])
-    yield "toy-cpu"
+    yield "toy"
     sys.modules.pop("compress.measuring.runtimes.toy_runtime", None)
 
 
@@ -257,7 +257,7 @@ def test_a_new_module_is_a_new_runtime_everywhere(toy_runtime: str, tiny: nn.Mod
         main(["run", "slim-head", "--help"])
     assert "toy (a runtime written by a test)" in " ".join(capsys.readouterr().out.split())
     cfg = timing.LatencyConfig(**ONE_CALL, runtimes=("torch", "toy"))
-    assert cfg.on(toy_runtime) and runtimes.label(toy_runtime) == "TOY"
+    assert cfg.on(toy_runtime) and runtimes.label(toy_runtime) == "toy"
     ld = _loaders()
     rows = []
     for name in ("baseline", "t"):
@@ -268,4 +268,4 @@ def test_a_new_module_is_a_new_runtime_everywhere(toy_runtime: str, tiny: nn.Mod
         rows.append(harness.measure_row(Measurement(subject, cfg, ld.test), info)[0])
     assert rows[1].lat(toy_runtime, 1) is not None and rows[1].lat(toy_runtime, 1).calls == 1
     text = markdown.render("t", rows, batch=1)  # timed at batch 1 only
-    assert "TOY b1 ms" in text and "Toy runtime (CPU)" in text
+    assert "toy b1 ms" in text and "Toy runtime (CPU)" in text

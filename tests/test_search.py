@@ -56,7 +56,7 @@ def test_the_search_returns_the_cheapest_candidate_within_the_drop(monkeypatch: 
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"objective": "speed"}, "--objective 'speed' is not one of ort-b32, cpu-b32, size, macs"),
+    ({"objective": "speed"}, "--objective 'speed' is not one of ort-b32, torch-b32, size, macs"),
     ({"max_drop": -0.5}, "--max-drop must be a number of points >= 0"),
     ({"max_drop": float("nan")}, "--max-drop must be a number of points >= 0"),
     ({"budget_min": 0}, "--budget-min must be a positive number of minutes"),
@@ -120,3 +120,8 @@ def test_objective_ort_needs_ort_in_runtimes(tmp_path: Path) -> None:
         code = main(argv)
     assert code == 2 and "--objective ort-b32 needs ONNX Runtime timing: keep ort in --runtimes" in err.getvalue()
     assert "Traceback" not in err.getvalue()
+
+
+def test_the_old_objective_name_still_works_and_names_its_replacement(capsys: pytest.CaptureFixture[str]) -> None:
+    assert SearchConfig(objective="cpu-b32").objective == "torch-b32"
+    assert "--objective cpu-b32 is now spelled torch-b32" in capsys.readouterr().err

@@ -19,8 +19,8 @@ def _row(i: int, writer: int) -> ResultRow:
         row_id=f"w{writer}-{i}", created=f"2026-01-01T00:00:00.{i:06d}+00:00",  # fixed width
         dataset="digits", compressor="baseline",
         config={"i": i}, config_hash=str(i), baseline_row_id=None, model_path="m.pt", num_classes=10,
-        image_size=32, params=1, nonzero_params=1, macs=1, size_bytes=1, latency={"torch-cpu": {1: lat}},
-        latency_notes={"torch-cuda": "n/a"}, accuracy=0.5, accuracy_before_finetune=None, test_images=1, finetune_epochs=0,
+        image_size=32, params=1, nonzero_params=1, macs=1, size_bytes=1, latency={"torch": {1: lat}},
+        latency_notes={"cuda": "n/a"}, accuracy=0.5, accuracy_before_finetune=None, test_images=1, finetune_epochs=0,
         best_epoch=None, train_seconds=0.0, seed=0, env={}, command="test")
 
 
@@ -64,9 +64,9 @@ def test_rows_of_the_old_schema_load_keyed_by_runtime_and_batch() -> None:
                ort_b1=None, ort_b32={**lat, "median_ms": 4.0}, ort_note="", compressor="depthwise",
                config={"compressor": {"distill": True, "head": "gap"}})
     row = ResultRow.from_dict(json.loads(json.dumps(old)))
-    assert row.lat("torch-cpu", 1).batch == 1 and row.lat("torch-cpu", 32).median_ms == 9.0
-    assert row.lat("ort-cpu", 32).median_ms == 4.0 and row.lat("ort-cpu", 1) is None
-    assert "torch-cuda" not in row.latency and row.note("torch-cuda") == "n/a (no CUDA device)"
+    assert row.lat("torch", 1).batch == 1 and row.lat("torch", 32).median_ms == 9.0
+    assert row.lat("ort", 32).median_ms == 4.0 and row.lat("ort", 1) is None
+    assert "cuda" not in row.latency and row.note("cuda") == "n/a (no CUDA device)"
     assert row.config["compressor"] == {"kd": True, "head": "gap"}  # depthwise's switch is now --kd
     again = ResultRow.from_dict(json.loads(json.dumps(row.to_dict())))  # the new schema round-trips
     assert again == row
@@ -175,7 +175,7 @@ def test_report_on_a_workdir_that_does_not_exist_says_so_and_creates_nothing(tmp
     (lambda d: d.update(accuracy=7.5), "accuracy is 7.5, not a fraction from 0 to 1"),
     (lambda d: d.update(accuracy=float("nan")), "accuracy is nan, not a finite number"),
     (lambda d: d.update(correct="01x"), "holds characters other than 0 and 1"),
-    (lambda d: d["latency"]["torch-cpu"]["1"].update(median_ms="fast"), "latency is dict"),
+    (lambda d: d["latency"]["torch"]["1"].update(median_ms="fast"), "latency is dict"),
 ])
 def test_a_row_of_the_wrong_type_is_named_and_skipped_and_the_rest_reported(edit: Any, why: str, tmp_path: Path,
                                                                             capsys: Any) -> None:
@@ -187,7 +187,7 @@ def test_a_row_of_the_wrong_type_is_named_and_skipped_and_the_rest_reported(edit
     good = replace(_row(0, 0), correct="1", accuracy=1.0)
     store.add(good)
     bad = json.loads(json.dumps(store.payload(replace(good, row_id="bad-row", config_hash="b"))))
-    bad["latency"] = {"torch-cpu": {"1": bad["latency"]["torch-cpu"]["1"]}}
+    bad["latency"] = {"torch": {"1": bad["latency"]["torch"]["1"]}}
     edit(bad)
     import sqlite3
 
@@ -198,3 +198,17 @@ def test_a_row_of_the_wrong_type_is_named_and_skipped_and_the_rest_reported(edit
     err = capsys.readouterr().err
     assert [r.row_id for r in rows] == [good.row_id] and "bad-row" in err and why in err, err
     markdown.write_report("digits", rows, tmp_path / "reports")  # the rest still reports
+
+
+def test_a_row_stored_under_the_old_runtime_keys_reads_with_one_name_per_runtime() -> None:
+    """Before each runtime had one name, rows were keyed `torch-cpu`, `ort-cpu`, ...: they read as `torch`, `ort`."""
+    d = json.loads(json.dumps(_row(0, 0).to_dict()))
+    d["latency"] = {"torch-cpu": d["latency"]["torch"], "ort-cpu": d["latency"]["torch"]}
+    d["latency_notes"] = {"torch-cuda": "n/a (no CUDA device)", "openvino-cpu": "not asked"}
+    d["memory"] = {"ort-cpu": {"1": {"batch": 1, "peak_mb": 400.0, "model_mb": 350.0}}}
+    d["load"] = {"busy": False, "runtimes": {"ort-cpu": {"busy": True}}}
+    row = ResultRow.from_dict(d)
+    assert set(row.latency) == {"torch", "ort"} and row.lat("ort", 1).median_ms == 1.0
+    assert row.note("cuda") == "n/a (no CUDA device)" and row.note("openvino") == "not asked"
+    assert row.memory["ort"][1].peak_mb == 400.0 and row.busy_on("ort") and not row.busy_on("torch")
+    assert ResultRow.from_dict(json.loads(json.dumps(row.to_dict()))) == row  # the new names round-trip as they are

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import types
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, Literal, Sequence, Union, get_args, get_origin, get_type_hints
@@ -176,6 +177,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, style: FlagStyl
             kw["help"] += " [comma-separated values are swept]"
         elif get_origin(t) is Literal:
             kw["choices"] = list(get_args(t))
+            if "renamed" in f.metadata:  # old values still work: argparse checks choices after `type`
+                kw["type"] = _renamed(flag, f.metadata["renamed"])
             del kw["metavar"]
         elif get_origin(t) is tuple:
             kw["type"] = list_of(get_args(t)[0])
@@ -187,6 +190,16 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, style: FlagStyl
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
             kw["help"] += f" (default {shown})"
         parser.add_argument(flag, **kw)
+
+
+def _renamed(flag: str, renamed: dict[str, str]) -> Any:
+    """A choice's old spelling, accepted with a one-line pointer to its new one (people's scripts call this tool)."""
+    def parse(text: str) -> str:
+        if text in renamed:
+            print(f"note: {flag} {text} is now spelled {renamed[text]}", file=sys.stderr)
+        return renamed.get(text, text)
+
+    return parse
 
 
 def _default(f: Any) -> Any:

@@ -36,12 +36,11 @@ from compress.log import log
 from compress.measuring.counting import count_macs, count_params
 from compress.measuring.runtimes import onnx_runtime
 from compress.measuring.runtimes.onnx_runtime import ORT_CPU
-from compress.measuring.runtimes.torch_eager import TORCH_CPU
 from compress.models import checkpoints
 from compress.session import Session
 from compress.store.atomic import write_json
 from compress.store.rows import ResultRow
-from compress.store.searches import OBJECTIVES, Objective, Outcome, Tried
+from compress.store.searches import LATENCY, OBJECTIVES, RENAMED, Objective, Outcome, Tried
 from compress.training.config import FinetuneConfig
 from compress.training.evaluation import accuracy
 
@@ -52,7 +51,7 @@ class SearchConfig:
         "points of validation accuracy the model may lose against the baseline; a candidate followed by int8 gets "
         "what is left of it as its int8 step's --max-drop (layers back to fp32 until the whole chain is within it)")})
     objective: Objective = field(default="ort-b32", metadata={
-        "help": "what to minimise: ONNX Runtime or PyTorch latency at batch 32, bytes on disk, or MACs"})
+        "renamed": RENAMED, "help": "what to minimise: ONNX Runtime or PyTorch latency at batch 32, bytes on disk, or MACs"})
     budget_min: float = field(default=30.0, metadata={
         "parse": "positive", "help": "wall-clock minutes for the whole search, baseline timing included"})
     epochs: int = field(default=2, metadata={
@@ -62,6 +61,9 @@ class SearchConfig:
     seed: int = field(default=0, metadata={"flag": "--search-seed", "help": "seed of the sampler"})
 
     def __post_init__(self) -> None:
+        if self.objective in RENAMED:
+            log(f"note: --objective {self.objective} is now spelled {RENAMED[self.objective]} (one name per runtime)")
+            object.__setattr__(self, "objective", RENAMED[self.objective])  # frozen: set once, while built
         if self.objective not in OBJECTIVES:
             raise CompressError(f"--objective {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
         if not (math.isfinite(self.max_drop) and self.max_drop >= 0):
@@ -94,7 +96,7 @@ class Search:
     def __init__(self, session: Session, cfg: SearchConfig) -> None:
         self.session, self.cfg = session, cfg
         self.start = time.perf_counter()  # the budget covers the baseline's timing too
-        if cfg.objective in ("ort-b32", "cpu-b32") and 32 not in session.latency.batches:
+        if cfg.objective in LATENCY and 32 not in session.latency.batches:
             raise CompressError(f"--objective {cfg.objective} reads batch 32: keep 32 in --latency-batches")
         if cfg.objective == "ort-b32" and not session.latency.on(ORT_CPU):
             raise CompressError("--objective ort-b32 needs ONNX Runtime timing: keep ort in --runtimes")
@@ -257,9 +259,9 @@ def ranked_value(chain: list[ResultRow], baseline: ResultRow, objective: str) ->
     against the baseline); so candidates are compared through ratios timed beside the same baseline, not through
     medians timed beside whatever each was paired with. Without a paired chain: the row's own median."""
     plain = objective_of(chain[-1], objective)
-    if objective not in ("ort-b32", "cpu-b32"):
+    if objective not in LATENCY:
         return plain
-    runtime = ORT_CPU if objective == "ort-b32" else TORCH_CPU
+    runtime = LATENCY[objective]
     base = baseline.lat(runtime, 32)
     speedup, reference = 1.0, baseline.row_id
     for row in chain:  # each step paired with the one before it, the first with the baseline
@@ -276,5 +278,5 @@ def objective_of(row: ResultRow, objective: str) -> float | None:
         return float(row.size_bytes)
     if objective == "macs":
         return float(row.macs)
-    lat = row.lat(ORT_CPU if objective == "ort-b32" else TORCH_CPU, 32)
+    lat = row.lat(LATENCY[RENAMED.get(objective, objective)], 32)
     return None if lat is None else lat.median_ms

@@ -54,7 +54,7 @@ class LatencyConfig:
                                                  "skip it, a few seconds per model and runtime)"})
 
     def __post_init__(self) -> None:
-        known = runtimes.choices()
+        known = runtimes.keys()
         unknown = [r for r in self.runtimes if r not in known]
         if unknown or not self.runtimes:
             raise CompressError(f"--runtimes {','.join(self.runtimes)}: unknown runtime(s) {', '.join(unknown) or '(none given)'}"
@@ -79,9 +79,8 @@ class LatencyConfig:
             raise CompressError(f"--latency-max-s must be positive, got {self.max_s}")
 
     def on(self, runtime: str) -> bool:
-        """Whether this run times `runtime` (a row key such as "ort-cpu")."""
-        chosen = runtimes.choices()
-        return any(chosen.get(r) == runtime for r in self.runtimes)
+        """Whether this run times `runtime` (its one name, such as "ort")."""
+        return runtime in self.runtimes
 
     @property
     def onnx(self) -> bool:

@@ -17,7 +17,7 @@ def timed_runtimes(rows: list[ResultRow], batch: int) -> list[str]:
     return [rt for rt in runtime_keys() if any(r.lat(rt, batch) is not None for r in rows)]
 
 
-DEPLOYED = ("ort-cpu", "openvino-cpu", "torch-cpu")  # the runtime whose memory the headline shows: the first found
+DEPLOYED = ("ort", "openvino", "torch")  # the runtime whose memory the headline shows: the first found
 
 
 def memory_runtime(rows: list[ResultRow]) -> str | None:

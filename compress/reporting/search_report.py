@@ -31,7 +31,7 @@ def winner_line(outcome: Outcome, rows: dict[str, ResultRow]) -> str:
                 f"({100 * (row.accuracy - base.accuracy):+.2f} pts" + (f", McNemar p {m.p_value:.3f})" if m else ")"))
     speed = ""
     if b.value is not None and outcome.baseline_value:
-        how = ("the baseline's median over its paired speed-up" if cfg["objective"] in ("ort-b32", "cpu-b32")
+        how = ("the baseline's median over its paired speed-up" if cfg["objective"] in ("ort-b32", "torch-b32", "cpu-b32")
                else "theory" if cfg["objective"] == "macs" else "bytes on disk")
         speed = (f"; {cfg['objective']} {b.value:.4g} {UNIT[cfg['objective']]} ({how}) against the baseline's "
                  f"{outcome.baseline_value:.4g}: {outcome.baseline_value / b.value:.2f}x")

@@ -46,7 +46,7 @@ def speedup_vs_theory(rows: list[ResultRow], baselines: dict[str, ResultRow], ba
             f" — **below {SPEEDUP_SHORTFALL:.0%} of the theoretical speed-up**"
         if theory < 1.05:
             verdict = " — no MACs removed, so no speed-up is expected" if measured < 1.1 else ""
-        lines.append(f"- {named(r)}: MACs ÷ {theory:.2f}, CPU b{batch} speed-up {measured:.2f}x "
+        lines.append(f"- {named(r)}: MACs ÷ {theory:.2f}, torch b{batch} speed-up {measured:.2f}x "
                      f"({share:.0%} of theory){verdict}")
     return lines
 
@@ -192,14 +192,14 @@ def seed_table(rows: list[ResultRow], baselines: dict[str, ResultRow], batch: in
         b = baselines.get(r.baseline_row_id or "")
         if b is None:
             continue
-        speed = [f"{label} {speedup(b, r, runtime, batch)}" for label, runtime in (("PyTorch", TORCH_CPU),
-                                                                                      ("ORT", ORT_CPU))
+        speed = [f"{label} {speedup(b, r, runtime, batch)}" for label, runtime in ((TORCH_CPU, TORCH_CPU),
+                                                                                      (ORT_CPU, ORT_CPU))
                  if r.lat(runtime, batch) is not None and b.lat(runtime, batch) is not None]
         acc = "" if r.accuracy is None or b.accuracy is None else f"{100 * (r.accuracy - b.accuracy):+.2f}"
         test = significance(r, b)
         out.append({"seed 004 method": method, "seed 004 says": claim, "our row": f"{name}: {summary(r)}",
                     "params ÷": ratio(b.params, r.params), "MACs ÷": ratio(b.macs, r.macs),
-                    "size ÷": ratio(b.size_bytes, r.size_bytes), f"CPU b{batch} speed-up": ", ".join(speed) or "n/a",
+                    "size ÷": ratio(b.size_bytes, r.size_bytes), f"b{batch} speed-up": ", ".join(speed) or "n/a",
                     "Δ top-1 (pts)": acc, "McNemar p": p_cell(test)})
     if not out:
         return []

@@ -168,7 +168,11 @@ def _name(hint: Any) -> str:
 
 
 # Rows before latency was keyed by runtime and batch had one field per (runtime, batch 1 or 32).
-_OLD_LATENCY = {"cpu": "torch-cpu", "ort": "ort-cpu", "gpu": "torch-cuda"}
+_OLD_LATENCY = {"cpu": "torch", "ort": "ort", "gpu": "cuda"}
+# The store keys of rows written before each runtime had one name (measuring/runtimes) -> that name.
+OLD_RUNTIME_KEYS = {"torch-cpu": "torch", "compile-cpu": "compile", "ort-cpu": "ort", "openvino-cpu": "openvino",
+                    "torch-cuda": "cuda"}
+_PER_RUNTIME = ("latency", "paired", "memory", "latency_notes", "memory_notes")
 
 
 def _latency(value: Any) -> Latency:
@@ -189,10 +193,25 @@ def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
         d["latency"] = latency
         notes = {_OLD_LATENCY[p]: d.pop(f"{p}_note") for p in ("gpu", "ort") if d.get(f"{p}_note")}
         d.setdefault("latency_notes", notes)
+    d = _rename_runtimes(d)
     comp = (d.get("config") or {}).get("compressor")
     if d.get("compressor") == "depthwise" and isinstance(comp, dict) and "distill" in comp:  # renamed to kd
         d = {**d, "config": {**d["config"], "compressor": {("kd" if k == "distill" else k): v
                                                             for k, v in comp.items()}}}
+    return d
+
+
+def _rename_runtimes(d: dict[str, Any]) -> dict[str, Any]:
+    """Figures stored under a runtime's old key (`ort-cpu`) read as its one name (`ort`)."""
+    def renamed(per: Any) -> Any:
+        return {OLD_RUNTIME_KEYS.get(k, k): v for k, v in per.items()} if isinstance(per, dict) else per
+
+    if not any(isinstance(d.get(f), dict) and set(d[f]) & set(OLD_RUNTIME_KEYS) for f in _PER_RUNTIME) and not (
+            isinstance(d.get("load"), dict) and set(d["load"].get("runtimes") or {}) & set(OLD_RUNTIME_KEYS)):
+        return d
+    d = {**d, **{f: renamed(d.get(f)) for f in _PER_RUNTIME if f in d}}
+    if isinstance(d.get("load"), dict) and isinstance(d["load"].get("runtimes"), dict):
+        d["load"] = {**d["load"], "runtimes": renamed(d["load"]["runtimes"])}
     return d
 
 

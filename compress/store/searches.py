@@ -6,9 +6,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-Objective = Literal["ort-b32", "cpu-b32", "size", "macs"]
+Objective = Literal["ort-b32", "torch-b32", "size", "macs"]  # a latency objective is <runtime name>-b32
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
-UNIT = {"ort-b32": "ms", "cpu-b32": "ms", "size": "bytes", "macs": "MACs"}
+RENAMED = {"cpu-b32": "torch-b32"}  # before each runtime had one name
+LATENCY = {"ort-b32": "ort", "torch-b32": "torch"}  # latency objective -> the runtime it reads
+UNIT = {"ort-b32": "ms", "torch-b32": "ms", "cpu-b32": "ms", "size": "bytes", "macs": "MACs"}
 
 
 @dataclass

@@ -8,8 +8,8 @@ the report all read the registry, so no other file is edited.
 from __future__ import annotations
 
 from compress.measuring.runtimes._registry import (
+    OLD_KEYS,
     Runtime,
-    choices,
     defaults,
     discover,
     get,
@@ -21,5 +21,5 @@ from compress.measuring.runtimes._registry import (
     register,
 )
 
-__all__ = ["Runtime", "choices", "defaults", "discover", "get", "help_text", "in_order", "keys", "label", "name",
+__all__ = ["OLD_KEYS", "Runtime", "defaults", "discover", "get", "help_text", "in_order", "keys", "label", "name",
            "register"]

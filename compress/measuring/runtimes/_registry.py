@@ -1,9 +1,10 @@
 """The runtime registry: one record per runtime (a dict plus a decorator, as the compressors').
 
-A record says everything the rest of the suite needs to know about a runtime: the key its
-figures are stored under in a row, its `--runtimes` name, its column label and its name in
-prose, whether it is timed by default, how it times a model and, for the runtime a deployed
-file runs on, how it scores it. The harness loops over the records in their order.
+A record says everything the rest of the suite needs to know about a runtime: its one name (the
+`--runtimes` value, the key its figures are stored under in a row, its column label in tables, and
+what docs and bundles call it), a longer title for prose, whether it is timed by default, how it
+times a model and, for the runtime a deployed file runs on, how it scores it. The harness loops over
+the records in their order. Rows stored under the old keys (`ort-cpu`, ...) are read through `OLD_KEYS`.
 
 Runtime modules are found the first time the registry is read (not when this package is
 imported): the runtime modules import the timing module, which reads this registry to check
@@ -20,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from compress.errors import CompressError
+from compress.store.rows import OLD_RUNTIME_KEYS as OLD_KEYS
 
 # Each takes the harness's Measurement (measuring/subject.py); not named here, so that the registry, which
 # the timing module reads, imports nothing of the harness.
@@ -31,10 +33,8 @@ ScoreFn = Callable[[Any], tuple[np.ndarray, np.ndarray]]
 class Runtime:
     """One runtime: its identity, written once, and how it times (and scores) a model."""
 
-    key: str  # where its figures live in a row: latency[key][batch]
-    flag: str  # its name in --runtimes
-    label: str  # its column label in tables ("ORT")
-    name: str  # its name in prose ("ONNX Runtime (CPU)")
+    key: str  # its one name: the --runtimes value, latency[key][batch] in a row, the column label ("ort")
+    name: str  # its title in prose ("ONNX Runtime (CPU)")
     time: TimeFn  # times the measurement's model on every batch (paired with the reference when there is one)
     order: int = 100  # place in tables and in the harness's loop (lower first)
     default: bool = False  # timed unless --runtimes says otherwise
@@ -50,12 +50,12 @@ _REGISTRY: dict[str, Runtime] = {}
 _SEARCHED: set[tuple[str, ...]] = set()  # the package paths already searched for runtime modules
 
 
-def register(key: str, flag: str, label: str, name: str, **declared: Any) -> Callable[[TimeFn], TimeFn]:
+def register(key: str, name: str, **declared: Any) -> Callable[[TimeFn], TimeFn]:
     """Register the decorated timing function as runtime `key`; `declared` sets the other Runtime fields."""
     def wrap(fn: TimeFn) -> TimeFn:
-        if key in _REGISTRY or any(r.flag == flag for r in _REGISTRY.values()):
-            raise ValueError(f"runtime {key!r} (--runtimes {flag}) is registered twice")
-        _REGISTRY[key] = Runtime(key, flag, label, name, fn, **declared)
+        if key in _REGISTRY:
+            raise ValueError(f"runtime {key!r} is registered twice")
+        _REGISTRY[key] = Runtime(key, name, fn, **declared)
         return fn
 
     return wrap
@@ -86,30 +86,24 @@ def keys() -> tuple[str, ...]:
 def get(key: str) -> Runtime:
     discover()
     try:
-        return _REGISTRY[key]
+        return _REGISTRY[OLD_KEYS.get(key, key)]
     except KeyError:
         raise CompressError(f"unknown runtime {key!r}: choose one of {', '.join(keys())}") from None
 
 
-def choices() -> dict[str, str]:
-    """--runtimes names -> row keys."""
-    return {r.flag: r.key for r in in_order()}
-
-
 def defaults() -> tuple[str, ...]:
-    """The --runtimes names timed when the flag is not given."""
-    return tuple(r.flag for r in in_order() if r.default)
+    """The runtimes timed when --runtimes is not given."""
+    return tuple(r.key for r in in_order() if r.default)
 
 
 def help_text() -> str:
-    return ("where each model is timed: " + ", ".join(f"{r.flag} ({r.help or r.name})" for r in in_order())
+    return ("where each model is timed: " + ", ".join(f"{r.key} ({r.help or r.name})" for r in in_order())
             + "; comma-separated")
 
 
 def label(key: str) -> str:
-    """A runtime's column label; a key no longer registered (an old row) reads as itself."""
-    discover()
-    return _REGISTRY[key].label if key in _REGISTRY else key
+    """A runtime's column label: its one name (a key no longer registered reads as itself)."""
+    return OLD_KEYS.get(key, key)
 
 
 def name(key: str) -> str:

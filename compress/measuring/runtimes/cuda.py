@@ -20,7 +20,7 @@ from compress.store.rows import Latency, Memory
 if TYPE_CHECKING:
     from compress.measuring.subject import Measurement
 
-TORCH_CUDA = "torch-cuda"
+TORCH_CUDA = "cuda"
 
 
 def unavailable(cfg: LatencyConfig) -> str | None:
@@ -74,7 +74,7 @@ def gpu_latencies(model: nn.Module, input_shape: tuple[int, int, int],
         torch.cuda.empty_cache()
 
 
-@register(TORCH_CUDA, "cuda", "GPU", "PyTorch (CUDA)", order=50, default=True, help="PyTorch on the GPU, when there is one",
+@register(TORCH_CUDA, "PyTorch (CUDA)", order=50, default=True, help="PyTorch on the GPU, when there is one",
           always=True)
 def time_cuda(m: Measurement) -> None:
     """GPU figures of a model that runs on one, interleaved with its reference on the same GPU when there is one

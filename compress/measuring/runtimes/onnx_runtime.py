@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from compress.measuring.subject import Measurement
 
 
-ORT_CPU = "ort-cpu"
+ORT_CPU = "ort"
 
 
 def ort_runner(sess: Any, input_shape: tuple[int, int, int], batch: int) -> Callable[[], np.ndarray]:
@@ -65,7 +65,7 @@ def _memory(m: Measurement) -> Any:
                                                 m.cfg.batches, ("onnxruntime",))
 
 
-@register(ORT_CPU, "ort", "ORT", "ONNX Runtime (CPU)", order=30, default=True, help="ONNX Runtime, CPU", reads_onnx=True,
+@register(ORT_CPU, "ONNX Runtime (CPU)", order=30, default=True, help="ONNX Runtime, CPU", reads_onnx=True,
           score=_score, scores=lambda artifact: artifact.onnx is not None, memory=_memory)
 def time_ort(m: Measurement) -> None:
     """ONNX Runtime's CPU session of the ONNX file, interleaved with the reference's ONNX file when there is one."""

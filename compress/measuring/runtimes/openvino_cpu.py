@@ -25,7 +25,7 @@ from compress.measuring.runtimes.onnx_runtime import labels
 if TYPE_CHECKING:
     from compress.measuring.subject import Measurement
 
-OPENVINO_CPU = "openvino-cpu"
+OPENVINO_CPU = "openvino"
 PARITY_ATOL = 1e-3  # OpenVINO fp32 may fuse and reorder more than ONNX Runtime; still far below a class flip
 
 
@@ -87,7 +87,7 @@ def _memory(m: Measurement) -> Any:
                                                                        m.subject.shape), m.cfg.batches, ("openvino",))
 
 
-@register(OPENVINO_CPU, "openvino", "OV", "OpenVINO (CPU)", order=40, help="OpenVINO, CPU", reads_onnx=True,
+@register(OPENVINO_CPU, "OpenVINO (CPU)", order=40, help="OpenVINO, CPU", reads_onnx=True,
           score=_score, scores=lambda artifact: artifact.ir is not None, memory=_memory)
 def time_openvino(m: Measurement) -> None:
     """OpenVINO on the CPU, fp32 pinned (not its bf16 default), parity-checked; n/a with the reason if it cannot."""

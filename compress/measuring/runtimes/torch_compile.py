@@ -24,7 +24,7 @@ from compress.measuring.timing import torch_threads
 if TYPE_CHECKING:
     from compress.measuring.subject import Measurement
 
-COMPILE_CPU = "compile-cpu"
+COMPILE_CPU = "compile"
 
 # Compile in this process: Inductor's default pool of compile workers would show up as "other processes
 # using the CPU" in the load watch around the timings, and on 2 cores it competes with them.
@@ -97,7 +97,7 @@ class Compiled:
         return f"compile time (not in the latency): {spent}"
 
 
-@register(COMPILE_CPU, "compile", "compile", "torch.compile (Inductor, CPU)", order=20, help="torch.compile with Inductor, CPU")
+@register(COMPILE_CPU, "torch.compile (Inductor, CPU)", order=20, help="torch.compile with Inductor, CPU")
 def time_compiled(m: Measurement) -> None:
     """torch.compile (Inductor) on the CPU, parity-checked against eager; compile time in the notes, not the latency."""
     module = m.module

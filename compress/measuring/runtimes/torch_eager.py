@@ -18,7 +18,7 @@ from compress.training.evaluation import predict
 if TYPE_CHECKING:
     from compress.measuring.subject import Measurement
 
-TORCH_CPU = "torch-cpu"
+TORCH_CPU = "torch"
 
 
 def torch_runner(model: nn.Module, input_shape: tuple[int, int, int], batch: int,
@@ -65,7 +65,7 @@ def _memory(m: Measurement) -> memory.Job | None:
                       ("torch",))
 
 
-@register(TORCH_CPU, "torch", "CPU", "PyTorch eager (CPU)", order=10, default=True, help="PyTorch eager, CPU",
+@register(TORCH_CPU, "PyTorch eager (CPU)", order=10, default=True, help="PyTorch eager, CPU",
           score=_score, scores=lambda artifact: artifact.module is not None, memory=_memory)
 def time_eager(m: Measurement) -> None:
     """PyTorch eager on the CPU, interleaved with the reference's eager model when there is one."""
