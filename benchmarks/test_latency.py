@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from compress import compressors
 from compress.compressors import Context
-from compress.data.datasets import Loaders
+from compress.data.split import Loaders
 from compress.measuring import onnx_export, timing
 from compress.measuring.runtimes import onnx_runtime, torch_eager
 from compress.models import checkpoints, vgg

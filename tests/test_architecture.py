@@ -163,6 +163,48 @@ def test_top_level_stays_a_handful() -> None:
     assert len(top) <= 6, f"compress/ holds {len(top)} modules at its top level: {top}"
 
 
+INT8_LIBRARIES = ("nncf", "onnxruntime.quantization")
+INT8_DEBUG_API = "onnxruntime.quantization.qdq_loss_debug"  # the int8 scan reads each layer's error through it
+
+
+def _external_imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+        elif isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+    return names
+
+
+def int8_outside(modules: dict[str, Path]) -> list[str]:
+    """Modules outside compress.int8 that import an int8 library: int8 is made in one package."""
+    return [f"{name} imports {lib}" for name, path in modules.items() if not name.startswith("compress.int8")
+            for lib in _external_imports(path)
+            if lib != INT8_DEBUG_API and any(lib == x or lib.startswith(x + ".") for x in INT8_LIBRARIES)]
+
+
+def workdir_paths_outside(modules: dict[str, Path]) -> list[str]:
+    """Paths joined onto a workdir's `root` outside store/workspace.py: every path under it is a Workspace method."""
+    out = []
+    for name, path in modules.items():
+        if name in ("compress.store.workspace", "compress.store.sqlite"):  # sqlite: a row's stored relative path
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and \
+                    isinstance(node.left, ast.Attribute) and node.left.attr == "root":
+                out.append(f"{name}:{node.lineno}")
+    return out
+
+
+def test_int8_is_made_in_one_package() -> None:
+    assert int8_outside(MODULES) == []
+
+
+def test_every_workdir_path_comes_from_the_workspace() -> None:
+    assert workdir_paths_outside(MODULES) == []
+
+
 def test_the_rules_can_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The checks above read real imports: an upward import planted in a copy of a module is found."""
     store = MODULES["compress.store.rows"]
@@ -171,3 +213,14 @@ def test_the_rules_can_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(MODULES, "compress.store.rows", planted)
     with pytest.raises(AssertionError, match="compress.store.rows.*imports compress.reporting.cells"):
         test_layers_import_downward()
+
+
+def test_the_int8_and_workdir_rules_can_fail(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.py"
+    planted.write_text("import nncf\nfrom onnxruntime.quantization import quantize_static\n"
+                       "from onnxruntime.quantization.qdq_loss_debug import collect_activations\n"
+                       "def f(ws):\n    return ws.root / 'mine' / 'run_all.json'\n")
+    found = int8_outside({"compress.measuring.planted": planted})
+    assert found == ["compress.measuring.planted imports nncf",
+                     "compress.measuring.planted imports onnxruntime.quantization"]
+    assert workdir_paths_outside({"compress.experiments.planted": planted}) == ["compress.experiments.planted:5"]

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from compress.compressors.quantization import QuantizationConfig, quantization
-from compress.data.datasets import Loaders
+from compress.data.split import Loaders
 from compress.errors import CompressError
 from compress.measuring import onnx_export
 from compress.models import vgg

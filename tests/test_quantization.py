@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from compress.compressors import Context
 from compress.compressors.quantization import QuantizationConfig, quantization
-from compress.data.datasets import Loaders
+from compress.data.split import Loaders
 from compress.errors import CompressError
 from compress.measuring import counting, harness, onnx_export, timing
 from compress.int8.calibration import calibration_batches

@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from compress.data import datasets
-from compress.data.split import make_split
+from compress.data.split import loaders, make_split
 from compress.training.config import TrainConfig
 from compress.training.evaluation import evaluate
 from compress.training.loop import fit
@@ -61,8 +61,8 @@ def test_shift_augmentation_only_touches_training_images() -> None:
     bundle = datasets.load(cfg)
     split = make_split(bundle, cfg)
     torch.manual_seed(0)
-    plain = datasets.loaders(bundle, split, 8)
-    shifted = datasets.loaders(bundle, split, 8, augment=True)
+    plain = loaders(bundle, split, 8)
+    shifted = loaders(bundle, split, 8, augment=True)
     x_plain = torch.stack([plain.train.dataset[i][0] for i in range(8)])
     x_shift = torch.stack([shifted.train.dataset[i][0] for i in range(8)])
     assert x_shift.shape == x_plain.shape and not torch.equal(x_shift, x_plain)

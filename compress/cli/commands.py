@@ -13,7 +13,7 @@ from compress.cli.flags import SEARCH, config_from
 from compress.cli.setup import report_batch, session_from, workspace
 from compress.configs import settings_of
 from compress.errors import CompressError
-from compress.experiments import checkpoint, pipeline, plans, scanning, search
+from compress.experiments import measure_checkpoint, pipeline, plans, search, sensitivity_scan
 from compress.experiments.baseline import reference
 from compress.log import log
 from compress.reporting import markdown, scan_tables, search_report, terminal
@@ -141,10 +141,10 @@ def cmd_sweep(ns: argparse.Namespace, command: str) -> None:
 def cmd_measure(ns: argparse.Namespace, command: str) -> None:
     if ns.num_classes is not None and ns.num_classes <= 0:
         raise CompressError(f"--num-classes must be positive, got {ns.num_classes}")
-    req = checkpoint.CheckpointRequest(weights=ns.weights, arch=ns.arch, num_classes=ns.num_classes,
+    req = measure_checkpoint.CheckpointRequest(weights=ns.weights, arch=ns.arch, num_classes=ns.num_classes,
                                      trust_pickle=ns.trust_pickle, with_data=bool(ns.data or ns.dataset),
                                      store=ns.store, onnx_out=ns.onnx_out)
-    _emit([checkpoint.measure_checkpoint(session_from(ns, command), req)], ns)
+    _emit([measure_checkpoint.measure_checkpoint(session_from(ns, command), req)], ns)
 
 
 def cmd_report(ns: argparse.Namespace, command: str) -> None:
@@ -168,7 +168,7 @@ def cmd_sensitivity(ns: argparse.Namespace, command: str) -> None:
     settings = config_from(ScanSettings, ns)  # checked before any work
     _one_process("sensitivity")
     session = session_from(ns, command)
-    scan, path = scanning.run(session, ns.kind, settings, command)
+    scan, path = sensitivity_scan.run(session, ns.kind, settings, command)
     if ns.json:
         print(json.dumps(scan.to_dict(), indent=2))
     else:

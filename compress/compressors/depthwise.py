@@ -14,8 +14,7 @@ from typing import Literal
 from torch import nn
 
 from compress.compressors._registry import Context, Planned, PlanOptions, register
-from compress.errors import CompressError
-from compress.models.vgg import ModelSpec, build, separable_spec
+from compress.models.vgg import ModelSpec, build, head_widths, separable_spec
 from compress.training.kd import KDOptions
 
 
@@ -30,13 +29,7 @@ class DepthwiseConfig(KDOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.head != "mlp":
-            object.__setattr__(self, "hidden", ())
-        if self.head == "mlp" and not self.hidden:
-            raise CompressError("--hidden is empty: an mlp head needs at least one hidden width (e.g. --hidden 1024,256);"
-                                " for a head without hidden layers pass --head gap")
-        if any(w <= 0 for w in self.hidden):
-            raise CompressError(f"--hidden widths must be positive, got {','.join(map(str, self.hidden))}")
+        object.__setattr__(self, "hidden", head_widths(self.head, self.hidden))
 
 
 def _plan(options: PlanOptions) -> list[Planned]:

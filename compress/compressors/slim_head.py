@@ -13,7 +13,7 @@ from torch import nn
 
 from compress.compressors._registry import Context, Planned, register
 from compress.errors import CompressError
-from compress.models.vgg import ModelSpec, set_head
+from compress.models.vgg import ModelSpec, head_widths, set_head
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,7 @@ class SlimHeadConfig:
     dropout: float = field(default=0.5, metadata={"help": "dropout after each hidden layer"})
 
     def __post_init__(self) -> None:
-        if self.head == "gap":  # the gap head has no hidden layers; keep the stored config honest
-            object.__setattr__(self, "hidden", ())
-        if self.head == "mlp" and not self.hidden:
-            raise CompressError("--hidden is empty: an mlp head needs at least one hidden width (e.g. --hidden 1024,256);"
-                                " for a head without hidden layers pass --head gap")
-        if any(w <= 0 for w in self.hidden):
-            raise CompressError(f"--hidden widths must be positive, got {','.join(map(str, self.hidden))}")
+        object.__setattr__(self, "hidden", head_widths(self.head, self.hidden))
         if not 0.0 <= self.dropout < 1.0:
             raise CompressError(f"--dropout must be in [0, 1), got {self.dropout}")
 

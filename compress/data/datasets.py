@@ -10,19 +10,16 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from compress.configs import NEW, record
 from compress.data import image_folders
 from compress.data.normalization import Normalizer
 from compress.errors import CompressError
-
-if TYPE_CHECKING:
-    from compress.data.split import Split
 
 TORCHVISION_DATASETS = ("cifar10", "fashion-mnist")
 DATASETS = ("digits", *TORCHVISION_DATASETS)
@@ -261,24 +258,3 @@ class Shifted(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x, y = self.base[i]
         return self.crop(x), y
-
-
-@dataclass
-class Loaders:
-    train: DataLoader
-    val: DataLoader
-    test: DataLoader
-
-
-def loaders(bundle: DataBundle, split: Split, batch_size: int, seed: int = 0, workers: int = 0,
-            augment: bool = False) -> Loaders:
-    gen = torch.Generator().manual_seed(seed)
-    kw: dict[str, Any] = {"batch_size": batch_size, "num_workers": workers}
-    train: Dataset = Subset(bundle.train_pool, split.train)
-    if augment:
-        train = Shifted(train, bundle.image_size)
-    return Loaders(
-        train=DataLoader(train, shuffle=True, generator=gen, **kw),
-        val=DataLoader(Subset(bundle.train_pool, split.val), shuffle=False, **kw),
-        test=DataLoader(Subset(bundle.test_pool, split.test), shuffle=False, **kw),
-    )

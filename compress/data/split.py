@@ -5,10 +5,13 @@ held out), stored, and checked whenever it is read back.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from compress.data.datasets import DataBundle, DataConfig
+from compress.data.datasets import DataBundle, DataConfig, Shifted
 from compress.errors import CompressError
 
 
@@ -149,3 +152,25 @@ def gaps(split: Split, bundle: DataBundle) -> list[str]:
             notes.append(f"{len(lacking)} class(es) have no {word} image ({', '.join(lacking[:SHOWN])}{more}): "
                          f"{meaning}; add images to them")
     return notes
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader
+
+
+def loaders(bundle: DataBundle, split: Split, batch_size: int, seed: int = 0, workers: int = 0,
+            augment: bool = False) -> Loaders:
+    """The train, validation and test loaders of one split (train shuffled with its own seeded generator)."""
+    gen = torch.Generator().manual_seed(seed)
+    kw: dict[str, Any] = {"batch_size": batch_size, "num_workers": workers}
+    train: Dataset = Subset(bundle.train_pool, split.train)
+    if augment:
+        train = Shifted(train, bundle.image_size)
+    return Loaders(
+        train=DataLoader(train, shuffle=True, generator=gen, **kw),
+        val=DataLoader(Subset(bundle.train_pool, split.val), shuffle=False, **kw),
+        test=DataLoader(Subset(bundle.test_pool, split.test), shuffle=False, **kw),
+    )

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from compress.data import datasets as data_mod
-from compress.data.datasets import DataBundle, DataConfig, Loaders
-from compress.data.split import Split, gaps, make_split
+from compress.data.datasets import DataBundle, DataConfig
+from compress.data.split import Loaders, Split, gaps, loaders, make_split
 from compress.errors import CompressError
 from compress.log import log
 from compress.measuring.harness import measure_row
@@ -92,7 +92,7 @@ class Baseline:
         return tuple(gaps(self.split, self.bundle))
 
     def loaders(self, batch_size: int, augment: bool = False) -> Loaders:
-        return data_mod.loaders(self.bundle, self.split, batch_size, self.data_cfg.seed, augment=augment)
+        return loaders(self.bundle, self.split, batch_size, self.data_cfg.seed, augment=augment)
 
 
 @dataclass
@@ -215,7 +215,7 @@ def _train(session: Session, bdir: Any, bundle: DataBundle, split: Split,
         pretrained.freeze_features(model, src.freeze_features)
     else:
         model = vgg.build(spec)
-    ld = data_mod.loaders(bundle, split, train_cfg.batch_size, data_cfg.seed, augment=train_cfg.augment)
+    ld = loaders(bundle, split, train_cfg.batch_size, data_cfg.seed, augment=train_cfg.augment)
     checkpoint = bdir / "resume.pt"
     if checkpoint.exists() and not session.resume:
         log(f"note: an interrupted baseline training left {checkpoint}; pass --resume to continue it")

@@ -18,7 +18,7 @@ from torch import nn
 
 from compress import compressors
 from compress.compressors import Context, Stored
-from compress.data.datasets import Loaders
+from compress.data.split import Loaders
 from compress.errors import CompressError
 from compress.experiments.baseline import Reference, reference
 from compress.log import log

@@ -152,6 +152,19 @@ class SeedStudent(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+def head_widths(head: str, hidden: tuple[int, ...]) -> tuple[int, ...]:
+    """The hidden widths a head really has: none for `gap` (so a stored config stays honest), at least one
+    positive width for `mlp`."""
+    if head != "mlp":
+        return ()
+    if not hidden:
+        raise CompressError("--hidden is empty: an mlp head needs at least one hidden width (e.g. --hidden 1024,256);"
+                            " for a head without hidden layers pass --head gap")
+    if any(w <= 0 for w in hidden):
+        raise CompressError(f"--hidden widths must be positive, got {','.join(map(str, hidden))}")
+    return hidden
+
+
 def linear(in_features: int, out_features: int, rank: int = 0) -> nn.Module:
     """A dense layer, or (rank > 0) its two low-rank factors: in -> rank (no bias) -> out."""
     if rank <= 0:

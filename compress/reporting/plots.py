@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import Callable, Literal, get_origin, get_type_hints
+from typing import Any, Callable, Literal, get_origin, get_type_hints
 
 from compress import compressors
 from compress.errors import CompressError
@@ -109,12 +109,19 @@ def tradeoff_plots(rows: list[ResultRow], out_dir: Path, stem: str, batch: int =
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
         title = f"accuracy vs {xlabel.split(' (')[0]}"
         ax.set_title(f"{title}\n{_where(key, rows, batch)}", fontsize=10)
-        path = Path(out_dir) / f"{stem}_acc_vs_{key}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.tight_layout()
-        tmp = path.with_suffix(".tmp.png")
-        fig.savefig(tmp, dpi=110)
-        tmp.replace(path)  # atomic: a report never links a half-written image
-        plt.close(fig)
+        path = save(fig, Path(out_dir) / f"{stem}_acc_vs_{key}.png")
         written.append((title, path))
     return written
+
+
+def save(fig: Any, path: Path) -> Path:
+    """Write a figure atomically (a report never links a half-written image) and close it."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+    plt.close(fig)
+    return path

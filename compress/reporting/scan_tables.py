@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from compress.reporting.cells import code, md_table, plain
+from compress.reporting.plots import save
 from compress.sensitivity.scans import PruningScan, QuantizationScan
 from compress.store.rows import ResultRow
 
@@ -73,13 +74,7 @@ def plot(scan: PruningScan, out_dir: Path, stem: str) -> Path:
     ax.set_title(f"pruning sensitivity per convolution ({scan.val_images} validation images)", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
-    path = Path(out_dir) / f"{stem}_sensitivity_pruning.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
-    plt.close(fig)
+    path = save(fig, Path(out_dir) / f"{stem}_sensitivity_pruning.png")
     return path
 
 

@@ -245,6 +245,3 @@ def decorrelate() -> None:
     if _job.world.active:
         torch.manual_seed(int(torch.randint(0, 2**62, (1,))) + _job.world.rank)
 
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -259,8 +259,8 @@ class Paired:
     """The speed-up of a candidate over its reference on one runtime and batch, from interleaved blocks."""
 
     reference_row_id: str
-    ratio: float  # median of the per-block ratios reference/candidate
-    low: float  # 95% bootstrap interval of that median
+    ratio: float  # geometric mean of the per-unit ratios reference/candidate (A B + B A units)
+    low: float  # 95% Student-t interval of that geometric mean (computed on the log ratios)
     high: float
     reference_ms: list[float] = field(default_factory=list)  # per-block medians, reference
     candidate_ms: list[float] = field(default_factory=list)  # per-block medians, candidate

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from compress.data import datasets as data_mod
-from compress.data.split import gaps
+from compress.data.split import gaps, loaders
 from compress.errors import CompressError
 from compress.experiments.baseline import EVAL_BATCH, stored_split
 from compress.log import log
@@ -50,7 +50,7 @@ def measure_checkpoint(session: Session, req: CheckpointRequest) -> ResultRow:
         session.workspace.claim(session.data.name, session.data.source())
         split = stored_split(session.workspace, session.data, bundle)
         notes = tuple(gaps(split, bundle))
-        test_loader = data_mod.loaders(bundle, split, EVAL_BATCH, session.data.seed).test
+        test_loader = loaders(bundle, split, EVAL_BATCH, session.data.seed).test
         name = session.data.name
     keras = imported.extra.get("keras") if isinstance(imported.extra, dict) else None
     config = {"weights": str(Path(req.weights).resolve()), "layout": imported.layout, "arch": imported.spec.arch,
