@@ -11,8 +11,7 @@ from compress.cli.main import main
 from compress.models import checkpoints, vgg
 from compress.store.sqlite import Store
 from tests.conftest import QUICK_DATA
-
-NARROW = vgg.ModelSpec(num_classes=10, conv_widths=tuple(w // 8 for w in vgg.VGG16_WIDTHS), hidden=(64, 64))
+from tests.helpers import NARROW
 
 
 def test_three_batches_are_stored_and_reported(tmp_path: Path) -> None:

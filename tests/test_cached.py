@@ -15,7 +15,9 @@ from compress.training import cached
 from compress.training.config import FinetuneConfig
 from compress.training.loop import FitOptions, fit
 from tests.conftest import QUICK_LATENCY
-from tests.test_hostile import _cli, _narrow, _one_line
+from tests.helpers import cli as _cli
+from tests.helpers import narrow as _narrow
+from tests.helpers import one_line as _one_line
 
 BN = vgg.ModelSpec(arch="vgg16_bn", num_classes=3, conv_widths=(8,) * 13, hidden=(16, 16))  # BatchNorm and dropout
 

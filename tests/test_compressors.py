@@ -1,49 +1,22 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
 
 from compress import compressors
-from compress.compressors import Context
 from compress.compressors.slim_head import SlimHeadConfig
 from compress.errors import CompressError
 from compress.measuring import counting
 from compress.models import vgg
-
-
-def _ctx() -> Context:
-    return Context(loaders=None, device=torch.device("cpu"), num_classes=10, image_size=32, run_dir=Path("unused"))
-
-
-def contract_names() -> list[str]:
-    """Every registered compressor whose result is an fp32 module (int8: tests/test_quantization.py; fp16/bf16:
-    tests/test_runtimes.py)."""
-    return [n for n in compressors.names() if n not in ("quantization", "precision")]
+from tests.helpers import check_contract, contract_names
+from tests.helpers import compressor_ctx as _ctx
 
 
 @pytest.mark.parametrize("name", contract_names())
 def test_every_compressor_keeps_the_output_shape_and_shrinks_something(name: str) -> None:
     check_contract(name)
-
-
-def check_contract(name: str) -> None:
-    """The registry contract: defaults work, logits keep their shape, the model gets smaller."""
-    comp = compressors.get(name)
-    spec = vgg.ModelSpec(num_classes=10)
-    base = vgg.build(spec)
-    model, new_spec = comp.fn(copy.deepcopy(base), spec, comp.config(), _ctx())
-    if comp.finalize is not None:  # as the pipeline does after fine-tuning
-        model = comp.finalize(model)
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert model.eval()(x).shape == (2, 10)
-    assert counting.count_params(model)[0] < counting.count_params(base)[0]
-    rebuilt = vgg.build(new_spec)  # the spec it returns must describe the model it returns
-    rebuilt.load_state_dict(model.state_dict())
-    assert comp.description
 
 
 def test_unknown_compressor_lists_the_valid_ones() -> None:

@@ -13,8 +13,8 @@ from compress.measuring.runtimes.onnx_runtime import ORT_CPU
 from compress.measuring.timing import LatencyConfig, time_calls
 from compress.reporting import consistency, markdown
 from compress.store.rows import Paired
-from tests.test_paired import FakeClock
-from tests.test_report import BASE, _lat
+from tests.helpers import BASE, FakeClock
+from tests.helpers import lat as _lat
 
 
 def _timed(neighbour_slowdown: float, monkeypatch: pytest.MonkeyPatch) -> tuple[float, Paired]:

@@ -14,34 +14,16 @@ import pytest
 import torch
 
 from compress.cli.faults import one_line_errors
-from compress.cli.main import main
 from compress.models import checkpoints, vgg
 from compress.store.sqlite import Store
 from tests.conftest import QUICK_DATA, QUICK_LATENCY
 from tests.photos import photo_folder
-from tests.test_batches import NARROW
+from tests.helpers import NARROW
+from tests.helpers import cli as _cli
+from tests.helpers import narrow as _narrow
+from tests.helpers import one_line as _one_line
 
 HOSTILE_CASES = 0  # counted below, stated in the README's fault section
-
-
-def _cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exc:  # argparse's own errors
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
-
-
-def _one_line(code: int, err: str, match: str, want: int = 2) -> None:
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith("compress")]  # progress lines may precede it
-    assert code == want and len(lines) == 1 and match in lines[0] and "Traceback" not in err, err
-
-
-def _narrow(path: Path) -> Path:
-    checkpoints.save_checkpoint(vgg.build(NARROW), NARROW, path, extra={"image_size": 32})
-    return path
 
 
 NUMBERS = [

@@ -29,8 +29,11 @@ from compress.store.sqlite import Store
 from compress.store.workspace import Workspace
 from tests.conftest import QUICK_LATENCY
 from tests.photos import photo_folder
-from tests.test_hostile import _cli, _narrow, _one_line
-from tests.test_readable import _five, _tables
+from tests.helpers import cli as _cli
+from tests.helpers import five as _five
+from tests.helpers import narrow as _narrow
+from tests.helpers import one_line as _one_line
+from tests.helpers import tables as _tables
 
 SCRIPT = "r\n\n<script>alert(1)</script>\n\n"
 IMG = "/x/<img src=x onerror=alert(2)>|x.json"

@@ -21,8 +21,12 @@ from compress.int8 import budget
 from compress.sensitivity import scans
 from compress.sensitivity.scans import LayerError
 from tests.conftest import QUICK_LATENCY
-from tests.test_hostile import _cli, _narrow, _one_line
-from tests.test_quantization import TINY, _ctx, _loaders
+from tests.helpers import TINY
+from tests.helpers import cli as _cli
+from tests.helpers import int8_ctx as _ctx
+from tests.helpers import narrow as _narrow
+from tests.helpers import one_line as _one_line
+from tests.helpers import tiny_loaders as _loaders
 
 
 def _fake(drops: dict[int, float]):  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ from compress.compressors.low_rank import LowRankConfig, _factors, low_rank, ran
 from compress.errors import CompressError
 from compress.measuring import counting
 from compress.models import vgg
-from tests.test_compressors import _ctx
+from tests.helpers import compressor_ctx as _ctx
 
 SMALL = vgg.ModelSpec(num_classes=10, conv_widths=tuple(w // 8 for w in vgg.VGG16_WIDTHS), hidden=(256, 128))
 

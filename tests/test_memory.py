@@ -10,7 +10,8 @@ import torch
 
 from compress.measuring import memory
 from tests.conftest import QUICK_LATENCY
-from tests.test_hostile import _cli, _narrow
+from tests.helpers import cli as _cli
+from tests.helpers import narrow as _narrow
 
 pytestmark = pytest.mark.memory_probe
 

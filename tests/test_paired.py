@@ -18,15 +18,7 @@ from compress.measuring.paired import MIN_UNITS, UNITS, interleaved, interval
 BLOCKS = 2 * UNITS
 from compress.measuring.timing import LatencyConfig
 from compress.models import checkpoints, vgg
-from tests.test_batches import NARROW
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import NARROW, FakeClock
 
 
 def test_blocks_alternate_abba_and_the_ratio_is_exact_for_exact_times() -> None:

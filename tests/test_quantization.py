@@ -10,9 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress.compressors import Context
 from compress.compressors.quantization import QuantizationConfig, quantization
-from compress.data.split import Loaders
 from compress.errors import CompressError
 from compress.measuring import counting, harness, onnx_export, timing
 from compress.int8.calibration import calibration_batches
@@ -20,24 +18,9 @@ from compress.measuring.runtimes import cuda, onnx_runtime, torch_eager
 from compress.measuring.subject import Measurement, RowInfo, Subject
 from compress.models import checkpoints, vgg
 from compress.models.artifact import Artifact
-
-TINY = vgg.ModelSpec(num_classes=4, conv_widths=(16,) * 13, hidden=(64,))
-
-
-def _loaders(n_train: int = 64, n_test: int = 24, labels: int | None = None) -> Loaders:
-    g = torch.Generator().manual_seed(0)
-
-    def ds(n: int) -> TensorDataset:
-        y = torch.full((n,), labels) if labels is not None else torch.randint(0, 4, (n,), generator=g)
-        return TensorDataset(torch.randn(n, 3, 32, 32, generator=g), y)
-
-    return Loaders(DataLoader(ds(n_train), batch_size=16), DataLoader(ds(8), batch_size=16),
-                   DataLoader(ds(n_test), batch_size=16))
-
-
-def _ctx(tmp_path: Path, loaders: Loaders | None = None) -> Context:
-    return Context(loaders=loaders or _loaders(), device=torch.device("cpu"), num_classes=4, image_size=32,
-                   run_dir=tmp_path / "run", threads=2)
+from tests.helpers import TINY
+from tests.helpers import int8_ctx as _ctx
+from tests.helpers import tiny_loaders as _loaders
 
 
 @pytest.fixture(scope="module")

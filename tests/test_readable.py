@@ -4,49 +4,16 @@ the markdown parses as the tables it claims to be, and the HTML file stands alon
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict, replace
 from pathlib import Path
 
-from compress import compressors
-from compress.measuring.runtimes.onnx_runtime import ORT_CPU
-from compress.measuring.runtimes.torch_eager import TORCH_CPU
 from compress.reporting import markdown, terminal
 from compress.reporting.cells import summary
 from compress.reporting.webpage import markdown_parser
-from compress.store.rows import ResultRow
-from tests.test_report import BASE, _correct, _lat, _rows
-
-
-def _defaults(name: str, **changes: object) -> dict:
-    return {"compressor": {**json.loads(json.dumps(asdict(compressors.get(name).config()), default=str)), **changes}}
-
-
-def _five() -> list[ResultRow]:
-    """The baseline and each of seed 004's methods at its default (plus a non-default pruning row)."""
-    rows = [BASE]
-    for i, name in enumerate(("slim-head", "depthwise", "pruning", "quantization", "distillation"), 1):
-        rows.append(replace(BASE, row_id=f"r{i}-{name}", compressor=name, config=_defaults(name),
-                            config_hash=f"h{i}", baseline_row_id=BASE.row_id, params=BASE.params // (i + 1),
-                            macs=BASE.macs // (i + 1), size_bytes=BASE.size_bytes // (i + 1),
-                            latency={TORCH_CPU: {32: _lat(240 / (i + 1), 32)}, ORT_CPU: {32: _lat(180 / i, 32)}},
-                            accuracy=0.95, correct=_correct(38), command=f"python -m compress run {name}"))
-    rows.append(replace(rows[3], row_id="r9-pruning", config=_defaults("pruning", amount=0.7, importance="random"),
-                        config_hash="h9"))
-    return rows
-
-
-def _tables(text: str) -> list[list[str]]:
-    """Each markdown table as its source lines (header, rule, body)."""
-    out, cur = [], []
-    for line in text.splitlines() + [""]:
-        if line.startswith("|"):
-            cur.append(line)
-        elif cur:
-            out.append(cur)
-            cur = []
-    return out
+from tests.helpers import BASE
+from tests.helpers import five as _five
+from tests.helpers import report_rows as _rows
+from tests.helpers import tables as _tables
 
 
 def _cells(line: str) -> int:

@@ -13,7 +13,7 @@ import pytest
 from compress import compressors
 from compress.cli.main import main
 from compress.compressors import _registry
-from tests.test_compressors import check_contract, contract_names
+from tests.helpers import check_contract, contract_names
 
 TOY = '''
 from dataclasses import dataclass, field, replace

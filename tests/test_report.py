@@ -10,54 +10,12 @@ import numpy as np
 import pytest
 
 from compress.measuring import significance
-from compress.measuring.runtimes.cuda import TORCH_CUDA
-from compress.measuring.runtimes.onnx_runtime import ORT_CPU
 from compress.measuring.runtimes.torch_eager import TORCH_CPU
 from compress.reporting import markdown
 from compress.store import rows
-from compress.store.rows import Latency, ResultRow
 from compress.store.sqlite import Store
-
-
-def _lat(ms: float, batch: int) -> Latency:
-    return Latency(batch=batch, median_ms=ms, p90_ms=ms * 1.05, iqr_ms=ms * 0.02, calls=20)
-
-
-def _correct(n_right: int, n: int = 40) -> str:
-    return "1" * n_right + "0" * (n - n_right)
-
-
-BASE = ResultRow(
-    row_id="r0-baseline", created="2026-11-23T00:00:00+00:00", dataset="synthetic", compressor="baseline",
-    config={"arch": "vgg16"}, config_hash="aaaa", baseline_row_id=None, model_path="m.pt", num_classes=10,
-    image_size=32, params=134_301_514, nonzero_params=134_301_514, macs=432_800_768, size_bytes=537_215_939,
-    latency={TORCH_CPU: {1: _lat(30, 1), 32: _lat(240, 32)}, TORCH_CUDA: {1: _lat(0.9, 1), 32: _lat(1.4, 32)},
-             ORT_CPU: {1: _lat(20, 1), 32: _lat(180, 32)}}, latency_notes={TORCH_CUDA: "NVIDIA H100"},
-    accuracy=0.975, accuracy_before_finetune=None, test_images=40, finetune_epochs=0, best_epoch=9,
-    train_seconds=700.0, seed=0, env={"cpu": "test CPU", "cpu_vnni": False, "threads": 2, "torch": "x",
-                                      "dtype": "float32", "git_commit": "abc1234"},
-    command="python -m compress baseline", onnx_size_bytes=537_000_000,
-    onnx_parity=1e-6, conv_macs=313_000_000, correct=_correct(39))
-
-
-def _rows() -> list[ResultRow]:
-    pruned = replace(BASE, row_id="r1-pruning", compressor="pruning", config={"compressor": {"amount": 0.3}},
-                     config_hash="bbbb", baseline_row_id=BASE.row_id, params=65_739_348, nonzero_params=65_739_348,
-                     macs=211_000_000, size_bytes=263_000_000, accuracy=0.95,
-                     latency={TORCH_CPU: {1: _lat(30, 1), 32: _lat(174, 32)}, ORT_CPU: BASE.latency[ORT_CPU]},
-                     accuracy_before_finetune=0.19, finetune_epochs=6, command="python -m compress run pruning",
-                     correct="0" * 38 + "1" * 2, latency_notes={TORCH_CUDA: "n/a (no CUDA device)"})
-    int8 = replace(BASE, row_id="r2-quantization", compressor="quantization", config={"compressor": {}},
-                   config_hash="cccc", baseline_row_id=BASE.row_id, source_row_id=BASE.row_id, size_bytes=134_500_000,
-                   latency={ORT_CPU: {1: _lat(20, 1), 32: _lat(90, 32)}},
-                   latency_notes={TORCH_CUDA: "n/a (CPU int8 backend)"}, backend="onnxruntime int8", env={**BASE.env, "dtype": "int8"},
-                   accuracy=0.95, correct=_correct(38))
-    control = replace(BASE, row_id="r3-control", compressor="distillation", config={"compressor": {"kd": False}},
-                      config_hash="dddd", baseline_row_id=BASE.row_id, params=580_000, accuracy=0.90,
-                      finetune_epochs=12, correct=_correct(36))
-    kd = replace(control, row_id="r4-kd", config={"compressor": {"kd": True}}, config_hash="eeee", accuracy=0.95,
-                 control_row_id=control.row_id, correct=_correct(38))
-    return [BASE, pruned, int8, control, kd]
+from tests.helpers import lat as _lat
+from tests.helpers import report_rows as _rows
 
 
 def test_mcnemar_matches_hand_computed_values() -> None:

@@ -24,7 +24,9 @@ from compress.measuring.runtimes import cuda, onnx_runtime, openvino_cpu, torch_
 from compress.measuring.subject import Measurement, RowInfo, Subject, Timings
 from compress.models.artifact import Artifact
 from compress.models.vgg import Cast
-from tests.test_quantization import TINY, _ctx, _loaders
+from tests.helpers import TINY
+from tests.helpers import int8_ctx as _ctx
+from tests.helpers import tiny_loaders as _loaders
 
 ONE_CALL = dict(warmup=0, min_calls=1, max_calls=1, budget_s=0, batches=(1,))
 INFO = RowInfo(dataset="t", compressor="t", config={}, seed=0, command="t")

@@ -17,7 +17,8 @@ from compress.models import vgg
 from compress.sensitivity import pruning, scans
 from compress.sensitivity.pruning import Costs
 from compress.sensitivity.scans import Curve, PruningScan, ScanSettings
-from tests.test_quantization import TINY, _loaders
+from tests.helpers import TINY
+from tests.helpers import tiny_loaders as _loaders
 
 
 @pytest.fixture(scope="module")
