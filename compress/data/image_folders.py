@@ -13,37 +13,17 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from compress.deploy.preprocess import IMAGE_EXTS, open_rgb  # one decoder for the harness and the bundles
 from compress.errors import CompressError
 from compress.log import log
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
-MAX_PIXELS = 400_000_000  # Pillow's bomb guard, raised: a 100-megapixel photo is a photo, not an attack
 
 
 def _hidden(rel: Path) -> bool:
     return any(part.startswith(".") or part.startswith("__MACOSX") for part in rel.parts)
-
-
-def open_rgb(path: str | Path, size: int | None = None) -> Any:
-    """Any mode Pillow reads (L, LA, P, RGBA, CMYK, I;16...) as RGB; big JPEGs decoded at reduced scale."""
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    img = Image.open(path)
-    if size and img.format == "JPEG":
-        img.draft("RGB", (size * 2, size * 2))  # DCT scaling: a 6000px photo decodes at a fraction of the cost
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("I", "F") or img.mode.startswith("I;16"):  # 16-bit / float scans: stretch to 8 bits
-        arr = np.asarray(img, dtype=np.float32)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
-        img = Image.fromarray(arr.astype(np.uint8), "L")
-    return img.convert("RGB")
 
 
 class ImageFiles(Dataset):

@@ -6,30 +6,21 @@ Which mode a run uses is decided once, in `DataConfig` (data/datasets.py); this 
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 
 import torch
 
+from compress.deploy.preprocess import AFFINE, CAFFE_BGR_MEANS, IMAGENET_MEAN, IMAGENET_STD, PreprocessError, parse_affine
 from compress.errors import CompressError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CAFFE_BGR_MEANS = (103.939, 116.779, 123.68)  # keras.applications.imagenet_utils, mode "caffe"
-AFFINE = "affine"  # affine(scale=[r,g,b],offset=[r,g,b]) on RGB 0-255: a Keras model's preprocessing layers, folded
+__all__ = ["AFFINE", "CAFFE_BGR_MEANS", "IMAGENET_MEAN", "IMAGENET_STD", "Normalizer"]
 
 
 def _parse_affine(mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    m = re.fullmatch(r"affine\(scale=\[([^\]]*)\],offset=\[([^\]]*)\]\)", mode)
     try:
-        scale, offset = ([float(v) for v in part.split(",")] for part in m.groups())  # type: ignore[union-attr]
-    except (AttributeError, ValueError):
-        raise CompressError(f"normalization {mode!r} is not affine(scale=[r,g,b],offset=[r,g,b])") from None
-    if len(scale) != 3 or len(offset) != 3:
-        raise CompressError(f"normalization {mode!r} needs three scales and three offsets (R, G, B)")
-    if not all(map(math.isfinite, [*scale, *offset])) or 0.0 in scale:
-        raise CompressError(f"normalization {mode!r} needs finite numbers and no zero scale")
+        scale, offset = parse_affine(mode)  # one parser: the bundles' runner reads the same string
+    except PreprocessError as exc:
+        raise CompressError(str(exc)) from None
     return torch.tensor(scale).view(3, 1, 1), torch.tensor(offset).view(3, 1, 1)
 
 

@@ -1,4 +1,4 @@
-"""The machine a row was measured on: versions, CPU model and flags (VNNI, AVX-512, BF16), GPU, commit."""
+"""The machine a row was measured on: versions, CPU model and instruction sets (deploy/machine.py), GPU, commit."""
 
 from __future__ import annotations
 
@@ -9,21 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from compress.deploy import machine
 from compress.measuring.timing import default_threads
-
-
-def _cpu_info() -> tuple[str, list[str]]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine(), []
-    model, flags = platform.processor() or platform.machine(), []
-    for line in text.splitlines():
-        if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-            model = line.split(":", 1)[1].strip()
-        elif line.startswith("flags") and not flags:
-            flags = line.split(":", 1)[1].split()
-    return model, flags
 
 
 def _git_commit() -> str | None:
@@ -50,7 +37,8 @@ def _static_env() -> dict[str, Any]:
         ort = onnxruntime.__version__
     except ImportError:
         ort = None
-    cpu, flags = _cpu_info()
+    cpu, flags = machine.cpu_info()
+    has = machine.instruction_sets(flags)
     from compress.measuring.runtimes import openvino_cpu
 
     try:
@@ -66,9 +54,12 @@ def _static_env() -> dict[str, Any]:
         "nncf": nncf,
         "platform": platform.platform(),
         "cpu": cpu,
-        "cpu_vnni": any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8")),
-        "cpu_avx512": "avx512f" in flags,
-        "cpu_bf16": any(f in flags for f in ("avx512_bf16", "amx_bf16")),
+        "cpu_vnni": bool(has["vnni"]),
+        "cpu_avx512": bool(has["avx512"]),
+        "cpu_bf16": bool(has["bf16"]),
+        "cpu_avx2": bool(has["avx2"]),  # rows before these three say nothing of them: a bundle reads "unknown"
+        "cpu_avx_vnni": bool(has["avx_vnni"]),
+        "cpu_amx": bool(has["amx"]),
         "cores": default_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "git_commit": _git_commit(),

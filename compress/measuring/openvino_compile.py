@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from compress.errors import CompressError, first_line
+from compress.deploy import sessions
+from compress.errors import CompressError
 from compress.measuring.cpuload import affinity_cores
 
 
@@ -37,8 +38,7 @@ def version() -> str | None:
 
 def settings(threads: int | None, precision: str = "f32") -> dict[str, Any]:
     """The properties every OpenVINO compile uses; recorded in rows as they are set."""
-    return {"INFERENCE_NUM_THREADS": threads or affinity_cores(), "INFERENCE_PRECISION_HINT": precision,
-            "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+    return sessions.openvino_settings(threads or affinity_cores(), precision)
 
 
 def core() -> Any:
@@ -49,20 +49,12 @@ def core() -> Any:
 
 
 def compile_file(path: Path, threads: int | None, batch: int | None = None, precision: str = "f32") -> Any:
-    """An OpenVINO compiled model of an ONNX or IR file; `batch` fixes the batch dimension (static shape)."""
-    why = missing()
-    if why:
-        raise CompressError(why)
-    ov_core = core()
+    """An OpenVINO compiled model of an ONNX or IR file; `batch` fixes the batch dimension (static shape). The
+    compile lives in deploy/sessions.py, which the bundles' runner uses too."""
     try:
-        model = ov_core.read_model(str(path))
-        if batch is not None:
-            shape = model.input(0).get_partial_shape()
-            shape[0] = batch
-            model.reshape({model.input(0): shape})
-        return ov_core.compile_model(model, "CPU", settings(threads, precision))
-    except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long C++ traces
-        raise CompressError(f"OpenVINO cannot compile {path}: {first_line(exc)}") from None
+        return sessions.openvino_compiled(path, threads or affinity_cores(), batch, precision)
+    except sessions.SessionError as exc:
+        raise CompressError(str(exc)) from None
 
 
 def runner(compiled: Any, input_shape: tuple[int, int, int], batch: int) -> Callable[[], object]:

@@ -12,24 +12,20 @@ from typing import Any, Callable
 
 import numpy as np
 
+from compress.deploy import sessions
+from compress.deploy.sessions import INPUT, OUTPUT
 from compress.errors import CompressError
 
-INPUT, OUTPUT = "input", "logits"
+__all__ = ["INPUT", "OUTPUT", "make", "run", "runner"]
 
 
 def make(path: Path, threads: int, spinning: bool) -> Any:
-    """A CPU session: `threads` intra-op threads, one inter-op thread, intra-op spinning as given."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    """A CPU session: `threads` intra-op threads, one inter-op thread, intra-op spinning as given (the settings
+    live in deploy/sessions.py, which the bundles' runner uses too)."""
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise CompressError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from None
+        return sessions.ort_session(path, threads, spinning)
+    except sessions.SessionError as exc:
+        raise CompressError(str(exc)) from None
 
 
 def run(sess: Any, x: np.ndarray) -> np.ndarray:
