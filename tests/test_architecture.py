@@ -7,6 +7,7 @@ docs/development.md draws the same layers; a change to LAYERS below is a change 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ LAYERS = {
     "log": 3.5,
     "scaleout": 3,
     "store": 2,
+    "deploy": 1.5,  # copied into every bundle: imports nothing of compress (and no torch)
     "configs": 1, "errors": 1,
 }
 MAX_LINES = 300
@@ -215,6 +217,31 @@ def test_the_rules_can_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         test_layers_import_downward()
 
 
+DEPLOY_MAY_IMPORT = {"numpy", "PIL", "onnxruntime", "openvino", "__future__"}
+
+
+def deploy_imports_outside(modules: dict[str, Path]) -> list[str]:
+    """What compress/deploy imports beyond the standard library, numpy, Pillow and the two runtimes: it runs on a
+    machine without PyTorch, from a bundle that holds no other part of compress."""
+    bad = []
+    for name, path in modules.items():
+        if not name.startswith("compress.deploy"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:  # `from . import x`: inside the package
+                continue
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for top in (n.split(".")[0] for n in names):
+                if top not in DEPLOY_MAY_IMPORT and top not in sys.stdlib_module_names:
+                    bad.append(f"{name} imports {top}")
+    return bad
+
+
+def test_the_deploy_package_runs_without_torch_or_compress() -> None:
+    assert deploy_imports_outside(MODULES) == []
+
+
 def test_the_int8_and_workdir_rules_can_fail(tmp_path: Path) -> None:
     planted = tmp_path / "planted.py"
     planted.write_text("import nncf\nfrom onnxruntime.quantization import quantize_static\n"
@@ -224,3 +251,6 @@ def test_the_int8_and_workdir_rules_can_fail(tmp_path: Path) -> None:
     assert found == ["compress.measuring.planted imports nncf",
                      "compress.measuring.planted imports onnxruntime.quantization"]
     assert workdir_paths_outside({"compress.experiments.planted": planted}) == ["compress.experiments.planted:5"]
+    planted.write_text("import torch\nfrom compress.errors import CompressError\nfrom . import bundle\nimport json\n")
+    assert deploy_imports_outside({"compress.deploy.planted": planted}) == ["compress.deploy.planted imports torch",
+                                                                            "compress.deploy.planted imports compress"]

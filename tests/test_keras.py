@@ -20,6 +20,7 @@ import torch
 
 from compress.cli.main import main
 from compress.data.normalization import Normalizer
+from compress.deploy import preprocess
 from compress.errors import CompressError
 from compress.models import keras_convert
 from compress.models.checkpoints import load_model
@@ -296,3 +297,28 @@ def test_keras_files_with_impossible_shapes_or_values_are_one_line(files: dict[s
     assert not (tmp_path / "runs" / "results.sqlite").exists()
     with pytest.raises(CompressError, match="needs finite numbers and no zero scale"):
         Normalizer("affine(scale=[nan,1,1],offset=[0,0,0])")(torch.zeros(3, 2, 2))
+
+
+def test_a_keras_row_exports_a_bundle_that_predicts_what_the_converted_model_does(files: dict[str, Path],
+                                                                                 tmp_path: Path) -> None:
+    """measure --store of a Keras file, then export: the bundle feeds raw 0-255 pixels at 64 px, as the row."""
+    from compress.deploy.bundle import Bundle
+    from compress.deploy.runner import Predictor
+
+    photos = photo_folder(tmp_path / "photos", per_class=6, side=64)
+    code, out, err = _cli(["measure", "--weights", str(files["model.h5"]), "--data", str(photos), "--store", "--json",
+                           "--workdir", str(tmp_path / "runs"), *QUICK_LATENCY])
+    assert code == 0, err
+    row = json.loads(out)[0]
+    code, _, err = _cli(["export", row["row_id"], "--out", str(tmp_path / "bundle"), "--workdir",
+                         str(tmp_path / "runs")])
+    assert code == 0, err
+    bundle = Bundle.open(tmp_path / "bundle")
+    assert bundle.preprocessing["normalization"] == "raw" and bundle.preprocessing["image_size"] == 64
+    tests = [photos / t["file"] for t in bundle.manifest["test_files"]]
+    got = [r.index for r in Predictor(bundle).predict(tests)]
+    x = torch.stack([Normalizer("raw")(torch.from_numpy(preprocess.resized(preprocess.open_rgb(p, 64), 64,
+                                                                           "antialias"))) for p in tests])
+    with torch.inference_mode():
+        want = load_model(files["model.h5"], image_size=64).model.eval()(x).argmax(1).tolist()
+    assert got == want and len(tests) == row["test_images"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from compress import compressors
+from compress.cli import deploy_commands
 from compress.cli.flags import SEARCH, config_from
 from compress.cli.setup import report_batch, session_from, workspace
 from compress.configs import settings_of
@@ -218,5 +219,6 @@ def cmd_collect(ns: argparse.Namespace, command: str) -> None:
 COMMANDS: dict[str, Callable[[argparse.Namespace, str], None]] = {
     "list": cmd_list, "baseline": cmd_baseline, "run": cmd_run, "sweep": cmd_sweep, "measure": cmd_measure,
     "collect": cmd_collect, "report": cmd_report, "sensitivity": cmd_sensitivity,
-    "search": cmd_search,
+    "search": cmd_search, "rows": deploy_commands.cmd_rows, "export": deploy_commands.cmd_export,
+    "predict": deploy_commands.cmd_predict, "verify": deploy_commands.cmd_verify,
 }

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from compress import compressors
+from compress.cli import deploy_commands
 from compress.cli.flags import SEARCH, FlagStyle, Parser, add_config_flags, list_of
 from compress.data import datasets
 from compress.errors import CompressError
@@ -180,4 +181,5 @@ def build_parser() -> Parser:
     p.add_argument("--dataset", default=None, help="only this dataset (default: every dataset in the store)")
     p.add_argument("--html", action="store_true",
                    help="also write reports/<dataset>.html: the same report in one self-contained file, plots inside")
+    deploy_commands.add_parsers(sub, _common)
     return parser

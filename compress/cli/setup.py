@@ -22,6 +22,7 @@ from compress.store.atomic import clean_stale
 from compress.store.workspace import Workspace
 from compress.training.config import TrainConfig
 
+READ_ONLY = ("report", "rows", "export")  # commands that read the workdir and write elsewhere
 STARTED = time.time()  # files older than this process and no longer written to are leftovers
 
 
@@ -36,20 +37,20 @@ def _workdir_flag(ns: argparse.Namespace) -> str:
 
 def prepare(ns: argparse.Namespace) -> None:
     """Before any work: output folders writable, the store readable, leftovers of killed runs cleaned."""
-    if ns.command == "list" or getattr(ns, "dry_run", False):
+    if ns.command in ("list", "predict", "verify") or getattr(ns, "dry_run", False):  # no workdir
         return
     ws = workspace(ns)
-    if ns.command == "report" and not ws.root.is_dir():  # report reads a workdir; it never makes one
+    if ns.command in READ_ONLY and not ws.root.is_dir():  # these read a workdir; they never make one
         raise CompressError(f"the workdir {ws.root} does not exist ({_workdir_flag(ns)}): pass the --workdir your "
                             "runs wrote to (default ./runs, or $COMPRESS_HOME)")
-    targets = [(getattr(ns, "reports_dir", None), "--reports-dir")]
-    if ns.command != "report":  # report only reads the workspace
+    targets = [] if ns.command in ("rows", "export") else [(getattr(ns, "reports_dir", None), "--reports-dir")]
+    if ns.command not in READ_ONLY:
         targets.append((ws.root, _workdir_flag(ns)))
     if not dist.current().main:  # under torchrun rank 0 alone touches the workdir and the store
         return
     check_writable(targets)
     ws.store.check()
-    if ns.command != "report":  # under torchrun rank 0 alone cleans (and writes)
+    if ns.command not in READ_ONLY:  # under torchrun rank 0 alone cleans (and writes)
         folders, runs = ws.own_folders(compressors.names())
         files, freed = clean_stale(folders, runs, ws.temp, STARTED)
         if files:

@@ -54,7 +54,9 @@ def measure_checkpoint(session: Session, req: CheckpointRequest) -> ResultRow:
         name = session.data.name
     keras = imported.extra.get("keras") if isinstance(imported.extra, dict) else None
     config = {"weights": str(Path(req.weights).resolve()), "layout": imported.layout, "arch": imported.spec.arch,
-              "spec": imported.spec.to_dict(), "data": {"normalization": session.data.normalization},
+              "spec": imported.spec.to_dict(),
+              # with data: all of it, so `export` can read the row's test images again; else what the input is
+              "data": session.data.record() if req.with_data else {"normalization": session.data.normalization},
               **({"keras": keras} if keras else {})}
     info = RowInfo(dataset=name, compressor=f"import:{Path(req.weights).name}", config=config,
                    seed=session.data.seed, command=session.command, caveats=(tuple(keras["notes"]) if keras else ()) + notes)

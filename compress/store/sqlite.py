@@ -184,7 +184,7 @@ def _readable(found: list[tuple[str, str]], path: Path, bad: list[tuple[str, str
 def save_run(store: Store, row: ResultRow, preds: np.ndarray | None, run_dir: Path) -> None:
     """row.json and the predictions beside the model, then the store: the store feeds the reports."""
     write_json(run_dir / "row.json", store.payload(row))
-    if preds is not None:
+    if preds is not None:  # Workspace.predictions names this file
         with atomic_open(run_dir / "predictions.npy", "wb") as fh:
             np.save(fh, preds)
     store.add(row)

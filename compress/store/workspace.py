@@ -50,6 +50,10 @@ class Workspace:
     def run_dir(self, dataset: str, compressor: str, row_id: str) -> Path:
         return self.compressor_dir(dataset, compressor) / row_id
 
+    def predictions(self, dataset: str, compressor: str, row_id: str) -> Path:
+        """The harness's predicted class per test image of one row (beside its row.json)."""
+        return self.run_dir(dataset, compressor, row_id) / "predictions.npy"
+
     def dataset_record(self, dataset: str) -> Path:
         """Which data a dataset name stands for in this workdir (written by the first run that uses the name)."""
         return self.dataset_dir(dataset) / "dataset.json"
