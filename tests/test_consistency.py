@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -17,26 +18,28 @@ from tests.helpers import BASE, FakeClock
 from tests.helpers import lat as _lat
 
 
-def _timed(neighbour_slowdown: float, monkeypatch: pytest.MonkeyPatch) -> tuple[float, Paired]:
-    """The reference timed alone, then paired, on a fake runtime whose calls run `neighbour_slowdown` x slower
-    for a second after the other session's last call (ONNX Runtime's default spinning threads, exaggerated)."""
+def _sim(monkeypatch: pytest.MonkeyPatch, partner_slowdown: float = 1.0, machine: object = None,
+         ) -> tuple[float, Paired]:
+    """The reference's own row timed alone, then a pair, on a fake runtime and a fake clock. `partner_slowdown`:
+    how much slower the reference runs within 60 ms after the candidate's last call (a neighbour's effect);
+    `machine(t)`: the machine's slowness at time t (drift, bursts of load)."""
     clock, last_call = FakeClock(), {"R": -10.0, "C": -10.0}
     monkeypatch.setattr(timing.time, "perf_counter", clock)  # time_calls reads the same fake clock
+    speed = machine or (lambda t: 1.0)
 
     def runner(name: str, ms: float):  # type: ignore[no-untyped-def]
-        other = "C" if name == "R" else "R"
-
         def call() -> None:
-            near = clock.now - last_call[other] < 1.0
-            clock.now += (neighbour_slowdown if near else 1.0) * ms / 1e3
+            near = name == "R" and clock.now - last_call["C"] < 0.06
+            clock.now += (partner_slowdown if near else 1.0) * speed(clock.now) * ms / 1e3  # type: ignore[operator]
             last_call[name] = clock.now
         return call
 
     cfg = LatencyConfig(warmup=1, min_calls=10, max_calls=10, budget_s=1.0, max_s=100)
     ref = runner("R", 20.0)
-    alone = time_calls(ref, cfg, 32).median_ms
+    own = time_calls(ref, cfg, 32).median_ms
+    clock.now = 600.0  # the pair, ten minutes after the reference's own row
     paired, _ = interleaved(ref, runner("C", 10.0), cfg, 32, BASE.row_id, clock=clock)
-    return alone, paired
+    return own, paired
 
 
 def _pair_rows(alone: float, paired: Paired) -> list:
@@ -46,15 +49,54 @@ def _pair_rows(alone: float, paired: Paired) -> list:
     return [base, cand]
 
 
-def test_a_spinning_neighbour_is_caught_by_the_consistency_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    alone, paired = _timed(1.4, monkeypatch)
-    rows = _pair_rows(alone, paired)
-    flagged, checked = consistency.partner_lines(rows, {r.row_id: r for r in rows})
-    assert checked == 1 and len(flagged) == 1 and "ran at 28.00 ms per block as the partner against 20.00 ms" \
-        in flagged[0]
-    quiet_alone, quiet = _timed(1.0, monkeypatch)  # no neighbour effect: nothing to flag
-    rows = _pair_rows(quiet_alone, quiet)
-    assert consistency.partner_lines(rows, {r.row_id: r for r in rows}) == ([], 1)
+def _classified(own: float, paired: Paired) -> tuple[list[str], Counter]:
+    rows = _pair_rows(own, paired)
+    flagged, checked, causes = consistency.partner_lines(rows, {r.row_id: r for r in rows})
+    assert checked == 1
+    return flagged, causes
+
+
+def test_a_machine_that_slowed_between_the_row_and_the_pair_is_drift_and_the_ratio_stands(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    own, paired = _sim(monkeypatch, machine=lambda t: 1.2 if t >= 600 else 1.0)
+    flagged, causes = _classified(own, paired)
+    assert causes == {"drift": 1} and paired.ratio == pytest.approx(2.0)
+    assert "**drift**: it read 24.00 ms alone at pair time and 24.00 ms as the partner, against 20.00 ms" in flagged[0]
+    assert "so the 2.00x stands" in flagged[0]
+
+
+def test_a_partner_that_slows_the_reference_is_pairing_with_the_alone_based_ratio(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 40% slower right after the candidate's calls: half the reference's blocks follow one (B A), so its partner
+    # reading is 20% above its own row (24 ms of 20), while alone, right around the pair, it reads 20 ms
+    own, paired = _sim(monkeypatch, partner_slowdown=1.4)
+    flagged, causes = _classified(own, paired)
+    assert causes == {"pairing": 1} and paired.ratio == pytest.approx(2.37, rel=0.01)
+    assert "**pairing**: it read 20.00 ms alone at pair time, as in its own row (20.00 ms), but 24.00 ms" in flagged[0]
+    assert "the 2.37x is suspect; against the alone reading the speed-up is 2.00x" in flagged[0]
+
+
+def test_a_burst_of_load_during_the_pair_is_unsteady(monkeypatch: pytest.MonkeyPatch) -> None:
+    start = {}
+
+    def burst(t: float) -> float:  # the machine 40% slower from some way into the pair on
+        start.setdefault("t", t)
+        return 1.4 if t - start["t"] > 0.5 else 1.0
+
+    own, paired = _sim(monkeypatch, machine=lambda t: burst(t) if t >= 600 else 1.0)
+    flagged, causes = _classified(own, paired)
+    assert causes == {"unsteady": 1} and "**unsteady**" in flagged[0] and "apart)" in flagged[0]
+
+
+def test_a_quiet_pair_is_not_flagged_and_no_line_leaves_the_cause_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    own, paired = _sim(monkeypatch)
+    assert _classified(own, paired) == ([], Counter())
+    old = replace(paired, reference_ms=[30.0] * 10, reference_alone_ms=[])  # a row timed before the alone blocks
+    flagged, causes = _classified(own, old)
+    assert causes == {"unmeasured": 1} and "measure it again" in flagged[0]
+    rows = _pair_rows(own, replace(paired, reference_ms=[24.0] * 10))
+    text = markdown.render("synthetic", rows)
+    assert " either " not in text.split("## Consistency")[1] and "**pairing**" in text
 
 
 def _paired(ref: str, ratio: float) -> Paired:
@@ -73,6 +115,7 @@ def test_chains_are_checked_by_composition(int8_ms: float, flag: bool) -> None:
     (line,) = consistency.chain_lines(rows, {r.row_id: r for r in rows}, 32)
     assert "3.00x against its source x 2.00x source against the baseline = 6.00x" in line
     assert line.endswith(" ⚠") == flag
+    assert ("the source as reference: unmeasured" in line) == flag  # a flagged chain names which reading moved
 
 
 def test_the_report_marks_ratios_timed_apart_and_shows_the_checks() -> None:
@@ -146,3 +189,14 @@ def test_a_row_stored_before_a_setting_existed_still_counts_as_made_with_the_def
     row = replace(BASE, row_id="q", compressor="quantization", config={"compressor": older})
     assert is_default(row)
     assert not is_default(replace(row, config={"compressor": {**older, "calibration": "entropy"}}))
+
+
+def test_the_drift_track_says_how_far_the_machine_moved_through_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    own, paired = _sim(monkeypatch, machine=lambda t: 1.2 if t >= 600 else 1.0)
+    base, cand = _pair_rows(own, paired)
+    later = replace(cand, row_id="d", created="2026-11-23T00:30:00+00:00",
+                    paired={ORT_CPU: {32: replace(paired, reference_alone_ms=[18.0, 18.0])}})
+    rows = [base, cand, later]
+    track = consistency.drift_track(rows, {r.row_id: r for r in rows})
+    assert track == {"ort b32": [(0.0, pytest.approx(1.2)), (30.0, pytest.approx(0.9))]}
+    assert "ort b32 -10% to +20% over 30 min" in consistency.drift_sentence(track)

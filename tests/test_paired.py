@@ -32,15 +32,20 @@ def test_blocks_alternate_abba_and_the_ratio_is_exact_for_exact_times() -> None:
 
     cfg = LatencyConfig(warmup=1, budget_s=0.3, max_s=100)
     paired, lat = interleaved(runner("R", 10.0), runner("C", 5.0), cfg, 32, "ref-row", clock=clock)
-    n = calls[2:].index("C")  # after one warm-up call each, block 0 runs k timed reference calls
-    blocks = [calls[2 + i * 2 * n: 2 + (i + 1) * 2 * n] for i in range(BLOCKS)]
-    assert calls[:2] == ["R", "C"] and len(calls) == 2 + BLOCKS * 2 * n
+    lead = calls[2:].index("C")  # after one warm-up call each: the reference alone (k/2 untimed, k timed), block 0
+    n = calls[2 + lead:].index("R") // 2  # the candidate's halves of blocks 0 (A B) and 1 (B A): 2k calls
+    solo = lead - n
+    pair = calls[2 + solo: 2 + solo + BLOCKS * 2 * n]
+    blocks = [pair[i * 2 * n: (i + 1) * 2 * n] for i in range(BLOCKS)]
+    assert calls[:2] == ["R", "C"] and len(calls) == 2 + BLOCKS * 2 * n + 2 * solo
+    assert solo == n + max(1, n // 2) and set(calls[2:2 + solo]) == set(calls[-solo:]) == {"R"}
     for i, block in enumerate(blocks):
         first, second = ("R", "C") if i % 2 == 0 else ("C", "R")
         assert block == [first] * n + [second] * n  # A B, then B A, ...
     k = n
     assert paired.ratio == pytest.approx(2.0) and paired.low == pytest.approx(2.0) and paired.high == pytest.approx(2.0)
     assert paired.reference_row_id == "ref-row" and len(paired.reference_ms) == BLOCKS
+    assert paired.reference_alone_ms == pytest.approx([10.0, 10.0])  # alone before and after the pair
     assert lat.median_ms == pytest.approx(5.0) and lat.calls == BLOCKS * k and lat.batch == 32
 
 

@@ -12,6 +12,10 @@ Each unit gives one ratio (the geometric mean of its two block ratios); the figu
 geometric mean of the unit ratios with a Student-t interval on their logarithms.
 tests/test_paired.py simulates pairs with a known ratio and realistic noise (per-call jitter,
 drift, slow periods) and checks that the stated 95% covers at least 93% at MIN_UNITS units.
+
+Around the pair the reference is also timed alone, one block of k calls right before and one right
+after, each after k/2 untimed calls: with its own row and its partner reading, that third
+reading tells whether the machine drifted or the pairing changed the reference (reporting/consistency.py).
 """
 
 from __future__ import annotations
@@ -62,6 +66,14 @@ def interleaved(reference: Callable[[], object], candidate: Callable[[], object]
     cand_blocks: list[float] = []
     cand_calls: list[float] = []
     units: list[float] = []
+    def solo() -> float:
+        """The reference alone, in the same process, runtime, threads and batch: a few untimed calls first, so
+        what its partner's last calls left behind (a runtime's spinning threads) has passed."""
+        for _ in range(max(1, k // 2)):
+            reference()
+        return float(np.median([once(reference) for _ in range(k)]))
+
+    alone = [solo()]
     start = clock()
     for u in range(UNITS):
         if u >= MIN_UNITS and clock() - start > cfg.max_s:
@@ -74,6 +86,7 @@ def interleaved(reference: Callable[[], object], candidate: Callable[[], object]
             cand_calls += times[1]
             block_ratios.append(ref_blocks[-1] / cand_blocks[-1])
         units.append(math.sqrt(block_ratios[0] * block_ratios[1]))
+    alone.append(solo())
     ratio, low, high = interval(np.asarray(units))
-    paired = Paired(reference_row_id, ratio, low, high, ref_blocks, cand_blocks)
+    paired = Paired(reference_row_id, ratio, low, high, ref_blocks, cand_blocks, alone)
     return paired, summarize(cand_calls, batch)

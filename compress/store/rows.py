@@ -264,6 +264,8 @@ class Paired:
     high: float
     reference_ms: list[float] = field(default_factory=list)  # per-block medians, reference
     candidate_ms: list[float] = field(default_factory=list)  # per-block medians, candidate
+    # the reference timed alone right before and right after the pair (block medians); rows before: empty
+    reference_alone_ms: list[float] = field(default_factory=list)
 
     def cell(self) -> str:
         return f"{self.ratio:.2f}x [{self.low:.2f}–{self.high:.2f}]"
