@@ -106,3 +106,28 @@ def test_a_gap_note_names_five_classes_and_counts_the_rest() -> None:
     bundle = _bundle({**{f"c{i:03d}": 2 for i in range(720)}, "big": 4000})
     notes = gaps(make_split(bundle, datasets.DataConfig()), bundle)
     assert notes[0].startswith("720 class(es) have no validation image (c000, c001, c002, c003, c004 and 715 more)")
+
+
+def test_early_stopping_ends_after_the_patience_and_keeps_the_best_epoch(capsys: Any) -> None:
+    """Validation labels that disagree with training ones: the best validation epoch comes early, and training
+    ends `patience` epochs after it with that epoch's weights back; without patience it trains every epoch."""
+    def data() -> tuple[DataLoader, DataLoader]:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(256, 8, generator=g)
+        y = (x[:, 0] > 0).long()
+        y_val = torch.where(torch.arange(64) % 2 == 0, 1 - y[192:], y[192:])  # half of them contradict training
+        return (DataLoader(TensorDataset(x[:192], y[:192]), batch_size=32, shuffle=True, generator=g),
+                DataLoader(TensorDataset(x[192:], y_val), batch_size=64))
+
+    torch.manual_seed(0)
+    full = fit(nn.Linear(8, 2), *data(), TrainConfig(epochs=12, lr=0.05, schedule="constant"), torch.device("cpu"))
+    assert len(full.history) == 12 and full.stopped is None
+    torch.manual_seed(0)
+    model = nn.Linear(8, 2)
+    train, val = data()
+    early = fit(model, train, val, TrainConfig(epochs=12, lr=0.05, schedule="constant", patience=2),
+                torch.device("cpu"))
+    assert early.best_epoch == full.best_epoch < 10 and len(early.history) == early.best_epoch + 2
+    assert f"stopped early after epoch {early.best_epoch + 2} of 12" in (early.stopped or "")
+    assert evaluate(model, val, torch.device("cpu"))[0] == early.best_val_accuracy
+    assert "(patience 1/2)" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from compress.measuring.timing import REPORT_BATCH, LatencyConfig
 from compress.models import pretrained, vgg
 from compress.scaleout import shards
 from compress.sensitivity import scans
-from compress.training.config import FinetuneConfig, TrainConfig
+from compress.training.config import BASELINE_PATIENCE, FinetuneConfig, TrainConfig
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -67,7 +67,10 @@ def _run_flags(p: argparse.ArgumentParser, baseline_epochs: bool = True) -> None
     _common(p), _data_flags(p), _model_flags(p), _latency_flags(p)
     if baseline_epochs:
         p.add_argument("--baseline-epochs", type=int, default=TrainConfig.epochs,
-                       help=f"epochs for the baseline if none is cached (default {TrainConfig.epochs})")
+                       help=f"epochs for the baseline if none is cached, at most (default {TrainConfig.epochs})")
+    p.add_argument("--baseline-patience", type=int, default=BASELINE_PATIENCE, metavar="EPOCHS",
+                   help="stop the baseline's training when this many epochs pass without a better validation "
+                        f"epoch (default {BASELINE_PATIENCE}; 0: train every epoch)")
     p.add_argument("--export-onnx", action="store_true",
                    help="keep each measured model's ONNX export (model.onnx, parity-checked) in its run folder")
     p.add_argument("--resume", action="store_true",

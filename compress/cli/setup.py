@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -20,7 +21,7 @@ from compress.scaleout import dist
 from compress.session import BaselineSource, Session, pick_device
 from compress.store.atomic import clean_stale
 from compress.store.workspace import Workspace
-from compress.training.config import TrainConfig
+from compress.training.config import BASELINE_PATIENCE, TrainConfig
 
 READ_ONLY = ("report", "rows", "export")  # commands that read the workdir and write elsewhere
 STARTED = time.time()  # files older than this process and no longer written to are leftovers
@@ -92,12 +93,15 @@ def session_from(ns: argparse.Namespace, command: str) -> Session:
         raise CompressError(f"--baseline-epochs must be positive, got {ns.baseline_epochs}")
     if ns.report_batch is not None and ns.report_batch < 1:
         raise CompressError(f"--report-batch must be a positive batch size, got {ns.report_batch}")
+    patience = getattr(ns, "baseline_patience", BASELINE_PATIENCE)
+    if patience < 0:
+        raise CompressError(f"--baseline-patience must be >= 0 epochs (0: never stop early), got {patience}")
     if ns.command == "baseline":
-        train = config_from(TrainConfig, ns)
+        train = replace(config_from(TrainConfig, ns), patience=patience or None)
         if train.epochs <= 0:
             raise CompressError(f"--epochs must be positive for the baseline, got {train.epochs}")
     else:  # the baseline's own recipe; --epochs etc. are the fine-tune's
-        train = TrainConfig(epochs=getattr(ns, "baseline_epochs", TrainConfig.epochs))
+        train = TrainConfig(epochs=getattr(ns, "baseline_epochs", TrainConfig.epochs), patience=patience or None)
     source = BaselineSource(weights=getattr(ns, "baseline_weights", None), trust_pickle=ns.trust_pickle,
                             arch=ns.arch, pretrained=getattr(ns, "pretrained", None),
                             download=bool(getattr(ns, "download", False)),

@@ -197,7 +197,10 @@ def _cached(session: Session, bdir: Any, bundle: DataBundle, split: Split) -> Ba
     imported = checkpoints.load_model(bdir / "model.pt")
     log(f"using cached baseline {bdir / 'model.pt'} (trained {meta['train']['epochs']} epochs, best epoch "
         f"{meta['best_epoch']}, test accuracy {100 * meta['test_accuracy']:.2f}%)")
-    if meta["train"] != asdict(session.baseline_train):
+    want = asdict(session.baseline_train)
+    if "patience" not in meta["train"]:  # cached before early stopping existed: the same recipe otherwise
+        want.pop("patience")
+    if meta["train"] != want:
         log(f"note: the cached baseline was trained with {meta['train']}, not {asdict(session.baseline_train)}; "
             "pass --retrain to `compress baseline` to train it with your settings")
     return Baseline(imported.model, imported.spec, bdir / "model.pt", meta, bundle, split, session.data)
@@ -207,7 +210,9 @@ def _train(session: Session, bdir: Any, bundle: DataBundle, split: Split,
            imagenet: dict[str, torch.Tensor] | None) -> Baseline:
     data_cfg, train_cfg, device, src = session.data, session.baseline_train, session.device, session.baseline
     log(f"training the {session.arch} baseline on {data_cfg.name} ({len(split.train)} train / {len(split.val)} val / "
-        f"{len(split.test)} test images, {data_cfg.size}px, {train_cfg.epochs} epochs) on {device}")
+        f"{len(split.test)} test images, {data_cfg.size}px, {train_cfg.epochs} epochs"
+        + (f" at most, stopping after {train_cfg.patience} without a better validation epoch" if train_cfg.patience
+           else "") + f") on {device}")
     torch.manual_seed(data_cfg.seed)
     spec = ModelSpec(arch=session.arch, num_classes=bundle.num_classes)
     if imagenet is not None:  # the seeds' recipe: ImageNet weights, a fresh last layer for these classes
@@ -232,6 +237,7 @@ def _train(session: Session, bdir: Any, bundle: DataBundle, split: Split,
         checkpoints.save_checkpoint(model, spec, ckpt, extra={"classes": bundle.classes, "image_size": data_cfg.size})
         meta = {"arch": session.arch, "data": data_cfg.record(), "train": asdict(train_cfg),
                 "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
+                "epochs_run": len(result.history), "stopped": result.stopped,
                 "test_accuracy": test_acc, "train_seconds": result.seconds, "history": result.history,
                 "classes": bundle.classes, "fingerprint": bundle.fingerprint,
                 "distributed": dist.current().record(train_cfg.batch_size)}
@@ -266,7 +272,8 @@ def measure_baseline(session: Session, base: Baseline) -> tuple[ResultRow, Path 
     info = RowInfo(dataset=base.data_cfg.name, compressor="baseline", config=config, seed=base.data_cfg.seed,
                    command=session.command, finetune_epochs=0, best_epoch=base.meta["best_epoch"],
                    train_seconds=base.meta["train_seconds"],
-                   caveats=((LEAKAGE,) if imported and not base.bundle.official_test else ()) + base.notes,
+                   caveats=((LEAKAGE,) if imported and not base.bundle.official_test else ()) + base.notes
+                   + ((f"baseline training {base.meta['stopped']}",) if base.meta.get("stopped") else ()),
                    distributed=base.meta.get("distributed"))  # how the (cached) baseline was trained
     row_id = new_row_id("baseline", config)
     run_dir = session.workspace.run_dir(base.data_cfg.name, "baseline", row_id)

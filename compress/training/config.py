@@ -9,6 +9,7 @@ from typing import Literal
 from compress.errors import CompressError
 
 MAX_EPOCHS, MAX_BATCH = 10_000, 65_536  # past these a flag is a typo, not a plan
+BASELINE_PATIENCE = 3  # epochs without a better validation epoch before the baseline's training stops
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,13 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: Literal["cosine", "constant"] = "cosine"
     augment: bool = False  # random shifts of training images (datasets.Shifted)
+    # stop when this many epochs pass without a better validation epoch (the best-epoch rule); None: never. The
+    # baseline's guard only (--baseline-patience): fine-tunes are compared at equal budgets. Not a flag here.
+    patience: int | None = field(default=None, metadata={"cli": False})
 
     def __post_init__(self) -> None:
+        if self.patience is not None and self.patience < 1:
+            raise CompressError(f"--baseline-patience must be at least 1 epoch, got {self.patience}")
         if self.epochs < 0:
             raise CompressError(f"--epochs must be >= 0, got {self.epochs}")
         if self.epochs > MAX_EPOCHS:

@@ -35,6 +35,7 @@ class TrainResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     cache_seconds: float | None = None  # training/cached.py: the one-time feature extraction, within `seconds`
+    stopped: str | None = None  # why it ended before its last epoch (early stopping), or None
 
 
 def make_adam(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -127,8 +128,16 @@ def fit(model: nn.Module, train: Iterable[Any], val: DataLoader, cfg: TrainConfi
             mark = " (best)"
             if epoch < cfg.epochs:
                 run.save_best(prog)
+        waited = epoch - prog.best_epoch
         say(f"{opts.desc} epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, "
-            f"val acc {100 * val_acc:.2f}%, val loss {val_loss:.4f}{mark}")
+            f"val acc {100 * val_acc:.2f}%, val loss {val_loss:.4f}{mark}"
+            + (f" (patience {waited}/{cfg.patience})" if cfg.patience and waited else ""))
+        if dist.same(bool(cfg.patience and waited >= cfg.patience and epoch < cfg.epochs)):  # rank 0 decides
+            stopped = (f"stopped early after epoch {epoch} of {cfg.epochs}: no better validation epoch (accuracy, loss "
+                       f"as tie-break) in the {cfg.patience} epochs after epoch {prog.best_epoch} "
+                       f"(--baseline-patience {cfg.patience})")
+            say(f"{opts.desc}: {stopped}")
+            return _finish(run, prog, stopped)  # the schedule is not annealed: its length is the recipe's
         if epoch < cfg.epochs:
             run.save_epoch(prog, epoch, train)
     return _finish(run, prog)
@@ -152,7 +161,7 @@ def _begin(run: _Run, train: Iterable[Any], val: DataLoader, device: torch.devic
     return prog
 
 
-def _finish(run: _Run, prog: Progress) -> TrainResult:
+def _finish(run: _Run, prog: Progress, stopped: str | None = None) -> TrainResult:
     """The best epoch's weights back in the model; the epoch checkpoint removed (nothing left to resume)."""
     dist.unwrap_training(run.model)  # plain BatchNorm again (the global-batch one was for training)
     run.model.load_state_dict(prog.best_state)
@@ -161,7 +170,7 @@ def _finish(run: _Run, prog: Progress) -> TrainResult:
         for suffix in (".pt", ".best.pt", ".owner"):
             Path(run.opts.checkpoint).with_suffix(suffix).unlink(missing_ok=True)  # type: ignore[arg-type]
     return TrainResult(prog.best_epoch, prog.best_key[0], prog.done_before + time.perf_counter() - run.start,
-                       prog.history)
+                       prog.history, stopped=stopped)
 
 
 def say(msg: str) -> None:
