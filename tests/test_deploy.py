@@ -112,9 +112,11 @@ def _predict_py(bundle: Path, args: list[str], tmp: Path) -> subprocess.Complete
                           env=env, cwd=tmp, timeout=120)
 
 
-@pytest.mark.parametrize("key", ["fp32", "int8", "openvino"])
+@pytest.mark.parametrize("key", ["fp32", "fp32-openvino", "int8", "openvino"])
 def test_the_bundle_answers_each_test_image_as_the_harness_did(key: str, made: dict, tmp_path: Path) -> None:
-    manifest = _export(made, key, tmp_path / "bundle")
+    as_ir = key == "fp32-openvino"  # the fp32 row as an OpenVINO IR, fp32 weights kept
+    key = "fp32" if as_ir else key
+    manifest = _export(made, key, tmp_path / "bundle", *(["--format", "openvino"] if as_ir else []))
     row = made["rows"][key]
     run_dir = made["runs"] / row["dataset"] / row["compressor"] / row["row_id"]
     want = np.load(run_dir / "predictions.npy")
@@ -129,7 +131,14 @@ def test_the_bundle_answers_each_test_image_as_the_harness_did(key: str, made: d
     assert manifest["classes"] == list(CLASSES) and manifest["preprocessing"]["image_size"] == 32
     assert manifest["agreement"]["runner"]["same_answers"] == row["test_images"]
     measured = Path(row["model_path"])
-    if key == "fp32":
+    if as_ir:
+        import openvino as ov
+
+        ir = ov.Core().read_model(str(tmp_path / "bundle" / "model.xml"))
+        assert manifest["model"]["runtimes"] == ["openvino"] and manifest["agreement"]["top1_agreement"] == 1.0
+        assert json.loads(ir.get_rt_info(["model_info", "labels_json"]).astype(str)) == list(CLASSES)
+        assert all(str(c.get_element_type()) != "f16" for c in ir.get_ordered_ops() if c.get_type_name() == "Constant")
+    elif key == "fp32":
         assert manifest["agreement"]["top1_agreement"] == 1.0 and manifest["model"]["file"] == "model.onnx"
         import onnx
 
@@ -195,6 +204,16 @@ def test_export_refusals_are_one_line(made: dict, tmp_path: Path) -> None:
     assert code == 2 and "ships that file unchanged" in err and not (tmp_path / "b").exists()
     code, out, err = _cli(["rows", "--json", *runs])
     assert code == 0 and {r["compressor"] for r in json.loads(out)} == {"baseline", "quantization"}
+
+
+def test_a_cpu_without_the_recorded_instruction_sets_is_named() -> None:
+    from compress.deploy import machine
+
+    recorded = {"avx2": True, "avx512": True, "vnni": True, "amx": None}
+    assert machine.missing(recorded, {"avx2": True, "avx512": False, "vnni": False, "amx": False}) == ["avx512", "vnni"]
+    assert machine.missing(recorded, {"avx2": None, "avx512": None, "vnni": None}) == []  # unknown here: not claimed
+    assert set(machine.instruction_sets(["avx2", "avx512_vnni"]).items()) >= {("avx2", True), ("vnni", True),
+                                                                             ("avx512", False)}
 
 
 def test_resizes_and_normalizations_are_the_harness_s(tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def cmd_rows(ns: argparse.Namespace, command: str) -> None:
         return
     table = Table(box=box.SIMPLE_HEAD)
     for col in ("row id", "short", "dataset", "compressor", "setting", "top-1 %", "size MB", "b32 ms by runtime"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in ("row id", "short"))
     for i in items:
         table.add_row(*(printable(str(v)) for v in (i["row_id"], i["short"], i["dataset"], i["compressor"],
                                                     i["setting"], i["top1"], i["size_mb"], i["b32_ms"])))
