@@ -174,3 +174,14 @@ def check_contract(name: str) -> None:
     rebuilt = vgg.build(new_spec)  # the spec it returns must describe the model it returns
     rebuilt.load_state_dict(model.state_dict())
     assert comp.description
+
+
+def store_row(i: int, writer: int) -> ResultRow:
+    lat = Latency(batch=1, median_ms=1.0, p90_ms=1.2, iqr_ms=0.1, calls=10)
+    return ResultRow(
+        row_id=f"w{writer}-{i}", created=f"2026-01-01T00:00:00.{i:06d}+00:00",  # fixed width
+        dataset="digits", compressor="baseline",
+        config={"i": i}, config_hash=str(i), baseline_row_id=None, model_path="m.pt", num_classes=10,
+        image_size=32, params=1, nonzero_params=1, macs=1, size_bytes=1, latency={"torch": {1: lat}},
+        latency_notes={"cuda": "n/a"}, accuracy=0.5, accuracy_before_finetune=None, test_images=1, finetune_epochs=0,
+        best_epoch=None, train_seconds=0.0, seed=0, env={}, command="test")

@@ -254,3 +254,13 @@ def test_the_int8_and_workdir_rules_can_fail(tmp_path: Path) -> None:
     planted.write_text("import torch\nfrom compress.errors import CompressError\nfrom . import bundle\nimport json\n")
     assert deploy_imports_outside({"compress.deploy.planted": planted}) == ["compress.deploy.planted imports torch",
                                                                             "compress.deploy.planted imports compress"]
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared builders live in tests/helpers.py (or conftest): a test module importing another's private helpers
+    ties concepts together that the files keep apart."""
+    tests = Path(__file__).resolve().parent
+    found = [f"{p.name}:{node.lineno}" for p in sorted(tests.glob("test_*.py"))
+             for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests.test_")]
+    assert found == []

@@ -368,7 +368,7 @@ def test_from_an_int8_run_is_refused_before_any_work(tmp_path: Path, capsys: pyt
     """A checkpoint from the wrong compressor: int8 output cannot be compressed again."""
     from dataclasses import replace
 
-    from tests.test_report import BASE
+    from tests.helpers import BASE
 
     Store(tmp_path / "results.sqlite").add(replace(BASE, row_id="20260101-quantization-abc", dataset="digits",
                                                    compressor="quantization", backend="onnxruntime int8",
@@ -404,7 +404,7 @@ def test_main_leaves_the_callers_sigterm_handler_as_it_found_it(tmp_path: Path) 
 
 def test_report_asked_for_a_batch_no_row_has_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`report --report-batch 7` when the rows hold batches 1 and 32: one line naming them."""
-    from tests.test_report import _rows
+    from tests.helpers import report_rows as _rows
 
     store = Store(tmp_path / "results.sqlite")
     for r in _rows():
@@ -509,7 +509,7 @@ def test_a_class_missing_from_a_part_of_the_split_is_in_the_stored_row(tmp_path:
 
     from compress.models import checkpoints, vgg
     from tests.photos import photo_folder
-    from tests.test_batches import NARROW
+    from tests.helpers import NARROW
 
     data = photo_folder(tmp_path / "photos", classes=("major", "minor"), per_class=30, side=32)
     for extra in sorted((data / "minor").iterdir())[2:]:

@@ -195,7 +195,7 @@ def test_collect_refuses_forged_rows_and_names_each(tmp_path: Path) -> None:
     from compress.scaleout.collect import collect
     from compress.store.rows import encode
     from compress.store.workspace import Workspace
-    from tests.test_store import _row
+    from tests.helpers import store_row as _row
 
     shard = tmp_path / "shard"
     model = shard / "m.pt"

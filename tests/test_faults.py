@@ -30,7 +30,7 @@ WRITER = textwrap.dedent("""
     from compress.store.atomic import write_json
     from compress.cli.faults import one_line_errors, terminate_as_interrupt
     from compress.store.sqlite import Store
-    from tests.test_store import _row
+    from tests.helpers import store_row as _row
     store, out = Store(Path(sys.argv[1])), Path(sys.argv[2])
     real_fsync, writes = os.fsync, []
 
@@ -170,7 +170,7 @@ def test_resume_through_the_cli_ends_where_an_uninterrupted_run_does(tmp_path: P
     """Ctrl-C in epoch 2 of `run slim-head`, then `--resume`: the same weights as a run never interrupted."""
     from compress.training import loop
     from tests.conftest import QUICK_DATA, QUICK_LATENCY
-    from tests.test_batches import NARROW
+    from tests.helpers import NARROW
 
     weights = tmp_path / "narrow.pt"  # your own (small) checkpoint as the baseline: no baseline training
     checkpoints.save_checkpoint(vgg.build(NARROW), NARROW, weights, extra={"image_size": 32})

@@ -126,7 +126,7 @@ HOSTILE_CASES += 1
 def test_a_stored_dataset_name_cannot_write_outside_the_reports_folder(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from tests.test_report import BASE
+    from tests.helpers import BASE
 
     Store(tmp_path / "runs" / "results.sqlite").add(replace(BASE, dataset="../../escaped", command="x `rm -rf` y"))
     reports = tmp_path / "deep" / "reports"
@@ -145,7 +145,7 @@ HOSTILE_CASES += 1
 def test_a_damaged_row_is_named_and_skipped_not_a_traceback(tmp_path: Path) -> None:
     import sqlite3
 
-    from tests.test_report import BASE
+    from tests.helpers import BASE
 
     store = Store(tmp_path / "runs" / "results.sqlite")
     store.add(BASE)

@@ -250,7 +250,7 @@ def test_a_train_test_layout_is_not_taken_for_two_classes(tmp_path: Path) -> Non
 
 def test_collect_checks_each_row_against_its_record_and_the_registry(tmp_path: Path) -> None:
     """Silent wrong results: an edited accuracy, an edited compressor name, a row whose model file is gone."""
-    from tests.test_store import _row
+    from tests.helpers import store_row as _row
 
     shard = tmp_path / "shard"
     model = shard / "m.pt"

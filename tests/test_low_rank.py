@@ -70,7 +70,7 @@ def test_a_rank_that_saves_nothing_is_refused(config: LowRankConfig, match: str)
 
 
 def test_bad_flags_are_one_line(tmp_path: Path) -> None:
-    from tests.test_hostile import _cli, _one_line
+    from tests.helpers import cli as _cli, one_line as _one_line
 
     for argv, match in ((["--rank", "0,4"], "--rank values must be positive"),
                         (["--energy", "1.5"], "--energy must be a share in (0, 1]"),

@@ -85,7 +85,7 @@ def test_a_real_search_judges_on_validation_and_tests_only_the_winner(tmp_path: 
     from compress.cli.main import main
     from compress.store.sqlite import Store
     from tests.conftest import QUICK_LATENCY
-    from tests.test_hostile import _narrow
+    from tests.helpers import narrow as _narrow
 
     out = io.StringIO()
     argv = ["search", "--objective", "macs", "--trials", "3", "--epochs", "1", "--max-drop", "100",
@@ -111,7 +111,7 @@ def test_objective_ort_needs_ort_in_runtimes(tmp_path: Path) -> None:
     import io
 
     from compress.cli.main import main
-    from tests.test_hostile import _narrow
+    from tests.helpers import narrow as _narrow
 
     err = io.StringIO()
     argv = ["search", "--objective", "ort-b32", "--runtimes", "torch", "--baseline-weights",

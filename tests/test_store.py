@@ -9,19 +9,9 @@ from typing import Any
 
 import pytest
 
-from compress.store.rows import Latency, ResultRow
+from compress.store.rows import ResultRow
 from compress.store.sqlite import Store
-
-
-def _row(i: int, writer: int) -> ResultRow:
-    lat = Latency(batch=1, median_ms=1.0, p90_ms=1.2, iqr_ms=0.1, calls=10)
-    return ResultRow(
-        row_id=f"w{writer}-{i}", created=f"2026-01-01T00:00:00.{i:06d}+00:00",  # fixed width
-        dataset="digits", compressor="baseline",
-        config={"i": i}, config_hash=str(i), baseline_row_id=None, model_path="m.pt", num_classes=10,
-        image_size=32, params=1, nonzero_params=1, macs=1, size_bytes=1, latency={"torch": {1: lat}},
-        latency_notes={"cuda": "n/a"}, accuracy=0.5, accuracy_before_finetune=None, test_images=1, finetune_epochs=0,
-        best_epoch=None, train_seconds=0.0, seed=0, env={}, command="test")
+from tests.helpers import store_row as _row
 
 
 def _writer(path: str, writer: int, n: int, barrier: Any, spans: Any) -> None:
@@ -120,7 +110,7 @@ def test_a_damaged_page_is_found_before_any_work_and_nothing_is_appended(tmp_pat
     """Hostile input: one damaged page (header intact). `report` died with sqlite3.DatabaseError and `run` went
     on and appended to it with exit 0; now both refuse in one line with the move-aside advice."""
     from compress.store import sqlite
-    from tests.test_hostile import _cli, _one_line
+    from tests.helpers import cli as _cli, one_line as _one_line
 
     path = tmp_path / "runs" / "results.sqlite"
     _store_with_rows(path)
@@ -143,7 +133,7 @@ def test_a_store_another_process_is_writing_is_busy_not_damaged(tmp_path: Path, 
     import sqlite3
 
     from compress.store import sqlite
-    from tests.test_hostile import _cli, _one_line
+    from tests.helpers import cli as _cli, one_line as _one_line
 
     path = tmp_path / "runs" / "results.sqlite"
     _store_with_rows(path, 2)
@@ -162,7 +152,7 @@ def test_a_store_another_process_is_writing_is_busy_not_damaged(tmp_path: Path, 
 
 def test_report_on_a_workdir_that_does_not_exist_says_so_and_creates_nothing(tmp_path: Path) -> None:
     """Wording: it said the store "is empty" and made a reports folder."""
-    from tests.test_hostile import _cli, _one_line
+    from tests.helpers import cli as _cli, one_line as _one_line
 
     code, _, err = _cli(["report", "--workdir", str(tmp_path / "nope"), "--reports-dir", str(tmp_path / "reports")])
     _one_line(code, err, f"the workdir {tmp_path / 'nope'} does not exist")
