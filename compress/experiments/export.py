@@ -25,19 +25,13 @@ from compress.errors import CompressError
 from compress.experiments import bundle_parts
 from compress.experiments.baseline import EVAL_BATCH, stored_split
 from compress.log import log
+from compress.store.atomic import umask
 from compress.store.lookup import resolve
 from compress.store.rows import ResultRow, decode
 from compress.store.workspace import Workspace
 
 Format = Literal["onnx", "openvino"]
 
-
-def _umask() -> int:
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 @dataclass(frozen=True)
@@ -118,7 +112,7 @@ def export(ws: Workspace, req: ExportRequest) -> dict[str, Any]:
         manifest = _build(ws, row, kind, data, req, stage)
         if out.exists():
             out.rmdir()
-        stage.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; a bundle is meant to be shared
+        stage.chmod(0o777 & ~umask())  # mkdtemp's folder is private; a bundle is meant to be shared
         stage.rename(out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Iterator
 
 import numpy as np
 
@@ -83,24 +84,31 @@ def explain(r: Reading, apart: str) -> str:
             "again to know whether the machine or the pairing moved")
 
 
-def partner_lines(rows: list[ResultRow], by_id: dict[str, ResultRow]) -> tuple[list[str], int, Counter[str]]:
-    """(a line for each paired figure whose three readings of the reference disagree by more than TOLERANCE, how
-    many paired figures were checked, how many of each cause)."""
-    lines, checked, causes = [], 0, Counter[str]()
+def _figures(rows: list[ResultRow], by_id: dict[str, ResultRow]) -> Iterator[tuple[ResultRow, str, int, Paired,
+                                                                                 ResultRow, float]]:
+    """(row, runtime, batch, its paired figure, the reference's row, the reference's own median) of every paired
+    figure whose reference row is there with a figure at that runtime and batch."""
     for r in rows:
         for rt in runtime_keys():
             for b, p in sorted(r.paired.get(rt, {}).items()):
                 ref = by_id.get(p.reference_row_id)
                 own = ref.lat(rt, b) if ref is not None else None
-                if own is None or not p.reference_ms or own.median_ms <= 0:
-                    continue
-                checked += 1
-                got = reading(p, own.median_ms)
-                if got.cause is None:
-                    continue
-                causes[got.cause] += 1
-                lines.append(f"- ⚠ {named(r)}, {runtime_label(rt)} b{b}, its reference (row {code(ref.row_id)}): "
-                             + explain(got, _apart(ref, r)))
+                if ref is not None and own is not None and p.reference_ms and own.median_ms > 0:
+                    yield r, rt, b, p, ref, own.median_ms
+
+
+def partner_lines(rows: list[ResultRow], by_id: dict[str, ResultRow]) -> tuple[list[str], int, Counter[str]]:
+    """(a line for each paired figure whose three readings of the reference disagree by more than TOLERANCE, how
+    many paired figures were checked, how many of each cause)."""
+    lines, checked, causes = [], 0, Counter[str]()
+    for r, rt, b, p, ref, own in _figures(rows, by_id):
+        checked += 1
+        got = reading(p, own)
+        if got.cause is None:
+            continue
+        causes[got.cause] += 1
+        lines.append(f"- ⚠ {named(r)}, {runtime_label(rt)} b{b}, its reference (row {code(ref.row_id)}): "
+                     + explain(got, _apart(ref, r)))
     return lines, checked, causes
 
 
@@ -152,19 +160,15 @@ def drift_track(rows: list[ResultRow], by_id: dict[str, ResultRow]) -> dict[str,
     """Per runtime and batch ("ort b32"): (minutes after the baseline's own row, its alone reading at that pair
     / its own row's median), for every pair against a baseline row: the machine's speed through a run."""
     track: dict[str, list[tuple[float, float]]] = {}
-    for r in rows:
-        for rt in runtime_keys():
-            for b, p in sorted(r.paired.get(rt, {}).items()):
-                ref = by_id.get(p.reference_row_id)
-                own = ref.lat(rt, b) if ref is not None and ref.compressor == "baseline" else None
-                if own is None or not p.reference_alone_ms:
-                    continue
-                try:
-                    minutes = (datetime.fromisoformat(r.created) - datetime.fromisoformat(ref.created)).total_seconds()
-                except (TypeError, ValueError):
-                    continue
-                track.setdefault(f"{runtime_label(rt)} b{b}", []).append(
-                    (minutes / 60, float(np.median(p.reference_alone_ms)) / own.median_ms))
+    for r, rt, b, p, ref, own in _figures(rows, by_id):
+        if ref.compressor != "baseline" or not p.reference_alone_ms:
+            continue
+        try:
+            seconds = (datetime.fromisoformat(r.created) - datetime.fromisoformat(ref.created)).total_seconds()
+        except (TypeError, ValueError):
+            continue
+        track.setdefault(f"{runtime_label(rt)} b{b}", []).append(
+            (seconds / 60, float(np.median(p.reference_alone_ms)) / own))
     return track
 
 

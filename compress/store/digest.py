@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
+
+from compress.deploy.bundle import sha256
 
 
 def file_digest(path: Path) -> str:
@@ -15,8 +16,4 @@ def file_digest(path: Path) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _digest(path: str, mtime_ns: int, size: int) -> str:  # keyed by mtime and size: hashed once per version
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256(Path(path))  # the reader bundles check their files with
