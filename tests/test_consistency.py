@@ -200,3 +200,10 @@ def test_the_drift_track_says_how_far_the_machine_moved_through_the_run(monkeypa
     track = consistency.drift_track(rows, {r.row_id: r for r in rows})
     assert track == {"ort b32": [(0.0, pytest.approx(1.2)), (30.0, pytest.approx(0.9))]}
     assert "ort b32 -10% to +20% over 30 min" in consistency.drift_sentence(track)
+
+
+def test_alone_and_partner_apart_are_flagged_even_when_each_is_near_its_own_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Own 20 ms, alone 18.2 (-9%), partner 21.8 (+9%): each within 10% of the row, 20% from each other."""
+    own, paired = _sim(monkeypatch)
+    flagged, causes = _classified(own, replace(paired, reference_ms=[21.8] * 10, reference_alone_ms=[18.2, 18.2]))
+    assert causes == {"pairing": 1} and "**pairing**" in flagged[0]

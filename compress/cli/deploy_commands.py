@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 from rich import box
 from rich.console import Console
@@ -26,13 +27,13 @@ from compress.store.lookup import short
 from compress.store.rows import ResultRow
 
 
-def add_parsers(sub: argparse._SubParsersAction, common: object) -> None:
+def add_parsers(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """The four commands' flags (`common`: the parser module's --workdir/--json flags)."""
     p = sub.add_parser("rows", help="the stored rows with their ids, to name one for export")
-    common(p)  # type: ignore[operator]
+    common(p)
     p.add_argument("--dataset", default=None, help="only this dataset's rows")
     p = sub.add_parser("export", help="a measured row as a deploy bundle whose predict.py needs no PyTorch")
-    common(p)  # type: ignore[operator]
+    common(p)
     p.add_argument("row", metavar="ROW", help="a row id, a unique prefix of one, its run folder, or the report's "
                    "compressor-hash form (`compress rows` lists them)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the bundle's folder (new or empty)")

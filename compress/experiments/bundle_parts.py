@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from compress.deploy import preprocess, sessions
 from compress.deploy.bundle import FORMAT, Bundle, sha256
 from compress.deploy.runner import Predictor, softmax, threads
 from compress.errors import CompressError
+from compress.experiments.bundle_readme import readme
 from compress.measuring.environment import environment
 from compress.measuring.onnx_export import export_onnx
 from compress.models import checkpoints
@@ -167,8 +168,6 @@ def write_runner(stage: Path, manifest: dict[str, Any]) -> None:
     for src in sorted(Path(deploy.__file__).parent.glob("*.py")):
         shutil.copyfile(src, package / src.name)
     (stage / "predict.py").write_text(deploy.LAUNCHER, encoding="utf-8")
-    from compress.experiments.bundle_readme import readme
-
     (stage / "README.md").write_text(readme(manifest), encoding="utf-8")
 
 
@@ -221,8 +220,7 @@ def test_files(data: DataBundle, split: Split, cfg: DataConfig, stage: Path | No
 
 
 def _unit(cfg: DataConfig) -> DataConfig:
-    from dataclasses import replace
-
+    """The same data in [0, 1]: the built-in digits travel as pixels before the normalization the runner applies."""
     return replace(cfg, normalization="unit")
 
 

@@ -81,6 +81,9 @@ def harness_predictions(ws: Workspace, row: ResultRow) -> np.ndarray | None:
 
 def check_answers(ws: Workspace, row: ResultRow, got: np.ndarray, labels: np.ndarray, what: str) -> dict[str, Any]:
     """The bundle's answers on the row's test images against the harness's: refused unless every one is the same."""
+    if len(got) != row.test_images:
+        raise CompressError(f"row {row.row_id} was scored on {row.test_images} test images, the data now gives "
+                            f"{len(got)}: the data changed; the bundle was not written")
     want = harness_predictions(ws, row)
     if want is not None:
         differ = np.flatnonzero(want != got)
@@ -88,9 +91,6 @@ def check_answers(ws: Workspace, row: ResultRow, got: np.ndarray, labels: np.nda
     else:  # a row without predictions.npy (measure --store): its per-image correctness
         differ = np.flatnonzero(decode(row.correct or "") != (got == labels))
         basis = "the harness's per-image correctness"
-    if len(got) != row.test_images:
-        raise CompressError(f"row {row.row_id} was scored on {row.test_images} test images, the data now gives "
-                            f"{len(got)}: the data changed; the bundle was not written")
     if len(differ):
         raise CompressError(f"{what} changes {len(differ)} of {len(got)} test answers against {basis} (first: image "
                             f"{int(differ[0])}): the bundle was not written")

@@ -41,10 +41,11 @@ class Reading:
     def cause(self) -> str | None:
         """None (consistent), "drift" (the machine; the ratio stands), "pairing" (the partner changed the reference;
         the ratio is suspect), "unsteady" (the machine changed during the pair), or "unmeasured" (an old row)."""
-        if _close(self.partner, self.own) and (self.alone is None or _close(self.alone, self.own)):
-            return None
         if self.alone is None:
-            return "unmeasured"
+            return None if _close(self.partner, self.own) else "unmeasured"
+        if _close(self.partner, self.own) and _close(self.alone, self.own) and _close(self.alone, self.partner) \
+                and self.alone_spread <= TOLERANCE:
+            return None  # every two of the three readings within the tolerance
         if _close(self.alone, self.partner) and self.alone_spread <= TOLERANCE:
             return "drift"
         if _close(self.alone, self.own) and self.alone_spread <= TOLERANCE:
