@@ -26,8 +26,10 @@ def axes(batch: int) -> dict[str, tuple[str, Metric]]:
     """The x axes of the trade-off plots; latency at the report's batch size."""
     return {
         "macs": ("MACs per image (millions, log scale)", lambda r: r.macs / 1e6),
-        f"cpu_b{batch}": (f"CPU latency, batch {batch}, median ms (log scale)", _median(TORCH_CPU, batch)),
-        f"ort_b{batch}": (f"ONNX Runtime CPU latency, batch {batch}, median ms (log scale)", _median(ORT_CPU, batch)),
+        f"cpu_b{batch}": (f"torch latency (PyTorch eager, CPU), batch {batch}, median ms, log scale",
+                          _median(TORCH_CPU, batch)),
+        f"ort_b{batch}": (f"ort latency (ONNX Runtime, CPU), batch {batch}, median ms, log scale",
+                          _median(ORT_CPU, batch)),
         "size": ("size on disk (MB, log scale)", lambda r: r.size_bytes / 1e6),
     }
 
@@ -75,7 +77,7 @@ def _where(key: str, rows: list[ResultRow], batch: int) -> str:
 
 
 def tradeoff_plots(rows: list[ResultRow], out_dir: Path, stem: str, batch: int = 32) -> list[tuple[str, Path]]:
-    """Accuracy against MACs, CPU latency and size; returns (title, path) of each PNG written."""
+    """Accuracy against MACs, torch and ort latency and size; returns (title, path) of each PNG written."""
     import matplotlib
 
     matplotlib.use("Agg")
