@@ -269,5 +269,8 @@ def test_a_new_module_is_a_new_runtime_everywhere(toy_runtime: str, tiny: nn.Mod
                        baseline_row_id=rows[0].row_id if rows else None)
         rows.append(harness.measure_row(Measurement(subject, cfg, ld.test), info)[0])
     assert rows[1].lat(toy_runtime, 1) is not None and rows[1].lat(toy_runtime, 1).calls == 1
+    progress = capsys.readouterr().err  # where each model's measuring time went, by phase
+    first = progress.split("measured model in ")[1].splitlines()[0]
+    assert "torch " in first and "scoring " in first
     text = markdown.render("t", rows, batch=1)  # timed at batch 1 only
     assert "toy b1 ms" in text and "Toy runtime (CPU)" in text

@@ -8,8 +8,11 @@ times the model in turn (`measuring/runtimes/`); the harness knows none of them 
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -40,13 +43,16 @@ def count(subject: Subject) -> Counts:
                   counting.count_conv_macs(model, subject.shape))
 
 
-def time_all(m: Measurement) -> None:
-    """Every registered runtime in turn (those in --runtimes, and those that record why they have no figure)."""
-    m.onnx()  # exported once, before any runtime reads it; an int8 row's fp32 ONNX size is recorded here too
+def time_all(m: Measurement, phases: dict[str, float]) -> None:
+    """Every registered runtime in turn (those in --runtimes, and those that record why they have no figure);
+    `phases` gets the seconds each step took (the export and its check, then each runtime)."""
+    with _timed(phases, "ONNX export + check"):
+        m.onnx()  # exported once, before any runtime reads it; an int8 row's fp32 ONNX size is recorded here too
     for rt in runtimes.in_order():
         if rt.always or m.cfg.on(rt.key):
             before = cpuload.read_counters()  # each runtime's own window: load meanwhile flags that runtime alone
-            rt.time(m)
+            with _timed(phases, rt.key):
+                rt.time(m)
             during = cpuload.between(before, cpuload.read_counters())
             if during is not None and rt.key in m.timings.latency:
                 m.timings.loads[rt.key] = during
@@ -86,15 +92,30 @@ def measure_row(m: Measurement, info: RowInfo, row_id: str | None = None) -> tup
         cpuload.wait_until_quiet(m.cfg.quiet_timeout_s)
     before = cpuload.read_counters()
     preds = true = None
+    phases: dict[str, float] = {}
     with scratch_dir(m.temp_root, "onnx") as tmp:
         m.scratch = Path(tmp)
-        time_all(m)
+        time_all(m, phases)
         during = cpuload.between(before, cpuload.read_counters())
-        probe_memory(m)  # after the timing windows: its children's CPU time is no runtime's load
+        with _timed(phases, "peak memory"):
+            probe_memory(m)  # after the timing windows: its children's CPU time is no runtime's load
         if m.test_loader is not None:
-            preds, true = score(m)
+            with _timed(phases, "scoring"):
+                preds, true = score(m)
+    log(f"measured {m.subject.label} in {sum(phases.values()):.0f} s ("
+        + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items() if v >= 0.05) + ")")
     correct = None if preds is None else preds == true
     return _row(m, info, counts, correct, row_id, during), preds
+
+
+@contextmanager
+def _timed(phases: dict[str, float], name: str) -> Iterator[None]:
+    """How long one measuring phase took, for the progress line: where a model's measuring time goes."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
 
 
 def _row(m: Measurement, info: RowInfo, counts: Counts, correct: np.ndarray | None, row_id: str | None,
