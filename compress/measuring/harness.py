@@ -103,7 +103,7 @@ def measure_row(m: Measurement, info: RowInfo, row_id: str | None = None) -> tup
             with _timed(phases, "scoring"):
                 preds, true = score(m)
     log(f"measured {m.subject.label} in {sum(phases.values()):.0f} s ("
-        + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items() if v >= 0.05) + ")")
+        + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()) + ")")
     correct = None if preds is None else preds == true
     return _row(m, info, counts, correct, row_id, during), preds
 
